@@ -1,0 +1,17 @@
+//! The Airlock build: turns a recipe, its lock and the input store into a reproducible
+//! read-only root filesystem (`rootfs.tar.zst`, `root.img`) and its `build-manifest.toml`.
+
+pub mod archive;
+mod base;
+mod build;
+mod error;
+pub mod manifest;
+pub mod normalise;
+pub mod overlay;
+pub mod resolve;
+pub mod slotfs;
+pub mod stack;
+pub mod tools;
+
+pub use build::{BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, wanted};
+pub use error::{Error, Result};

@@ -1,0 +1,128 @@
+//! `cargo xtask lock`: resolves a recipe's packages to their full dependency closure with the
+//! host's configured apt sources (mmdebstrap's own resolver, so the closure is exactly what the
+//! build installs) and pins every .deb. The downloaded .debs go straight into the store.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use recipe::{LOCK_FORMAT, Lock, LockedPackage, Recipe};
+use store::Store;
+use xshell::{Shell, cmd};
+
+use crate::error::{Error, Result, io_err, tool_err};
+
+/// The host's apt source files, as mmdebstrap takes them (one mirror argument each).
+pub fn host_sources() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let main = PathBuf::from("/etc/apt/sources.list");
+    if fs::metadata(&main).is_ok_and(|m| m.len() > 0) {
+        out.push(main);
+    }
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut extra: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
+            .collect();
+        extra.sort();
+        out.extend(extra);
+    }
+    out
+}
+
+/// Resolves the recipe's closure online and returns the lock; every .deb is added to `store`.
+pub fn resolve(recipe: &Recipe, store: &Store) -> Result<Lock> {
+    let sources = host_sources();
+    if sources.is_empty() {
+        return Err(Error::Invalid(
+            "no apt sources configured on this host (/etc/apt/sources.list or sources.list.d): `lock` resolves packages from them".into(),
+        ));
+    }
+    let sh = Shell::new().map_err(tool_err("shell"))?;
+    let tmp_root = store.root().join("tmp");
+    let tmp = tempfile::tempdir_in(&tmp_root).map_err(io_err(&tmp_root))?;
+    let debs = tmp.path().join("debs");
+    let lists = tmp.path().join("lists");
+    fs::create_dir_all(&debs).map_err(io_err(&debs))?;
+    fs::create_dir_all(&lists).map_err(io_err(&lists))?;
+    let base = &recipe.base;
+    let variant = format!("--variant={}", base.variant);
+    let arch = format!("--architectures={}", base.architecture);
+    let include = format!("--include={}", base.packages.join(","));
+    let hook_debs = format!("--customize-hook=sync-out /var/cache/apt/archives {}", debs.display());
+    let hook_lists = format!("--customize-hook=sync-out /var/lib/apt/lists {}", lists.display());
+    let suite = &base.suite;
+    cmd!(
+        sh,
+        "mmdebstrap -q {variant} {arch} {include} --skip=essential/unlink {hook_debs} {hook_lists} {suite} /dev/null {sources...}"
+    )
+    .quiet()
+    .run()
+    .map_err(tool_err("mmdebstrap (resolving the package closure)"))?;
+
+    let index = archive_index(&lists)?;
+    let mut packages = Vec::new();
+    let mut files: Vec<PathBuf> = fs::read_dir(&debs)
+        .map_err(io_err(&debs))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    files.sort();
+    for f in files {
+        let fields = cmd!(sh, "dpkg-deb -f {f} Package Version Architecture")
+            .quiet()
+            .read()
+            .map_err(tool_err(format!("dpkg-deb -f {}", f.display())))?;
+        let get = |k: &str| {
+            fields.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+        };
+        let (Some(name), Some(version), Some(architecture)) = (get("Package"), get("Version"), get("Architecture")) else {
+            return Err(Error::Invalid(format!("{}: no Package/Version/Architecture in its control file", f.display())));
+        };
+        let (priority, section) = index.get(&(name.clone(), version.clone(), architecture.clone())).cloned().ok_or_else(|| {
+            Error::Invalid(format!("{name}={version} ({architecture}) was installed but is in no apt list: cannot pin its priority"))
+        })?;
+        let what = format!("{name}={version} ({architecture})");
+        let sha256 = store.insert(&f, &what, None)?;
+        let size = fs::metadata(&f).map_err(io_err(&f))?.len();
+        packages.push(LockedPackage { name, version, architecture, sha256, size, priority, section });
+    }
+    packages.sort();
+    let mut tools = crate::tools::versions(&sh);
+    tools.retain(|k, _| k == "mmdebstrap");
+    let apt = cmd!(sh, "apt-get --version").quiet().read().unwrap_or_default();
+    tools.insert("apt".into(), apt.lines().next().unwrap_or("").to_string());
+    Ok(Lock {
+        format: LOCK_FORMAT,
+        recipe_digest: base.digest(),
+        suite: base.suite.clone(),
+        architecture: base.architecture.clone(),
+        tools,
+        packages,
+    })
+}
+
+/// (Package, Version, Architecture) → (Priority, Section), from apt's list files.
+fn archive_index(lists: &Path) -> Result<BTreeMap<(String, String, String), (String, String)>> {
+    let mut index = BTreeMap::new();
+    let mut files: Vec<PathBuf> = fs::read_dir(lists)
+        .map_err(io_err(lists))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_Packages")))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = fs::read_to_string(&f).map_err(io_err(&f))?;
+        for stanza in text.split("\n\n") {
+            let get = |k: &str| {
+                stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(": ")).map(str::to_string))
+            };
+            if let (Some(p), Some(v), Some(a)) = (get("Package"), get("Version"), get("Architecture")) {
+                let prio = get("Priority").unwrap_or_else(|| "optional".into());
+                let section = get("Section").unwrap_or_else(|| "misc".into());
+                index.entry((p, v, a)).or_insert((prio, section));
+            }
+        }
+    }
+    Ok(index)
+}

@@ -1,0 +1,72 @@
+//! Host tools the build runs, and the versions of those that shape output bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use xshell::{Shell, cmd};
+
+/// A program the build needs on the host, and the Debian package that ships it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostTool {
+    pub bin: &'static str,
+    pub package: &'static str,
+    pub why: &'static str,
+}
+
+/// What `lock`, `fetch` and `build` run.
+pub const BUILD_TOOLS: &[HostTool] = &[
+    HostTool { bin: "mmdebstrap", package: "mmdebstrap", why: "installs the base rootfs from the local apt repository" },
+    HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" },
+    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" },
+    HostTool { bin: "dpkg-deb", package: "dpkg", why: "reads package control data" },
+    HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" },
+    HostTool { bin: "tar", package: "tar", why: "unpacks the cached base stage" },
+    HostTool { bin: "unshare", package: "util-linux", why: "runs offline builds in an empty network namespace" },
+    HostTool { bin: "zstd", package: "zstd", why: "the reference compressor for `cargo xtask bench`" },
+];
+
+/// Looks `bin` up in `$PATH` (and the sbin directories, which a non-root PATH may lack).
+pub fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub fn missing(tools: &[HostTool]) -> Vec<HostTool> {
+    tools.iter().filter(|t| which(t.bin).is_none()).copied().collect()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Versions of the tools whose output ends up in the image bytes. Missing tools are left out.
+pub fn versions(sh: &Shell) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    let mut put = |name: &str, out: Option<String>| {
+        if let Some(s) = out.filter(|s| !s.is_empty()) {
+            v.insert(name.to_string(), s);
+        }
+    };
+    put("mmdebstrap", cmd!(sh, "mmdebstrap --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put(
+        "mksquashfs",
+        cmd!(sh, "mksquashfs -version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)),
+    );
+    put(
+        "mkfs.erofs",
+        cmd!(sh, "mkfs.erofs -V").quiet().ignore_status().ignore_stderr().read().ok().map(|s| first_line(&s)),
+    );
+    put("rustc", cmd!(sh, "rustc -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("cargo", cmd!(sh, "cargo -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("libzstd", Some(zstd::zstd_safe::version_string().to_string()));
+    put("airlock", Some(env!("CARGO_PKG_VERSION").to_string()));
+    v
+}

@@ -1,0 +1,213 @@
+//! The parking controller: occupancy of one site's car park, served over a small HTTP API, with
+//! a health endpoint (version and boot slot) that the update agent uses as its health check.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest request body read (an event is a few dozen bytes).
+const MAX_BODY: u64 = 4096;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub site: String,
+    pub capacity: u32,
+    pub state_dir: PathBuf,
+    /// Overrides the boot slot read from the kernel command line (tests, development).
+    #[serde(default)]
+    pub slot: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if c.capacity == 0 || c.capacity > 100_000 {
+            return Err(format!("{}: capacity must be 1 to 100000", path.display()));
+        }
+        Ok(c)
+    }
+}
+
+/// The A/B slot this system booted from: `root=PARTLABEL=root-a` on the kernel command line.
+pub fn slot_from_cmdline(cmdline: &str) -> Option<String> {
+    cmdline.split_whitespace().find_map(|w| {
+        let v = w.strip_prefix("root=PARTLABEL=root-").or_else(|| w.strip_prefix("airlock.slot="))?;
+        Some(v.to_string()).filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+    })
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Occupancy {
+    pub occupied: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health<'a> {
+    pub status: &'a str,
+    pub version: &'a str,
+    pub slot: &'a str,
+    pub site: &'a str,
+}
+
+pub struct Controller {
+    config: Config,
+    slot: String,
+    occupancy: Occupancy,
+}
+
+impl Controller {
+    pub fn new(config: Config, slot: String) -> Controller {
+        let occupancy = std::fs::read_to_string(config.state_dir.join("occupancy.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Occupancy>(&s).ok())
+            .filter(|o| o.occupied <= config.capacity)
+            .unwrap_or_default();
+        Controller { config, slot, occupancy }
+    }
+
+    /// Handles one request: (status, JSON body).
+    pub fn handle(&mut self, method: &str, path: &str) -> (u16, String) {
+        let c = &self.config;
+        match (method, path) {
+            ("GET", "/health") => (
+                200,
+                json(&Health { status: "ok", version: VERSION, slot: &self.slot, site: &c.site }),
+            ),
+            ("GET", "/api/v1/occupancy") => (200, self.occupancy_json()),
+            ("POST", "/api/v1/entry") => {
+                if self.occupancy.occupied >= c.capacity {
+                    return (409, r#"{"error":"car park full"}"#.to_string());
+                }
+                self.occupancy.occupied += 1;
+                (200, self.occupancy_json())
+            }
+            ("POST", "/api/v1/exit") => {
+                if self.occupancy.occupied == 0 {
+                    return (409, r#"{"error":"car park already empty"}"#.to_string());
+                }
+                self.occupancy.occupied -= 1;
+                (200, self.occupancy_json())
+            }
+            (_, "/health" | "/api/v1/occupancy" | "/api/v1/entry" | "/api/v1/exit") => {
+                (405, r#"{"error":"method not allowed"}"#.to_string())
+            }
+            _ => (404, r#"{"error":"not found"}"#.to_string()),
+        }
+    }
+
+    fn occupancy_json(&self) -> String {
+        let o = self.occupancy.occupied;
+        let cap = self.config.capacity;
+        format!(r#"{{"site":{},"capacity":{cap},"occupied":{o},"free":{}}}"#, json(&self.config.site), cap - o)
+    }
+
+    /// Writes occupancy to the state directory: temp file, fsync, rename.
+    pub fn save(&self) -> std::io::Result<()> {
+        let dir = &self.config.state_dir;
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(".occupancy.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(json(&self.occupancy).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join("occupancy.json"))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Serves until `stop` is set (SIGTERM/SIGINT), then saves state and returns.
+    pub fn serve(&mut self, server: &tiny_http::Server, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            let Some(mut req) = server.recv_timeout(Duration::from_millis(200))? else { continue };
+            let too_big = req.body_length().is_some_and(|n| n as u64 > MAX_BODY);
+            let mut sink = Vec::new();
+            let read_ok = req.as_reader().take(MAX_BODY + 1).read_to_end(&mut sink).is_ok();
+            let (status, body) = if too_big || !read_ok || sink.len() as u64 > MAX_BODY {
+                (413, r#"{"error":"request body too large"}"#.to_string())
+            } else {
+                let method = req.method().as_str().to_string();
+                let path = req.url().split('?').next().unwrap_or("").to_string();
+                let changed = method == "POST";
+                let r = self.handle(&method, &path);
+                if changed && r.0 == 200 {
+                    self.save()?;
+                }
+                r
+            };
+            let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header is valid");
+            let resp = tiny_http::Response::from_string(body + "\n").with_status_code(status).with_header(header);
+            let _ = req.respond(resp);
+        }
+        self.save()
+    }
+}
+
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// `parking-controller health`: asks a running controller's health endpoint; true when it
+/// answers 200 with status "ok". Used as the post-update health check.
+pub fn check_health(addr: &str, timeout: Duration) -> Result<String, String> {
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut resp = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut resp).map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("health endpoint answered {}", head.lines().next().unwrap_or("")));
+    }
+    let v: serde_json::Value = serde_json::from_str(body.trim()).map_err(|e| format!("health body: {e}"))?;
+    if v["status"] != "ok" {
+        return Err(format!("health status is {}", v["status"]));
+    }
+    Ok(body.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(cap: u32) -> Controller {
+        let dir = std::env::temp_dir().join(format!("pc-test-{}-{cap}", std::process::id()));
+        let cfg = Config { listen: "127.0.0.1:0".into(), site: "s".into(), capacity: cap, state_dir: dir, slot: None };
+        Controller::new(cfg, "a".into())
+    }
+
+    #[test]
+    fn slot_is_read_from_the_root_partition_label() {
+        assert_eq!(slot_from_cmdline("quiet root=PARTLABEL=root-b ro"), Some("b".into()));
+        assert_eq!(slot_from_cmdline("airlock.slot=a"), Some("a".into()));
+        assert_eq!(slot_from_cmdline("root=/dev/vda2"), None);
+        assert_eq!(slot_from_cmdline("root=PARTLABEL=root-$(x)"), None);
+    }
+
+    #[test]
+    fn occupancy_never_goes_below_zero_or_above_capacity() {
+        let mut c = controller(1);
+        assert_eq!(c.handle("POST", "/api/v1/exit").0, 409);
+        assert_eq!(c.handle("POST", "/api/v1/entry").0, 200);
+        assert_eq!(c.handle("POST", "/api/v1/entry").0, 409);
+        let (s, body) = c.handle("GET", "/api/v1/occupancy");
+        assert_eq!(s, 200);
+        assert_eq!(body, r#"{"site":"s","capacity":1,"occupied":1,"free":0}"#);
+        assert_eq!(c.handle("DELETE", "/health").0, 405);
+        assert_eq!(c.handle("GET", "/nope").0, 404);
+    }
+}

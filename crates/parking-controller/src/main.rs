@@ -1,0 +1,82 @@
+//! `parking-controller`: runs the service, or (`health ADDR`) checks a running one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use parking_controller::{Config, Controller, check_health, slot_from_cmdline};
+
+const USAGE: &str = "usage: parking-controller [--config FILE]
+       parking-controller health [ADDR]   (default ADDR 127.0.0.1:8080; exit 0 when healthy)
+       parking-controller --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["--version"] => {
+            println!("parking-controller {}", parking_controller::VERSION);
+            ExitCode::SUCCESS
+        }
+        ["health"] | ["health", _] => {
+            let addr = args.get(1).map_or("127.0.0.1:8080", String::as_str);
+            match check_health(addr, Duration::from_secs(5)) {
+                Ok(body) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parking-controller: unhealthy: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        [] => run(PathBuf::from("/etc/parking-controller/config.toml")),
+        ["--config", path] => run(PathBuf::from(path)),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("parking-controller: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let slot = config.slot.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| slot_from_cmdline(&c)).unwrap_or_else(|| "unknown".into())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            eprintln!("parking-controller: cannot handle signal {sig}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let server = match tiny_http::Server::http(&config.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("parking-controller: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let addr = server.server_addr().to_ip().map_or(config.listen.clone(), |a| a.to_string());
+    eprintln!("parking-controller {} listening on {addr} (site {}, slot {slot})", parking_controller::VERSION, config.site);
+    let mut controller = Controller::new(config, slot);
+    match controller.serve(&server, &stop) {
+        Ok(()) => {
+            eprintln!("parking-controller: stopped, state saved");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("parking-controller: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

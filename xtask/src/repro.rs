@@ -1,0 +1,210 @@
+//! `repro`: two full builds (no caches) under different conditions — build path, source tree
+//! path and creation order, TZ, locale, umask, HOME/USER, hostname — then every output is
+//! compared byte for byte. On a difference it names the files inside that differ.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::build::RecipeArgs;
+use crate::{Exit, repo_root};
+
+#[derive(Args, Debug)]
+pub struct Repro {
+    #[command(flatten)]
+    pub args: RecipeArgs,
+    /// Never touch the network (every input must be in the store).
+    #[arg(long)]
+    pub offline: bool,
+    /// Keep both builds in DIR (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+/// One set of build conditions.
+struct Variant {
+    name: &'static str,
+    tz: &'static str,
+    lang: &'static str,
+    umask: &'static str,
+    user: &'static str,
+    hostname: &'static str,
+    /// Copy the source tree in reverse order to another path (directory order, build path).
+    copy_tree: bool,
+}
+
+const VARIANTS: [Variant; 2] = [
+    Variant { name: "a", tz: "UTC", lang: "C.UTF-8", umask: "0022", user: "builder-a", hostname: "repro-a", copy_tree: false },
+    Variant {
+        name: "b",
+        tz: "Pacific/Chatham",
+        lang: "fr_FR.UTF-8",
+        umask: "0077",
+        user: "someone-else",
+        hostname: "a-much-longer-build-host-name-b",
+        copy_tree: true,
+    },
+];
+
+impl Repro {
+    pub fn run(self) -> Result<()> {
+        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
+        let tmp;
+        let top = match &self.keep {
+            Some(d) => {
+                fs::create_dir_all(d)?;
+                d.clone()
+            }
+            None => {
+                tmp = tempfile::Builder::new().prefix("airlock-repro-").tempdir()?;
+                tmp.path().to_path_buf()
+            }
+        };
+        let recipe = self.args.load()?;
+        let rel_recipe = self.args.recipe_path();
+        let rel_recipe = rel_recipe.strip_prefix(repo_root()).unwrap_or(&rel_recipe).to_path_buf();
+        let exe = std::env::current_exe()?;
+        let mut outs = Vec::new();
+        for v in &VARIANTS {
+            let dir = top.join(v.name);
+            if dir.exists() {
+                fs::remove_dir_all(&dir)?;
+            }
+            fs::create_dir_all(dir.join("home"))?;
+            let src = if v.copy_tree {
+                let s = dir.join("source-tree");
+                copy_tree_reversed(&repo_root(), &s)?;
+                s
+            } else {
+                repo_root()
+            };
+            eprintln!("repro: build {} (TZ={}, LANG={}, umask {}, hostname {}, source {})", v.name, v.tz, v.lang, v.umask, v.hostname, src.display());
+            let mut c = Command::new("unshare");
+            c.args(["--uts", "sh", "-c", "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"", "sh"]);
+            c.args([v.hostname, v.umask]);
+            c.arg(&exe).arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
+            c.arg("--out").arg(dir.join("images"));
+            c.arg("--work-dir").arg(dir.join("work"));
+            c.arg("--stack-target-dir").arg(dir.join("target"));
+            c.arg("--store").arg(self.args.store_path());
+            if let Some(l) = &self.args.lock {
+                c.arg("--lock").arg(l);
+            }
+            if self.offline {
+                c.arg("--offline");
+            }
+            let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+            let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap_or_default()));
+            c.env("CARGO_HOME", cargo_home).env("RUSTUP_HOME", rustup_home);
+            c.env("HOME", dir.join("home")).env("USER", v.user).env("LOGNAME", v.user);
+            c.env("TZ", v.tz).env("LANG", v.lang).env("LC_ALL", v.lang).env("TMPDIR", dir.join("work"));
+            fs::create_dir_all(dir.join("work"))?;
+            // xtask's own repo root is compiled in; the copied tree is only read through the recipe.
+            c.env("AIRLOCK_REPO_ROOT", &src);
+            let status = c.status().context("running the build (is util-linux's unshare installed?)")?;
+            if !status.success() {
+                bail!("build {} failed ({status})", v.name);
+            }
+            outs.push(dir.join("images").join(&recipe.name).join(&recipe.version));
+        }
+        compare(&outs[0], &outs[1])
+    }
+}
+
+/// Copies the files the build reads into `dest`, creating entries in reverse order.
+fn copy_tree_reversed(src: &Path, dest: &Path) -> Result<()> {
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(src);
+    let files = xshell::cmd!(sh, "git ls-files -z --cached --others --exclude-standard").quiet().read()?;
+    let mut files: Vec<&str> = files.split('\0').filter(|f| !f.is_empty()).collect();
+    files.sort_unstable();
+    files.reverse();
+    for f in files {
+        let from = src.join(f);
+        let to = dest.join(f);
+        let Ok(meta) = fs::symlink_metadata(&from) else { continue };
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p)?;
+        }
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else {
+            fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn compare(a: &Path, b: &Path) -> Result<()> {
+    let mut names: Vec<String> = fs::read_dir(a)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mut differ = Vec::new();
+    for n in &names {
+        let (da, sa) = store::sha256_file(&a.join(n))?;
+        let pb = b.join(n);
+        if !pb.exists() {
+            differ.push(format!("{n}: only in build a"));
+            continue;
+        }
+        let (db, sb) = store::sha256_file(&pb)?;
+        if da == db {
+            println!("identical  {n:<24} {sa:>12} bytes  sha256:{da}");
+        } else {
+            println!("DIFFERENT  {n:<24} a: {sa} bytes sha256:{da}\n                                    b: {sb} bytes sha256:{db}");
+            differ.push(n.clone());
+        }
+    }
+    if differ.is_empty() {
+        println!("reproducible: both builds gave identical outputs");
+        return Ok(());
+    }
+    for n in &differ {
+        if n == image::ROOTFS_NAME {
+            for line in tar_diff(&a.join(n), &b.join(n))?.iter().take(50) {
+                println!("  {line}");
+            }
+        }
+    }
+    if image::tools::which("diffoscope").is_some() {
+        println!("for details: diffoscope {} {}", a.display(), b.display());
+    }
+    Err(Exit(1, format!("not reproducible: {} differ", differ.join(", "))).into())
+}
+
+/// Entries whose header or content differ between two rootfs tars.
+fn tar_diff(a: &Path, b: &Path) -> Result<Vec<String>> {
+    let ea = tar_entries(a)?;
+    let eb = tar_entries(b)?;
+    let mut out = Vec::new();
+    for (k, va) in &ea {
+        match eb.get(k) {
+            None => out.push(format!("{k}: only in build a")),
+            Some(vb) if vb != va => out.push(format!("{k}: a {va} / b {vb}")),
+            _ => {}
+        }
+    }
+    out.extend(eb.keys().filter(|k| !ea.contains_key(*k)).map(|k| format!("{k}: only in build b")));
+    Ok(out)
+}
+
+fn tar_entries(p: &Path) -> Result<BTreeMap<String, String>> {
+    let dec = zstd::stream::Decoder::new(fs::File::open(p)?)?;
+    let mut ar = tar::Archive::new(dec);
+    let mut map = BTreeMap::new();
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = e.path()?.display().to_string();
+        let h = e.header();
+        let meta = format!("mode {:o} uid {} gid {} mtime {}", h.mode()?, h.uid()?, h.gid()?, h.mtime()?);
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf)?;
+        use sha2::Digest;
+        map.insert(path, format!("{meta} sha256 {}", hex::encode(sha2::Sha256::digest(&buf))));
+    }
+    Ok(map)
+}
