@@ -110,11 +110,12 @@ fn build_base(recipe: &Recipe, lock: &Lock, store: &Store, out: &Path, scratch: 
     Ok(())
 }
 
-/// Unpacks the base tar into `root` (GNU tar: owners numeric, modes and xattrs kept).
+/// Unpacks the base tar into `root` (GNU tar: owners numeric, modes kept). Images carry no
+/// xattrs: the only ones in the base are systemd-tmpfiles ACLs that boot re-creates.
 pub fn unpack(tar: &Path, root: &Path) -> Result<()> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let sh = Shell::new().map_err(tool_err("shell"))?;
-    cmd!(sh, "tar -xpf {tar} -C {root} --numeric-owner --xattrs --xattrs-include=*")
+    cmd!(sh, "tar -xpf {tar} -C {root} --numeric-owner --no-xattrs --no-acls --no-selinux")
         .quiet()
         .run()
         .map_err(tool_err(format!("unpacking {}", tar.display())))?;

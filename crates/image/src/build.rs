@@ -201,7 +201,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let build_key = hash_parts(&[&key_material]);
 
     let out_dir = images_dir.join(&recipe.version);
-    if opts.use_cache {
+    // The builder itself is an input too, but one that differs between machines (paths in
+    // debug info): it is kept beside the output, not in the signed manifest.
+    let builder = builder_digest()?;
+    let builder_file = images_dir.join(format!(".{}.builder", recipe.version));
+    if opts.use_cache && fs::read_to_string(&builder_file).is_ok_and(|b| b.trim() == builder) {
         if let Some(m) = up_to_date(&out_dir, &build_key)? {
             return Ok(BuildReport {
                 out_dir,
@@ -259,7 +263,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     };
     store::write_atomic(&out.join(MANIFEST_NAME), manifest.to_toml().as_bytes())?;
     publish(&out, &out_dir, work.path())?;
+    store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
     Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
+}
+
+/// sha256 of the running builder executable.
+fn builder_digest() -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::Invalid(format!("cannot find the running builder: {e}")))?;
+    Ok(store::sha256_file(&exe)?.0)
 }
 
 /// Removes work directories left by a killed build.

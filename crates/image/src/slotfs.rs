@@ -23,7 +23,7 @@ pub fn make(recipe: &Recipe, root: &Path, dest: &Path) -> Result<()> {
     match recipe.output.slot_fs {
         SlotFs::Squashfs => {
             // SOURCE_DATE_EPOCH sets the mkfs time and every inode time (squashfs-tools 4.5).
-            cmd!(sh, "mksquashfs {root} {dest} -noappend -comp zstd -Xcompression-level {level} -no-progress -quiet")
+            cmd!(sh, "mksquashfs {root} {dest} -noappend -comp zstd -Xcompression-level {level} -no-xattrs -no-progress -quiet")
                 .env("SOURCE_DATE_EPOCH", &sde)
                 .quiet()
                 .ignore_stdout()
