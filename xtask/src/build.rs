@@ -80,10 +80,20 @@ impl Build {
     pub fn run(self) -> Result<()> {
         crate::deps::ensure(image::tools::BUILD_TOOLS)?;
         let report = image::build(&self.options())?;
+        let manifest_path = report.out_dir.join(image::MANIFEST_NAME);
+        let m = &report.manifest;
+        let signed = if m.image.channel == "dev" {
+            // dev recipes: signed with the INSECURE dev key, verifiable with keys/dev/trust.toml.
+            let key = crate::keys::dev_secret()?;
+            Some(crate::keys::sign_file(&manifest_path, &key, "release", &m.image.product, &m.image.version)?)
+        } else {
+            None
+        };
         if self.json {
             let out = serde_json::json!({
                 "out_dir": report.out_dir,
                 "up_to_date": report.up_to_date,
+                "signature": signed,
                 "build_key": report.manifest.build_key,
                 "outputs": report.manifest.outputs.iter().map(|(k, o)| (k.clone(), serde_json::json!({"sha256": o.sha256, "size": o.size}))).collect::<serde_json::Map<_, _>>(),
                 "timings": report.timings.iter().map(|(k, d)| serde_json::json!({"stage": k, "seconds": d.as_secs_f64()})).collect::<Vec<_>>(),
@@ -91,7 +101,6 @@ impl Build {
             println!("{out}");
             return Ok(());
         }
-        let m = &report.manifest;
         let total: f64 = report.timings.iter().map(|(_, d)| d.as_secs_f64()).sum();
         let state = if report.up_to_date { "up to date" } else { "built" };
         println!("{} {} ({}, channel {}) {state} in {total:.1}s", m.image.name, m.image.version, m.image.product, m.image.channel);
@@ -100,6 +109,14 @@ impl Build {
             println!("  {name:<16} {:>12} bytes  sha256:{}", o.size, o.sha256);
         }
         println!("  {:<16} build key {}", image::MANIFEST_NAME, m.build_key);
+        match signed {
+            Some(sig) => println!("  signed with the INSECURE dev key: {}", sig.display()),
+            None => {
+                println!("  release channel: not signed here. Carry {} to the offline signing machine;", manifest_path.display());
+                println!("  each signer runs `cargo xtask sign build-manifest.toml --key THEIR.key`; bring the");
+                println!("  .minisig files back beside it, then `cargo xtask verify {}`.", manifest_path.display());
+            }
+        }
         Ok(())
     }
 }

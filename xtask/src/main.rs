@@ -3,6 +3,7 @@
 
 mod build;
 mod deps;
+mod keys;
 mod repro;
 mod store_cmd;
 
@@ -36,6 +37,12 @@ enum Cmd {
     Deps(deps::Deps),
     /// Install host tools, then run the whole test suite (what CI runs).
     Test(deps::Test),
+    /// Make a signing keypair: keys/NAME.pub, the secret key outside the repository.
+    Keygen(keys::Keygen),
+    /// Add one detached minisign-format signature to a file.
+    Sign(keys::Sign),
+    /// Check every signature of a file and each role's threshold (exit 0 accepted, 1 rejected).
+    Verify(keys::Verify),
 }
 
 /// The repository root: xtask lives at `ROOT/xtask`; `AIRLOCK_REPO_ROOT` overrides it (the
@@ -69,6 +76,9 @@ fn main() -> ExitCode {
         Cmd::Repro(c) => c.run(),
         Cmd::Deps(c) => c.run(),
         Cmd::Test(c) => c.run(),
+        Cmd::Keygen(c) => c.run(),
+        Cmd::Sign(c) => c.run(),
+        Cmd::Verify(c) => c.run(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

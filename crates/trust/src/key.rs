@@ -1,0 +1,295 @@
+//! Keys in minisign's formats: public keys (`Ed` + key id + ed25519 key) and secret keys
+//! (optionally encrypted with scrypt, as `minisign -G` writes them), so the stock `minisign`
+//! tool can sign and verify with Airlock's keys and the other way round.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::Error;
+
+/// Largest key file accepted, in bytes (a minisign key file is under 400).
+pub const MAX_KEY_FILE: usize = 4096;
+
+const SIG_ALG: [u8; 2] = *b"Ed";
+const KDF_SCRYPT: [u8; 2] = *b"Sc";
+const KDF_NONE: [u8; 2] = [0, 0];
+const CHK_ALG: [u8; 2] = *b"B2";
+const SK_BLOB_LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 104;
+
+/// minisign's scrypt cost (libsodium's "sensitive" limits): N = 2^20, r = 8, p = 1, 1 GiB.
+pub const DEFAULT_OPSLIMIT: u64 = 33_554_432;
+pub const DEFAULT_MEMLIMIT: u64 = 1_073_741_824;
+
+/// The 8-byte key id minisign puts in keys and signatures, shown as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(pub [u8; 8]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016X}", u64::from_le_bytes(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl KeyId {
+    pub fn parse_hex(s: &str) -> Option<KeyId> {
+        if s.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(|v| KeyId(v.to_le_bytes()))
+    }
+}
+
+/// A public key that passed every check: right length, decodable point, not of small order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey {
+    pub id: KeyId,
+    pub key: VerifyingKey,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id)
+    }
+}
+
+/// The text lines of a small file: the length is bounded before anything else is looked at.
+pub(crate) fn bounded_lines(text: &str, max: usize, what: &str) -> Result<Vec<String>, Error> {
+    if text.len() > max {
+        return Err(Error::Malformed(format!("{what} is {} bytes, more than the {max} a {what} can be", text.len())));
+    }
+    Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
+}
+
+pub(crate) fn decode_b64(s: &str, what: &str) -> Result<Vec<u8>, Error> {
+    B64.decode(s.trim()).map_err(|e| Error::Malformed(format!("{what} is not valid base64: {e}")))
+}
+
+impl PublicKey {
+    /// Parses the base64 line of a public key (`RWQ…`): 42 bytes, `Ed`, key id, key.
+    pub fn from_base64(s: &str) -> Result<PublicKey, Error> {
+        let raw = decode_b64(s, "public key")?;
+        if raw.len() != 42 {
+            return Err(Error::Malformed(format!("public key is {} bytes, a minisign public key is 42", raw.len())));
+        }
+        if raw[..2] != SIG_ALG {
+            return Err(Error::Malformed("public key algorithm is not Ed (ed25519)".into()));
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&raw[2..10]);
+        let mut pk = [0u8; 32];
+        pk.copy_from_slice(&raw[10..42]);
+        Self::from_parts(KeyId(id), &pk)
+    }
+
+    pub fn from_parts(id: KeyId, pk: &[u8; 32]) -> Result<PublicKey, Error> {
+        if pk.iter().all(|&b| b == 0) {
+            return Err(Error::WeakKey(id));
+        }
+        let key = VerifyingKey::from_bytes(pk).map_err(|_| Error::Malformed(format!("public key {id} is not a valid ed25519 point")))?;
+        if key.is_weak() {
+            return Err(Error::WeakKey(id));
+        }
+        Ok(PublicKey { id, key })
+    }
+
+    /// Parses a public key file as `minisign -G` writes it (comment line, base64 line).
+    pub fn parse(text: &str) -> Result<PublicKey, Error> {
+        let lines = bounded_lines(text, MAX_KEY_FILE, "public key file")?;
+        let b64 = match lines.as_slice() {
+            [c, k, ..] if c.starts_with("untrusted comment:") => k,
+            [k] => k,
+            [k, rest @ ..] if rest.iter().all(|l| l.is_empty()) => k,
+            _ => return Err(Error::Malformed("a public key file is an `untrusted comment:` line and a base64 line".into())),
+        };
+        Self::from_base64(b64)
+    }
+
+    pub fn to_base64(&self) -> String {
+        let mut raw = Vec::with_capacity(42);
+        raw.extend_from_slice(&SIG_ALG);
+        raw.extend_from_slice(&self.id.0);
+        raw.extend_from_slice(self.key.as_bytes());
+        B64.encode(raw)
+    }
+
+    /// The public key file text, as minisign writes it.
+    pub fn to_file(&self) -> String {
+        format!("untrusted comment: minisign public key {}\n{}\n", self.id, self.to_base64())
+    }
+}
+
+/// A secret key, decrypted. Never printed: `Debug` shows the key id only.
+pub struct SecretKey {
+    pub id: KeyId,
+    pub(crate) signing: SigningKey,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({}, redacted)", self.id)
+    }
+}
+
+/// How a new secret key file is protected.
+#[derive(Debug, Clone, Copy)]
+pub struct Kdf<'a> {
+    pub passphrase: &'a [u8],
+    pub salt: [u8; 32],
+    pub opslimit: u64,
+    pub memlimit: u64,
+}
+
+/// libsodium's `pickparams`: scrypt (log2 N, r, p) from minisign's opslimit and memlimit.
+fn scrypt_params(opslimit: u64, memlimit: u64) -> Result<(u8, u32, u32), Error> {
+    let opslimit = opslimit.max(32_768);
+    let r: u64 = 8;
+    let (n_log2, p);
+    let pick = |max_n: u64| -> u8 {
+        let mut n = 1u8;
+        while n < 63 {
+            if (1u64 << n) > max_n / 2 {
+                break;
+            }
+            n += 1;
+        }
+        n
+    };
+    if opslimit < memlimit / 32 {
+        p = 1;
+        n_log2 = pick(opslimit / (r * 4));
+    } else {
+        n_log2 = pick(memlimit / (r * 128));
+        let maxrp = ((opslimit / 4) / (1u64 << n_log2)).min(0x3fff_ffff);
+        p = maxrp / r;
+    }
+    // Refuse what would need more than 4 GiB or absurd time: a hostile key file must not
+    // make the tool allocate without bound.
+    if n_log2 > 22 || p == 0 || p > 16 {
+        return Err(Error::Malformed(format!("secret key asks for scrypt N=2^{n_log2}, p={p}: outside the accepted range")));
+    }
+    Ok((n_log2, r as u32, p as u32))
+}
+
+fn scrypt_stream(passphrase: &[u8], salt: &[u8], opslimit: u64, memlimit: u64) -> Result<[u8; 104], Error> {
+    let (log_n, r, p) = scrypt_params(opslimit, memlimit)?;
+    let params = scrypt::Params::new(log_n, r, p).map_err(|_| Error::Malformed("invalid scrypt parameters".into()))?;
+    let mut out = [0u8; 104];
+    scrypt::scrypt(passphrase, salt, &params, &mut out).map_err(|_| Error::Malformed("scrypt failed".into()))?;
+    Ok(out)
+}
+
+fn checksum(id: &KeyId, sk: &[u8; 64]) -> [u8; 32] {
+    let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
+    st.update(&SIG_ALG);
+    st.update(&id.0);
+    st.update(sk);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(st.finalize().as_bytes());
+    out
+}
+
+impl SecretKey {
+    /// A new key from 32 random bytes and an 8-byte random key id (the caller brings the
+    /// randomness: this crate does no I/O).
+    pub fn from_seed(seed: [u8; 32], id: [u8; 8]) -> SecretKey {
+        SecretKey { id: KeyId(id), signing: SigningKey::from_bytes(&seed) }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey { id: self.id, key: self.signing.verifying_key() }
+    }
+
+    /// Whether a secret key file is passphrase-protected, without decrypting it.
+    pub fn is_encrypted(text: &str) -> Result<bool, Error> {
+        let raw = Self::blob(text)?;
+        Ok(raw[2..4] == KDF_SCRYPT)
+    }
+
+    fn blob(text: &str) -> Result<Vec<u8>, Error> {
+        let lines = bounded_lines(text, MAX_KEY_FILE, "secret key file")?;
+        let b64 = match lines.as_slice() {
+            [c, k, ..] if c.starts_with("untrusted comment:") => k,
+            _ => return Err(Error::Malformed("a secret key file is an `untrusted comment:` line and a base64 line".into())),
+        };
+        let raw = decode_b64(b64, "secret key")?;
+        if raw.len() != SK_BLOB_LEN {
+            return Err(Error::Malformed(format!("secret key is {} bytes, a minisign secret key is {SK_BLOB_LEN}", raw.len())));
+        }
+        if raw[..2] != SIG_ALG || raw[4..6] != CHK_ALG {
+            return Err(Error::Malformed("secret key algorithm is not Ed with a B2 checksum".into()));
+        }
+        if raw[2..4] != KDF_SCRYPT && raw[2..4] != KDF_NONE {
+            return Err(Error::Malformed("secret key KDF is neither scrypt nor none".into()));
+        }
+        Ok(raw)
+    }
+
+    /// Reads a secret key file; `passphrase` is needed when it is encrypted.
+    pub fn parse(text: &str, passphrase: Option<&[u8]>) -> Result<SecretKey, Error> {
+        let raw = Self::blob(text)?;
+        let mut keynum = [0u8; 104];
+        keynum.copy_from_slice(&raw[54..158]);
+        if raw[2..4] == KDF_SCRYPT {
+            let pass = passphrase.ok_or(Error::PassphraseNeeded)?;
+            let ops = u64::from_le_bytes(raw[38..46].try_into().map_err(|_| Error::Malformed("opslimit".into()))?);
+            let mem = u64::from_le_bytes(raw[46..54].try_into().map_err(|_| Error::Malformed("memlimit".into()))?);
+            let stream = scrypt_stream(pass, &raw[6..38], ops, mem)?;
+            for (k, s) in keynum.iter_mut().zip(stream.iter()) {
+                *k ^= s;
+            }
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&keynum[..8]);
+        let id = KeyId(id);
+        let mut sk = [0u8; 64];
+        sk.copy_from_slice(&keynum[8..72]);
+        if checksum(&id, &sk) != keynum[72..104] {
+            return Err(if raw[2..4] == KDF_SCRYPT { Error::WrongPassphrase } else { Error::Malformed("secret key checksum does not match".into()) });
+        }
+        let signing = SigningKey::from_keypair_bytes(&sk).map_err(|_| Error::Malformed("secret and public halves of the key disagree".into()))?;
+        Ok(SecretKey { id, signing })
+    }
+
+    /// The secret key file text (encrypted when `kdf` is given), readable by `minisign -S`.
+    pub fn to_file(&self, kdf: Option<Kdf<'_>>) -> Result<String, Error> {
+        let mut sk = [0u8; 64];
+        sk[..32].copy_from_slice(&self.signing.to_bytes());
+        sk[32..].copy_from_slice(self.signing.verifying_key().as_bytes());
+        let mut keynum = [0u8; 104];
+        keynum[..8].copy_from_slice(&self.id.0);
+        keynum[8..72].copy_from_slice(&sk);
+        keynum[72..].copy_from_slice(&checksum(&self.id, &sk));
+        let mut raw = Vec::with_capacity(SK_BLOB_LEN);
+        raw.extend_from_slice(&SIG_ALG);
+        match kdf {
+            Some(k) => {
+                raw.extend_from_slice(&KDF_SCRYPT);
+                raw.extend_from_slice(&CHK_ALG);
+                raw.extend_from_slice(&k.salt);
+                raw.extend_from_slice(&k.opslimit.to_le_bytes());
+                raw.extend_from_slice(&k.memlimit.to_le_bytes());
+                let stream = scrypt_stream(k.passphrase, &k.salt, k.opslimit, k.memlimit)?;
+                for (b, s) in keynum.iter_mut().zip(stream.iter()) {
+                    *b ^= s;
+                }
+            }
+            None => {
+                raw.extend_from_slice(&KDF_NONE);
+                raw.extend_from_slice(&CHK_ALG);
+                raw.extend_from_slice(&[0u8; 48]);
+            }
+        }
+        raw.extend_from_slice(&keynum);
+        let comment = if kdf.is_some() { "minisign encrypted secret key" } else { "minisign secret key (not encrypted)" };
+        Ok(format!("untrusted comment: {comment}\n{}\n", B64.encode(raw)))
+    }
+}
