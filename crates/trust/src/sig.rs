@@ -84,6 +84,9 @@ fn sig64(raw: &[u8], what: &str) -> Result<[u8; 64], Error> {
 impl SignatureFile {
     pub fn parse(text: &str) -> Result<SignatureFile, Error> {
         let lines = bounded_lines(text, MAX_SIG_FILE, "signature file")?;
+        if !text.ends_with('\n') {
+            return Err(Error::Malformed("signature file is truncated (no final newline)".into()));
+        }
         let (sig_line, tc_line, global_line) = match lines.as_slice() {
             [c, s, t, g, rest @ ..] if c.starts_with("untrusted comment:") && rest.iter().all(|l| l.is_empty()) => (s, t, g),
             _ => {
