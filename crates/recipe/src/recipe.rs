@@ -327,7 +327,7 @@ fn check_chars(s: &str, ok: impl Fn(char) -> bool) -> Result<(), char> {
 }
 
 fn describe(c: char) -> String {
-    if c.is_control() || c.is_whitespace() { format!("{:?}", c) } else { format!("`{c}`") }
+    format!("{c:?}")
 }
 
 /// Checks a string field against a character set and a length; `what` names the field.
