@@ -118,6 +118,14 @@ fn hash_parts(parts: &[&str]) -> String {
 
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let (recipe, lock, lock_path) = load(opts)?;
+    let mut stages = Stages { interactive: opts.interactive, timings: Vec::new() };
+    let store = Store::open(&opts.store)?;
+    let wanted = wanted(&recipe, &lock);
+    let mut fetched = 0;
+    if !opts.offline && !store.missing(&wanted).is_empty() {
+        fetched = stages.run("fetch", "downloading pinned inputs into the store", || fetch(&recipe, &lock, &store))?;
+    }
+    stages.run("verify", "checking every input against the lock", || store.verify_all(&wanted).map_err(Error::from))?;
     let mut need = vec!["mmdebstrap", "dpkg-deb", "tar", "chroot"];
     need.push(match recipe.output.slot_fs {
         recipe::SlotFs::Squashfs => "mksquashfs",
@@ -127,14 +135,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if !missing.is_empty() {
         return Err(Error::MissingTools(missing));
     }
-    let mut stages = Stages { interactive: opts.interactive, timings: Vec::new() };
-    let store = Store::open(&opts.store)?;
-    let wanted = wanted(&recipe, &lock);
-    let mut fetched = 0;
-    if !opts.offline && !store.missing(&wanted).is_empty() {
-        fetched = stages.run("fetch", "downloading pinned inputs into the store", || fetch(&recipe, &lock, &store))?;
-    }
-    stages.run("verify", "checking every input against the lock", || store.verify_all(&wanted).map_err(Error::from))?;
 
     let sh = Shell::new().map_err(tool_err("shell"))?;
     let mut tool_versions = tools::versions(&sh);
