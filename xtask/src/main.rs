@@ -97,11 +97,10 @@ fn main() -> ExitCode {
 
 /// 1 for rejected inputs (tampered objects, bad exports), 2 for usage and I/O (recipes too).
 fn exit_code(e: &anyhow::Error) -> u8 {
+    let is_rejection = |s: &store::Error| matches!(s, store::Error::Tampered { .. } | store::Error::BadExport { .. });
     let rejected = e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<store::Error>(),
-            Some(store::Error::Tampered { .. } | store::Error::BadExport { .. })
-        )
+        c.downcast_ref::<store::Error>().is_some_and(is_rejection)
+            || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Store(s)) if is_rejection(s))
     });
     if rejected { 1 } else { 2 }
 }
