@@ -15,7 +15,10 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 success; 1 rejected (a check failed: signature, reproducibility…);
 /// 2 usage or I/O error.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Airlock: reproducible, signed, offline-updatable appliance images")]
+#[command(
+    name = "cargo xtask",
+    about = "Airlock: reproducible, signed, offline-updatable appliance images"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -97,7 +100,12 @@ fn main() -> ExitCode {
 
 /// 1 for rejected inputs (tampered objects, bad exports), 2 for usage and I/O (recipes too).
 fn exit_code(e: &anyhow::Error) -> u8 {
-    let is_rejection = |s: &store::Error| matches!(s, store::Error::Tampered { .. } | store::Error::BadExport { .. });
+    let is_rejection = |s: &store::Error| {
+        matches!(
+            s,
+            store::Error::Tampered { .. } | store::Error::BadExport { .. }
+        )
+    };
     let rejected = e.chain().any(|c| {
         c.downcast_ref::<store::Error>().is_some_and(is_rejection)
             || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Store(s)) if is_rejection(s))

@@ -29,11 +29,19 @@ impl StoreCmd {
         match self.cmd {
             Sub::Export { dir } => {
                 let (n, bytes) = store.export(&dir)?;
-                println!("exported {n} objects ({} MiB) to {}", bytes >> 20, dir.display());
+                println!(
+                    "exported {n} objects ({} MiB) to {}",
+                    bytes >> 20,
+                    dir.display()
+                );
             }
             Sub::Import { dir } => {
                 let (n, bytes) = store.import(&dir)?;
-                println!("imported {n} objects ({} MiB) into {}, every digest checked", bytes >> 20, store.root().display());
+                println!(
+                    "imported {n} objects ({} MiB) into {}, every digest checked",
+                    bytes >> 20,
+                    store.root().display()
+                );
             }
         }
         Ok(())

@@ -11,14 +11,15 @@ use crate::error::{Error, Result, io_err};
 /// Directories whose contents are emptied (the directory itself stays).
 const EMPTIED: &[&str] = &[
     "var/log",
-    "var/cache/apt",
-    "var/lib/apt/lists",
     "var/cache/debconf/tmp",
     "var/tmp",
     "tmp",
     "run",
     "var/cache/man",
 ];
+
+/// Directories removed whole: apt re-creates them (with its `_apt`-owned `partial/`) when used.
+const REMOVED_DIRS: &[&str] = &["var/cache/apt", "var/lib/apt/lists"];
 
 /// Files removed when present.
 const REMOVED: &[&str] = &[
@@ -41,18 +42,19 @@ const REMOVED: &[&str] = &[
 
 fn write_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
     let p = root.join(rel);
-    if let Ok(m) = fs::symlink_metadata(&p) {
-        if !m.is_file() {
+    if let Ok(m) = fs::symlink_metadata(&p)
+        && !m.is_file() {
             fs::remove_file(&p).map_err(io_err(&p))?;
         }
-    }
     fs::write(&p, content).map_err(io_err(&p))?;
     fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
     std::os::unix::fs::lchown(&p, Some(0), Some(0)).map_err(io_err(&p))
 }
 
 fn empty_dir(dir: &Path) -> Result<()> {
-    let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in rd {
         let e = e.map_err(io_err(dir))?;
         let p = e.path();
@@ -70,6 +72,12 @@ fn empty_dir(dir: &Path) -> Result<()> {
 pub fn normalise(root: &Path, hostname: &str) -> Result<()> {
     for d in EMPTIED {
         empty_dir(&root.join(d))?;
+    }
+    for d in REMOVED_DIRS {
+        let p = root.join(d);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).map_err(io_err(&p))?;
+        }
     }
     for f in REMOVED {
         let p = root.join(f);

@@ -24,8 +24,12 @@ const SECRET_MARKERS: &[&[u8]] = &[
 /// True when the first 64 KiB of `path` look like a secret key.
 pub fn looks_secret(path: &Path) -> Result<bool> {
     let mut buf = Vec::with_capacity(64 * 1024);
-    fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut buf)).map_err(io_err(path))?;
-    Ok(SECRET_MARKERS.iter().any(|m| buf.windows(m.len()).any(|w| w == *m)))
+    fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut buf))
+        .map_err(io_err(path))?;
+    Ok(SECRET_MARKERS
+        .iter()
+        .any(|m| buf.windows(m.len()).any(|w| w == *m)))
 }
 
 /// Entries of an overlay tree, sorted, with their relative paths.
@@ -67,7 +71,12 @@ pub fn digest_tree(dir: &Path) -> Result<String> {
             h.update(b"d");
         } else if m.file_type().is_symlink() {
             h.update(b"l");
-            h.update(fs::read_link(&p).map_err(io_err(&p))?.as_os_str().as_encoded_bytes());
+            h.update(
+                fs::read_link(&p)
+                    .map_err(io_err(&p))?
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
         } else if m.is_file() {
             h.update(if m.mode() & 0o111 != 0 { b"x" } else { b"f" });
             let (d, _) = store::sha256_file(&p)?;
@@ -86,7 +95,10 @@ fn safe_parent(root: &Path, rel: &Path, what: &Path) -> Result<PathBuf> {
     let parent = rel.parent().unwrap_or(Path::new(""));
     for c in parent.components() {
         let Component::Normal(c) = c else {
-            return Err(Error::Overlay { path: what.to_path_buf(), why: format!("path `{}` leaves the image root", rel.display()) });
+            return Err(Error::Overlay {
+                path: what.to_path_buf(),
+                why: format!("path `{}` leaves the image root", rel.display()),
+            });
         };
         cur.push(c);
         match fs::symlink_metadata(&cur) {
@@ -106,12 +118,16 @@ fn safe_parent(root: &Path, rel: &Path, what: &Path) -> Result<PathBuf> {
             Ok(_) => {
                 return Err(Error::Overlay {
                     path: what.to_path_buf(),
-                    why: format!("/{} is a file in the image, not a directory", cur.strip_prefix(root).unwrap_or(&cur).display()),
+                    why: format!(
+                        "/{} is a file in the image, not a directory",
+                        cur.strip_prefix(root).unwrap_or(&cur).display()
+                    ),
                 });
             }
             Err(_) => {
                 fs::create_dir(&cur).map_err(io_err(&cur))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).map_err(io_err(&cur))?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(&cur))?;
             }
         }
     }
@@ -123,7 +139,10 @@ fn clear_for_file(dest: &Path, what: &Path) -> Result<()> {
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => Err(Error::Overlay {
             path: what.to_path_buf(),
-            why: format!("would replace the directory {} with a file or link", dest.display()),
+            why: format!(
+                "would replace the directory {} with a file or link",
+                dest.display()
+            ),
         }),
         Ok(_) => fs::remove_file(dest).map_err(io_err(dest)),
         Err(_) => Ok(()),
@@ -134,12 +153,16 @@ fn clear_for_file(dest: &Path, what: &Path) -> Result<()> {
 pub fn place_file(root: &Path, dest: &str, src: &Path, mode: u32) -> Result<()> {
     let rel = Path::new(dest.trim_start_matches('/'));
     if !recipe::is_plain_relative(rel) {
-        return Err(Error::Overlay { path: src.to_path_buf(), why: format!("destination `{dest}` is not a plain absolute path") });
+        return Err(Error::Overlay {
+            path: src.to_path_buf(),
+            why: format!("destination `{dest}` is not a plain absolute path"),
+        });
     }
     if looks_secret(src)? {
         return Err(Error::Overlay {
             path: src.to_path_buf(),
-            why: "this file holds a secret key: it must never be put into an image; remove it".into(),
+            why: "this file holds a secret key: it must never be put into an image; remove it"
+                .into(),
         });
     }
     let dir = safe_parent(root, rel, src)?;
@@ -158,7 +181,10 @@ pub fn apply(root: &Path, overlay: &Path) -> Result<usize> {
         let src = overlay.join(&rel);
         let name = rel.to_string_lossy();
         if name.chars().any(char::is_control) {
-            return Err(Error::Overlay { path: src, why: "file name holds a control character".into() });
+            return Err(Error::Overlay {
+                path: src,
+                why: "file name holds a control character".into(),
+            });
         }
         let ft = m.file_type();
         if ft.is_dir() {

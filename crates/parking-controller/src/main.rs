@@ -14,7 +14,12 @@ const USAGE: &str = "usage: parking-controller [--config FILE]
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["--version"] => {
             println!("parking-controller {}", parking_controller::VERSION);
             ExitCode::SUCCESS
@@ -50,7 +55,10 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let slot = config.slot.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| slot_from_cmdline(&c)).unwrap_or_else(|| "unknown".into())
+        std::fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|c| slot_from_cmdline(&c))
+            .unwrap_or_else(|| "unknown".into())
     });
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -62,12 +70,22 @@ fn run(config_path: PathBuf) -> ExitCode {
     let server = match tiny_http::Server::http(&config.listen) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("parking-controller: cannot listen on {}: {e}", config.listen);
+            eprintln!(
+                "parking-controller: cannot listen on {}: {e}",
+                config.listen
+            );
             return ExitCode::from(2);
         }
     };
-    let addr = server.server_addr().to_ip().map_or(config.listen.clone(), |a| a.to_string());
-    eprintln!("parking-controller {} listening on {addr} (site {}, slot {slot})", parking_controller::VERSION, config.site);
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map_or(config.listen.clone(), |a| a.to_string());
+    eprintln!(
+        "parking-controller {} listening on {addr} (site {}, slot {slot})",
+        parking_controller::VERSION,
+        config.site
+    );
     let mut controller = Controller::new(config, slot);
     match controller.serve(&server, &stop) {
         Ok(()) => {

@@ -19,7 +19,10 @@ fn fetch_or_relock(dir: &Path) -> Option<PathBuf> {
         eprintln!("{out}");
         return None;
     }
-    assert!(err.contains("cargo xtask lock --update"), "fetch failed for another reason: {err}");
+    assert!(
+        err.contains("cargo xtask lock --update"),
+        "fetch failed for another reason: {err}"
+    );
     eprintln!("the registry moved on from the committed lock: testing with a fresh lock\n{err}");
     let lock = dir.join("fresh.lock");
     let (code, _, err) = run(xtask().args(["lock", "--update", "--lock"]).arg(&lock));
@@ -51,13 +54,20 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     let lock = fetch_or_relock(tmp.path());
     let keep = tmp.path().join("repro");
     let mut c = Command::new("unshare");
-    c.arg("-n").arg(env!("CARGO_BIN_EXE_xtask")).args(["repro", "--offline", "--keep"]).arg(&keep).current_dir(repo());
+    c.arg("-n")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(["repro", "--offline", "--keep"])
+        .arg(&keep)
+        .current_dir(repo());
     if let Some(l) = &lock {
         c.arg("--lock").arg(l);
     }
     let (code, out, err) = run(&mut c);
     assert_eq!(code, 0, "repro failed:\n{out}\n{err}");
-    assert!(out.contains("reproducible: both builds gave identical outputs"), "{out}");
+    assert!(
+        out.contains("reproducible: both builds gave identical outputs"),
+        "{out}"
+    );
 
     let img = keep.join("a/images/parking-controller/1.0.0");
     let entries = tar_entries(&img.join("rootfs.tar.zst"));
@@ -66,16 +76,41 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     // The stack and its hardened, enabled unit.
     let (_, bin, _) = find("./usr/bin/parking-controller").expect("the parking controller binary");
     assert_eq!(bin.mode().unwrap(), 0o755);
-    let (_, _, unit) = find("./usr/lib/systemd/system/parking-controller.service").expect("its unit");
+    let (_, _, unit) =
+        find("./usr/lib/systemd/system/parking-controller.service").expect("its unit");
     let unit = String::from_utf8_lossy(unit);
-    for line in ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet="] {
+    for line in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+    ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
-    let (_, link, _) = find("./etc/systemd/system/multi-user.target.wants/parking-controller.service").expect("enabled");
-    assert_eq!(link.link_name().unwrap().unwrap().to_string_lossy(), "/usr/lib/systemd/system/parking-controller.service");
-    assert!(find("./etc/chrony/sources.d/site.sources").is_some(), "the overlay was applied");
-    assert!(find("./boot/").is_some() && entries.iter().any(|(n, _, _)| n.starts_with("./boot/vmlinuz-")), "a kernel");
-    assert!(entries.iter().any(|(n, _, _)| n.starts_with("./boot/initrd.img-")), "an initrd");
+    let (_, link, _) =
+        find("./etc/systemd/system/multi-user.target.wants/parking-controller.service")
+            .expect("enabled");
+    assert_eq!(
+        link.link_name().unwrap().unwrap().to_string_lossy(),
+        "/usr/lib/systemd/system/parking-controller.service"
+    );
+    assert!(
+        find("./etc/chrony/sources.d/site.sources").is_some(),
+        "the overlay was applied"
+    );
+    assert!(
+        find("./boot/").is_some()
+            && entries
+                .iter()
+                .any(|(n, _, _)| n.starts_with("./boot/vmlinuz-")),
+        "a kernel"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(n, _, _)| n.starts_with("./boot/initrd.img-")),
+        "an initrd"
+    );
 
     // Normalised: no machine identity, host keys, seeds, caches or host leaks.
     assert_eq!(find("./etc/machine-id").expect("empty machine-id").2, b"");
@@ -83,27 +118,65 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     assert_eq!(find("./etc/resolv.conf").unwrap().2, b"");
     for (name, h, data) in &entries {
         assert!(!name.starts_with("./etc/ssh/ssh_host_"), "host key {name}");
-        assert!(!name.starts_with("./var/lib/apt/lists/") || h.entry_type().is_dir(), "apt list {name}");
-        assert!(!name.starts_with("./var/log/") || h.entry_type().is_dir(), "log {name}");
-        assert!(!name.ends_with("/random-seed") && name != "./var/cache/ldconfig/aux-cache", "{name}");
+        assert!(
+            !name.starts_with("./var/lib/apt/lists/") || h.entry_type().is_dir(),
+            "apt list {name}"
+        );
+        assert!(
+            !name.starts_with("./var/log/") || h.entry_type().is_dir(),
+            "log {name}"
+        );
+        assert!(
+            !name.ends_with("/random-seed") && name != "./var/cache/ldconfig/aux-cache",
+            "{name}"
+        );
         assert!(h.mtime().unwrap() <= SDE, "{name} mtime not clamped");
-        assert!(h.username().unwrap().unwrap_or("").is_empty() && h.groupname().unwrap().unwrap_or("").is_empty(), "{name} has owner names");
+        assert!(
+            h.username().unwrap().unwrap_or("").is_empty()
+                && h.groupname().unwrap().unwrap_or("").is_empty(),
+            "{name} has owner names"
+        );
         let text = String::from_utf8_lossy(data);
-        assert!(!text.contains("minisign secret key") && !text.contains("minisign encrypted secret key"), "secret key in {name}");
-        assert!(!text.contains("BEGIN OPENSSH PRIVATE KEY"), "private key in {name}");
+        assert!(
+            !text.contains("minisign secret key")
+                && !text.contains("minisign encrypted secret key"),
+            "secret key in {name}"
+        );
+        assert!(
+            !text.contains("BEGIN OPENSSH PRIVATE KEY"),
+            "private key in {name}"
+        );
     }
 
     // The slot filesystem holds the same tree.
-    let ls = Command::new("unsquashfs").args(["-lln"]).arg(img.join("root.img")).output().unwrap();
+    let ls = Command::new("unsquashfs")
+        .args(["-lln"])
+        .arg(img.join("root.img"))
+        .output()
+        .unwrap();
     let ls = String::from_utf8_lossy(&ls.stdout);
-    assert!(ls.lines().any(|l| l.ends_with("squashfs-root/usr/bin/parking-controller")), "root.img lacks the controller");
+    assert!(
+        ls.lines()
+            .any(|l| l.ends_with("squashfs-root/usr/bin/parking-controller")),
+        "root.img lacks the controller"
+    );
 
     // The manifest is signed with the dev key; Airlock and stock minisign both verify it.
     let manifest = img.join("build-manifest.toml");
     let (code, out, err) = run(xtask().arg("verify").arg(&manifest));
     assert_eq!(code, 0, "{out}{err}");
-    let sig = fs::read_dir(&img).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(".minisig")).unwrap();
-    let (code, out, err) = run(Command::new("minisign").arg("-Vm").arg(&manifest).arg("-x").arg(&sig).arg("-p").arg(repo().join("keys/dev/dev.pub")));
+    let sig = fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".minisig"))
+        .unwrap();
+    let (code, out, err) = run(Command::new("minisign")
+        .arg("-Vm")
+        .arg(&manifest)
+        .arg("-x")
+        .arg(&sig)
+        .arg("-p")
+        .arg(repo().join("keys/dev/dev.pub")));
     assert_eq!(code, 0, "minisign: {out}{err}");
     let text = fs::read_to_string(&manifest).unwrap();
     for o in ["rootfs.tar.zst", "root.img"] {
@@ -120,7 +193,11 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn serve_and_check(exe: &Path, dir: &Path) {
@@ -132,7 +209,11 @@ fn serve_and_check(exe: &Path, dir: &Path) {
         format!("listen = \"{addr}\"\nsite = \"test-site\"\ncapacity = 2\nstate_dir = \"{}\"\nslot = \"a\"\n", dir.join("state").display()),
     )
     .unwrap();
-    let mut child = Command::new(exe).arg("--config").arg(&config).spawn().unwrap();
+    let mut child = Command::new(exe)
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .unwrap();
     let mut healthy = None;
     for _ in 0..100 {
         let out = Command::new(exe).args(["health", &addr]).output().unwrap();
@@ -148,7 +229,11 @@ fn serve_and_check(exe: &Path, dir: &Path) {
     assert_eq!(v["slot"], "a");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     // Clean shutdown on SIGTERM: exit 0.
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
@@ -163,7 +248,9 @@ fn a_tampered_store_object_fails_the_build_and_names_the_package() {
     let s = store::Store::open(&store).unwrap();
     for p in &lock.packages {
         let Ok(path) = default.verified(&store::wanted(p)) else {
-            eprintln!("store not filled with the committed lock (registry moved on?): nothing to tamper with");
+            eprintln!(
+                "store not filled with the committed lock (registry moved on?): nothing to tamper with"
+            );
             return;
         };
         s.insert(&path, &p.name, Some(&p.sha256)).unwrap();
@@ -174,10 +261,23 @@ fn a_tampered_store_object_fails_the_build_and_names_the_package() {
     let mut bytes = fs::read(&obj).unwrap();
     bytes[1000] ^= 1;
     fs::write(&obj, bytes).unwrap();
-    let (code, _, err) = run(xtask().args(["build", "--offline", "--store"]).arg(&store).arg("--out").arg(tmp.path().join("images")));
+    let (code, _, err) = run(xtask()
+        .args(["build", "--offline", "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(tmp.path().join("images")));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("nftables={} (amd64) is tampered with or corrupt", victim.version)), "{err}");
-    assert!(!tmp.path().join("images/parking-controller/1.0.0").exists(), "no output");
+    assert!(
+        err.contains(&format!(
+            "nftables={} (amd64) is tampered with or corrupt",
+            victim.version
+        )),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("images/parking-controller/1.0.0").exists(),
+        "no output"
+    );
 }
 
 #[test]
@@ -190,7 +290,10 @@ fn a_missing_input_offline_is_named_and_nothing_is_written() {
         .arg(tmp.path().join("images")));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("input(s) missing from the store"), "{err}");
-    assert!(err.contains("linux-image-cloud-amd64="), "names the packages: {err}");
+    assert!(
+        err.contains("linux-image-cloud-amd64="),
+        "names the packages: {err}"
+    );
     assert!(err.contains("cargo xtask fetch"), "says what to do: {err}");
     assert!(!tmp.path().join("images/parking-controller/1.0.0").exists());
 }
@@ -199,11 +302,18 @@ fn a_missing_input_offline_is_named_and_nothing_is_written() {
 fn a_bad_recipe_is_refused_with_its_position() {
     let tmp = tempfile::tempdir().unwrap();
     let r = repo().join("recipes/.test-bad-recipe.toml");
-    let text = fs::read_to_string(repo().join("recipes/parking-controller.toml")).unwrap().replace("[output]", "[output]\nfirewal = 1");
+    let text = fs::read_to_string(repo().join("recipes/parking-controller.toml"))
+        .unwrap()
+        .replace("[output]", "[output]\nfirewal = 1");
     fs::write(&r, &text).unwrap();
     let (code, _, err) = run(xtask().arg("build").arg(&r).arg("--out").arg(tmp.path()));
     fs::remove_file(&r).unwrap();
     assert_eq!(code, 2);
     let line = text.lines().position(|l| l == "firewal = 1").unwrap() + 1;
-    assert!(err.contains(&format!(".test-bad-recipe.toml:{line}:1: unknown field `firewal`")), "{err}");
+    assert!(
+        err.contains(&format!(
+            ".test-bad-recipe.toml:{line}:1: unknown field `firewal`"
+        )),
+        "{err}"
+    );
 }
