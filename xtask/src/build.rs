@@ -27,9 +27,7 @@ pub struct RecipeArgs {
 
 impl RecipeArgs {
     pub fn recipe_path(&self) -> PathBuf {
-        self.recipe
-            .clone()
-            .unwrap_or_else(|| repo_root().join(DEFAULT_RECIPE))
+        self.recipe.clone().unwrap_or_else(|| repo_root().join(DEFAULT_RECIPE))
     }
     pub fn store_path(&self) -> PathBuf {
         self.store.clone().unwrap_or_else(Store::default_root)
@@ -70,16 +68,10 @@ impl Build {
             repo_root: repo_root(),
             lock: self.args.lock.clone(),
             store: self.args.store_path(),
-            images_dir: self
-                .out
-                .clone()
-                .unwrap_or_else(|| repo_root().join("images")),
+            images_dir: self.out.clone().unwrap_or_else(|| repo_root().join("images")),
             offline: self.offline,
             use_cache: !self.no_cache,
-            stack_target_dir: self
-                .stack_target_dir
-                .clone()
-                .unwrap_or_else(|| repo_root().join("target/airlock-stack")),
+            stack_target_dir: self.stack_target_dir.clone().unwrap_or_else(|| repo_root().join("target/airlock-stack")),
             work_parent: self.work_dir.clone(),
             interactive: std::io::stderr().is_terminal(),
         }
@@ -93,13 +85,7 @@ impl Build {
         let signed = if m.image.channel == "dev" {
             // dev recipes: signed with the INSECURE dev key, verifiable with keys/dev/trust.toml.
             let key = crate::keys::dev_secret()?;
-            Some(crate::keys::sign_file(
-                &manifest_path,
-                &key,
-                "release",
-                &m.image.product,
-                &m.image.version,
-            )?)
+            Some(crate::keys::sign_file(&manifest_path, &key, "release", &m.image.product, &m.image.version)?)
         } else {
             None
         };
@@ -116,11 +102,7 @@ impl Build {
             return Ok(());
         }
         let total: f64 = report.timings.iter().map(|(_, d)| d.as_secs_f64()).sum();
-        let state = if report.up_to_date {
-            "up to date"
-        } else {
-            "built"
-        };
+        let state = if report.up_to_date { "up to date" } else { "built" };
         println!(
             "{} {} ({}, channel {}) {state} in {total:.1}s",
             m.image.name, m.image.version, m.image.product, m.image.channel
@@ -137,13 +119,8 @@ impl Build {
                     "  release channel: not signed here. Carry {} to the offline signing machine;",
                     manifest_path.display()
                 );
-                println!(
-                    "  each signer runs `cargo xtask sign build-manifest.toml --key THEIR.key`; bring the"
-                );
-                println!(
-                    "  .minisig files back beside it, then `cargo xtask verify {}`.",
-                    manifest_path.display()
-                );
+                println!("  each signer runs `cargo xtask sign build-manifest.toml --key THEIR.key`; bring the");
+                println!("  .minisig files back beside it, then `cargo xtask verify {}`.", manifest_path.display());
             }
         }
         Ok(())
@@ -163,11 +140,7 @@ impl LockCmd {
     pub fn run(self) -> Result<()> {
         crate::deps::ensure(image::tools::BUILD_TOOLS)?;
         let recipe = self.args.load()?;
-        let lock_path = self
-            .args
-            .lock
-            .clone()
-            .unwrap_or_else(|| recipe.default_lock_path());
+        let lock_path = self.args.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
         if !self.update && lock_path.exists() {
             match Lock::load_for(&recipe, &lock_path) {
                 Ok(lock) => {
@@ -180,10 +153,7 @@ impl LockCmd {
                     return Ok(());
                 }
                 Err(recipe::Error::StaleLock { .. }) => {
-                    eprintln!(
-                        "{} is older than its recipe: resolving again",
-                        lock_path.display()
-                    );
+                    eprintln!("{} is older than its recipe: resolving again", lock_path.display());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -197,12 +167,7 @@ impl LockCmd {
         let lock = image::resolve::resolve(&recipe, &store)?;
         store::write_atomic(&lock_path, lock.to_toml().as_bytes())
             .with_context(|| format!("writing {}", lock_path.display()))?;
-        println!(
-            "{}: {} packages, {} MiB pinned",
-            lock_path.display(),
-            lock.packages.len(),
-            lock.total_size() >> 20
-        );
+        println!("{}: {} packages, {} MiB pinned", lock_path.display(), lock.packages.len(), lock.total_size() >> 20);
         Ok(())
     }
 }
@@ -217,22 +182,13 @@ impl Fetch {
     pub fn run(self) -> Result<()> {
         crate::deps::ensure(image::tools::BUILD_TOOLS)?;
         let recipe = self.args.load()?;
-        let lock_path = self
-            .args
-            .lock
-            .clone()
-            .unwrap_or_else(|| recipe.default_lock_path());
+        let lock_path = self.args.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
         let lock = Lock::load_for(&recipe, &lock_path)?;
         let store = Store::open(&self.args.store_path())?;
         let n = image::fetch(&recipe, &lock, &store)?;
         let wanted = image::wanted(&recipe, &lock);
         store.verify_all(&wanted)?;
-        println!(
-            "store {}: {} inputs fetched, all {} verified",
-            store.root().display(),
-            n,
-            wanted.len()
-        );
+        println!("store {}: {} inputs fetched, all {} verified", store.root().display(), n, wanted.len());
         Ok(())
     }
 }

@@ -21,21 +21,16 @@ fn secret_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join("airlock/keys");
     }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".config/airlock/keys")
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".config/airlock/keys")
 }
 
 /// The passphrase from `--passphrase-file` or `$AIRLOCK_PASSPHRASE`, if any.
 fn passphrase(file: &Option<PathBuf>) -> Result<Option<Vec<u8>>> {
     if let Some(f) = file {
-        let text = fs::read_to_string(f)
-            .with_context(|| format!("reading passphrase file {}", f.display()))?;
+        let text = fs::read_to_string(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
         return Ok(Some(text.lines().next().unwrap_or("").as_bytes().to_vec()));
     }
-    Ok(std::env::var("AIRLOCK_PASSPHRASE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(String::into_bytes))
+    Ok(std::env::var("AIRLOCK_PASSPHRASE").ok().filter(|s| !s.is_empty()).map(String::into_bytes))
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -59,18 +54,16 @@ pub fn load_secret(path: &Path, pass_file: &Option<PathBuf>) -> Result<SecretKey
         )
         .into());
     }
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("reading secret key {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
     let pass = if SecretKey::is_encrypted(&text).with_context(|| path.display().to_string())? {
         passphrase(pass_file)?
     } else {
         None
     };
     SecretKey::parse(&text, pass.as_deref()).map_err(|e| match e {
-        trust::Error::PassphraseNeeded => anyhow::anyhow!(
-            "{}: {e} (--passphrase-file FILE or $AIRLOCK_PASSPHRASE)",
-            path.display()
-        ),
+        trust::Error::PassphraseNeeded => {
+            anyhow::anyhow!("{}: {e} (--passphrase-file FILE or $AIRLOCK_PASSPHRASE)", path.display())
+        }
         e => anyhow::anyhow!("{}: {e}", path.display()),
     })
 }
@@ -78,31 +71,20 @@ pub fn load_secret(path: &Path, pass_file: &Option<PathBuf>) -> Result<SecretKey
 /// The committed INSECURE dev key, made 0600 first (git checks files out 0644).
 pub fn dev_secret() -> Result<SecretKey> {
     let p = repo_root().join(DEV_KEY);
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 600 {}", p.display()))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 600 {}", p.display()))?;
     load_secret(&p, &None)
 }
 
 /// Signature files of `file`: `FILE.minisig` and `FILE.<KEYID>.minisig`, sorted.
 pub fn signature_files(file: &Path) -> Result<Vec<PathBuf>> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base = file
-        .file_name()
-        .context("not a file path")?
-        .to_string_lossy()
-        .into_owned();
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = file.file_name().context("not a file path")?.to_string_lossy().into_owned();
     let mut out: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            let n = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             n.starts_with(&format!("{base}.")) && n.ends_with(".minisig")
         })
         .collect();
@@ -123,19 +105,10 @@ fn manifest_fields(file: &Path) -> Option<(String, String, String)> {
 }
 
 /// Signs `file` with `key`, writing `FILE.<KEYID>.minisig` atomically. Returns its path.
-pub fn sign_file(
-    file: &Path,
-    key: &SecretKey,
-    role: &str,
-    product: &str,
-    version: &str,
-) -> Result<PathBuf> {
+pub fn sign_file(file: &Path, key: &SecretKey, role: &str, product: &str, version: &str) -> Result<PathBuf> {
     let f = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let prehash = Prehash::of_reader(f).with_context(|| format!("reading {}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let safe = |s: &str| s.chars().all(|c| c.is_ascii_graphic() && c != '=');
     if !safe(product) || !safe(version) || !safe(&name) {
         bail!(
@@ -173,34 +146,17 @@ pub struct Keygen {
 impl Keygen {
     pub fn run(self) -> Result<()> {
         if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             || self.name.starts_with('.')
         {
-            bail!(
-                "key name `{}`: use letters, digits, - _ .",
-                self.name.escape_debug()
-            );
+            bail!("key name `{}`: use letters, digits, - _ .", self.name.escape_debug());
         }
         let sdir = self.secret_dir.clone().unwrap_or_else(secret_dir);
-        let pdir = self
-            .public_dir
-            .clone()
-            .unwrap_or_else(|| repo_root().join("keys"));
+        let pdir = self.public_dir.clone().unwrap_or_else(|| repo_root().join("keys"));
         let sk_path = sdir.join(format!("{}.key", self.name));
         let pk_path = pdir.join(format!("{}.pub", self.name));
-        if sk_path
-            .canonicalize()
-            .unwrap_or(sk_path.clone())
-            .starts_with(repo_root())
-            && !self.name.starts_with("dev")
-        {
-            bail!(
-                "{}: secret keys are never kept in the repository (only the INSECURE dev key is)",
-                sk_path.display()
-            );
+        if sk_path.canonicalize().unwrap_or(sk_path.clone()).starts_with(repo_root()) && !self.name.starts_with("dev") {
+            bail!("{}: secret keys are never kept in the repository (only the INSECURE dev key is)", sk_path.display());
         }
         for p in [&sk_path, &pk_path] {
             if p.exists() && !self.force {
@@ -234,17 +190,9 @@ impl Keygen {
         println!(
             "secret key  {} (mode 0600{})",
             sk_path.display(),
-            if pass.is_some() {
-                ", encrypted"
-            } else {
-                ", NOT encrypted"
-            }
+            if pass.is_some() { ", encrypted" } else { ", NOT encrypted" }
         );
-        println!(
-            "add to keys/trust.toml:\n  {{ name = \"{}\", key = \"{}\" }},",
-            self.name,
-            public.to_base64()
-        );
+        println!("add to keys/trust.toml:\n  {{ name = \"{}\", key = \"{}\" }},", self.name, public.to_base64());
         Ok(())
     }
 }
@@ -300,30 +248,15 @@ impl Sign {
             if channel == "release" && key.id == dev.id {
                 return Err(Exit(
                     1,
-                    format!(
-                        "{}: a release manifest is never signed with the INSECURE dev key",
-                        self.path.display()
-                    ),
+                    format!("{}: a release manifest is never signed with the INSECURE dev key", self.path.display()),
                 )
                 .into());
             }
         }
-        let product = self
-            .product
-            .or_else(|| fields.as_ref().map(|f| f.0.clone()))
-            .unwrap_or_else(|| "-".into());
-        let version = self
-            .version
-            .or_else(|| fields.as_ref().map(|f| f.1.clone()))
-            .unwrap_or_else(|| "-".into());
+        let product = self.product.or_else(|| fields.as_ref().map(|f| f.0.clone())).unwrap_or_else(|| "-".into());
+        let version = self.version.or_else(|| fields.as_ref().map(|f| f.1.clone())).unwrap_or_else(|| "-".into());
         let out = sign_file(&self.path, &key, &self.role, &product, &version)?;
-        println!(
-            "signed {} with key {} ({}): {}",
-            self.path.display(),
-            key.id,
-            self.role,
-            out.display()
-        );
+        println!("signed {} with key {} ({}): {}", self.path.display(), key.id, self.role, out.display());
         Ok(())
     }
 }
@@ -349,12 +282,9 @@ impl Verify {
         });
         let policy_text = fs::read_to_string(&trust_path)
             .with_context(|| format!("reading trust policy {}", trust_path.display()))?;
-        let policy = Policy::parse(&policy_text)
-            .map_err(|e| Exit(2, format!("{}: {e}", trust_path.display())))?;
-        let f = fs::File::open(&self.path)
-            .with_context(|| format!("opening {}", self.path.display()))?;
-        let prehash =
-            Prehash::of_reader(f).with_context(|| format!("reading {}", self.path.display()))?;
+        let policy = Policy::parse(&policy_text).map_err(|e| Exit(2, format!("{}: {e}", trust_path.display())))?;
+        let f = fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let prehash = Prehash::of_reader(f).with_context(|| format!("reading {}", self.path.display()))?;
         let mut sigs = Vec::new();
         for p in signature_files(&self.path)? {
             let meta = fs::symlink_metadata(&p)?;
@@ -363,18 +293,11 @@ impl Verify {
             } else {
                 String::from("(not a small regular file)")
             };
-            sigs.push((
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                text,
-            ));
+            sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
         }
         let refs: Vec<(String, &str)> = sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
-        let expect = Expect {
-            product: fields.as_ref().map(|f| f.0.as_str()),
-            version: fields.as_ref().map(|f| f.1.as_str()),
-        };
+        let expect =
+            Expect { product: fields.as_ref().map(|f| f.0.as_str()), version: fields.as_ref().map(|f| f.1.as_str()) };
         let report = policy.verify(&prehash, &refs, &expect);
         if self.json {
             let j = serde_json::json!({
@@ -395,28 +318,16 @@ impl Verify {
             });
             println!("{j}");
         } else {
-            println!(
-                "{} (policy {} version {})",
-                self.path.display(),
-                trust_path.display(),
-                policy.version
-            );
+            println!("{} (policy {} version {})", self.path.display(), trust_path.display(), policy.version);
             if report.signers.is_empty() {
                 println!("  no signature files ({}.*.minisig)", self.path.display());
             }
             for s in &report.signers {
-                let id = s
-                    .key_id
-                    .map(|k| k.to_string())
-                    .unwrap_or_else(|| "?".into());
+                let id = s.key_id.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
                 match &s.reason {
                     None => println!(
                         "  verified  {id}  {}  ({})",
-                        s.roles
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join("+"),
+                        s.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("+"),
                         s.file
                     ),
                     Some(r) => println!("  REJECTED  {id}  {}: {r}", s.file),
@@ -431,19 +342,8 @@ impl Verify {
                     if r.met { "met" } else { "NOT met" }
                 );
             }
-            println!(
-                "{}",
-                if report.accepted {
-                    "accepted"
-                } else {
-                    "rejected"
-                }
-            );
+            println!("{}", if report.accepted { "accepted" } else { "rejected" });
         }
-        if report.accepted {
-            Ok(())
-        } else {
-            Err(Exit(1, String::new()).into())
-        }
+        if report.accepted { Ok(()) } else { Err(Exit(1, String::new()).into()) }
     }
 }

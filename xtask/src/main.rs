@@ -1,6 +1,7 @@
 //! `cargo xtask`: the release engineer's CLI. Parses flags and dispatches; the work is done by
 //! the library crates (`image`, `store`, `recipe`, `trust`).
 
+mod bench;
 mod build;
 mod deps;
 mod keys;
@@ -15,10 +16,7 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 success; 1 rejected (a check failed: signature, reproducibility…);
 /// 2 usage or I/O error.
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Airlock: reproducible, signed, offline-updatable appliance images"
-)]
+#[command(name = "cargo xtask", about = "Airlock: reproducible, signed, offline-updatable appliance images")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,6 +42,8 @@ enum Cmd {
     Keygen(keys::Keygen),
     /// Add one detached minisign-format signature to a file.
     Sign(keys::Sign),
+    /// Side-by-side figures against the reference tools: `bench build`, `bench verify`.
+    Bench(bench::Bench),
     /// Check every signature of a file and each role's threshold (exit 0 accepted, 1 rejected).
     Verify(keys::Verify),
 }
@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         Cmd::Keygen(c) => c.run(),
         Cmd::Sign(c) => c.run(),
         Cmd::Verify(c) => c.run(),
+        Cmd::Bench(c) => c.run(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,12 +101,7 @@ fn main() -> ExitCode {
 
 /// 1 for rejected inputs (tampered objects, bad exports), 2 for usage and I/O (recipes too).
 fn exit_code(e: &anyhow::Error) -> u8 {
-    let is_rejection = |s: &store::Error| {
-        matches!(
-            s,
-            store::Error::Tampered { .. } | store::Error::BadExport { .. }
-        )
-    };
+    let is_rejection = |s: &store::Error| matches!(s, store::Error::Tampered { .. } | store::Error::BadExport { .. });
     let rejected = e.chain().any(|c| {
         c.downcast_ref::<store::Error>().is_some_and(is_rejection)
             || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Store(s)) if is_rejection(s))

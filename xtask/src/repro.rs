@@ -69,18 +69,13 @@ impl Repro {
                 d.clone()
             }
             None => {
-                tmp = tempfile::Builder::new()
-                    .prefix("airlock-repro-")
-                    .tempdir()?;
+                tmp = tempfile::Builder::new().prefix("airlock-repro-").tempdir()?;
                 tmp.path().to_path_buf()
             }
         };
         let recipe = self.args.load()?;
         let rel_recipe = self.args.recipe_path();
-        let rel_recipe = rel_recipe
-            .strip_prefix(repo_root())
-            .unwrap_or(&rel_recipe)
-            .to_path_buf();
+        let rel_recipe = rel_recipe.strip_prefix(repo_root()).unwrap_or(&rel_recipe).to_path_buf();
         let exe = std::env::current_exe()?;
         let mut outs = Vec::new();
         for v in &VARIANTS {
@@ -106,18 +101,9 @@ impl Repro {
                 src.display()
             );
             let mut c = Command::new("unshare");
-            c.args([
-                "--uts",
-                "sh",
-                "-c",
-                "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"",
-                "sh",
-            ]);
+            c.args(["--uts", "sh", "-c", "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"", "sh"]);
             c.args([v.hostname, v.umask]);
-            c.arg(&exe)
-                .arg("build")
-                .arg(src.join(&rel_recipe))
-                .arg("--no-cache");
+            c.arg(&exe).arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
             c.arg("--out").arg(dir.join("images"));
             c.arg("--work-dir").arg(dir.join("work"));
             c.arg("--stack-target-dir").arg(dir.join("target"));
@@ -128,27 +114,17 @@ impl Repro {
             if self.offline {
                 c.arg("--offline");
             }
-            let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
-                format!("{}/.cargo", std::env::var("HOME").unwrap_or_default())
-            });
-            let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| {
-                format!("{}/.rustup", std::env::var("HOME").unwrap_or_default())
-            });
-            c.env("CARGO_HOME", cargo_home)
-                .env("RUSTUP_HOME", rustup_home);
-            c.env("HOME", dir.join("home"))
-                .env("USER", v.user)
-                .env("LOGNAME", v.user);
-            c.env("TZ", v.tz)
-                .env("LANG", v.lang)
-                .env("LC_ALL", v.lang)
-                .env("TMPDIR", dir.join("work"));
+            let cargo_home = std::env::var("CARGO_HOME")
+                .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+            let rustup_home = std::env::var("RUSTUP_HOME")
+                .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap_or_default()));
+            c.env("CARGO_HOME", cargo_home).env("RUSTUP_HOME", rustup_home);
+            c.env("HOME", dir.join("home")).env("USER", v.user).env("LOGNAME", v.user);
+            c.env("TZ", v.tz).env("LANG", v.lang).env("LC_ALL", v.lang).env("TMPDIR", dir.join("work"));
             fs::create_dir_all(dir.join("work"))?;
             // xtask's own repo root is compiled in; the copied tree is only read through the recipe.
             c.env("AIRLOCK_REPO_ROOT", &src);
-            let status = c
-                .status()
-                .context("running the build (is util-linux's unshare installed?)")?;
+            let status = c.status().context("running the build (is util-linux's unshare installed?)")?;
             if !status.success() {
                 bail!("build {} failed ({status})", v.name);
             }
@@ -162,9 +138,7 @@ impl Repro {
 fn copy_tree_reversed(src: &Path, dest: &Path) -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(src);
-    let files = xshell::cmd!(sh, "git ls-files -z --cached --others --exclude-standard")
-        .quiet()
-        .read()?;
+    let files = xshell::cmd!(sh, "git ls-files -z --cached --others --exclude-standard").quiet().read()?;
     let mut files: Vec<&str> = files.split('\0').filter(|f| !f.is_empty()).collect();
     files.sort_unstable();
     files.reverse();
@@ -187,10 +161,8 @@ fn copy_tree_reversed(src: &Path, dest: &Path) -> Result<()> {
 }
 
 fn compare(a: &Path, b: &Path) -> Result<()> {
-    let mut names: Vec<String> = fs::read_dir(a)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(a)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     let mut differ = Vec::new();
     for n in &names {
@@ -239,11 +211,7 @@ fn tar_diff(a: &Path, b: &Path) -> Result<Vec<String>> {
             _ => {}
         }
     }
-    out.extend(
-        eb.keys()
-            .filter(|k| !ea.contains_key(*k))
-            .map(|k| format!("{k}: only in build b")),
-    );
+    out.extend(eb.keys().filter(|k| !ea.contains_key(*k)).map(|k| format!("{k}: only in build b")));
     Ok(out)
 }
 
@@ -255,20 +223,11 @@ fn tar_entries(p: &Path) -> Result<BTreeMap<String, String>> {
         let mut e = e?;
         let path = e.path()?.display().to_string();
         let h = e.header();
-        let meta = format!(
-            "mode {:o} uid {} gid {} mtime {}",
-            h.mode()?,
-            h.uid()?,
-            h.gid()?,
-            h.mtime()?
-        );
+        let meta = format!("mode {:o} uid {} gid {} mtime {}", h.mode()?, h.uid()?, h.gid()?, h.mtime()?);
         let mut buf = Vec::new();
         e.read_to_end(&mut buf)?;
         use sha2::Digest;
-        map.insert(
-            path,
-            format!("{meta} sha256 {}", hex::encode(sha2::Sha256::digest(&buf))),
-        );
+        map.insert(path, format!("{meta} sha256 {}", hex::encode(sha2::Sha256::digest(&buf))));
     }
     Ok(map)
 }

@@ -29,11 +29,7 @@ impl StoreCmd {
         match self.cmd {
             Sub::Export { dir } => {
                 let (n, bytes) = store.export(&dir)?;
-                println!(
-                    "exported {n} objects ({} MiB) to {}",
-                    bytes >> 20,
-                    dir.display()
-                );
+                println!("exported {n} objects ({} MiB) to {}", bytes >> 20, dir.display());
             }
             Sub::Import { dir } => {
                 let (n, bytes) = store.import(&dir)?;

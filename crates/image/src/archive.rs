@@ -27,11 +27,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
     }
     pub fn finish(self) -> (W, String, u64) {
         (self.inner, hex::encode(self.hasher.finalize()), self.len)
@@ -62,9 +58,7 @@ pub fn sorted_walk(root: &Path) -> Result<Vec<PathBuf>> {
         names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
         for n in names {
             let r = rel.join(&n);
-            let is_dir = fs::symlink_metadata(root.join(&r))
-                .map_err(io_err(&root.join(&r)))?
-                .is_dir();
+            let is_dir = fs::symlink_metadata(root.join(&r)).map_err(io_err(&root.join(&r)))?.is_dir();
             out.push(r.clone());
             if is_dir {
                 go(root, &r, out)?;
@@ -85,8 +79,7 @@ pub fn write_tar<W: Write>(root: &Path, out: W, clamp: u64) -> Result<W> {
     let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
     let root_meta = fs::symlink_metadata(root).map_err(io_err(root))?;
     let mut dot = header(&root_meta, clamp, EntryType::Directory, 0);
-    b.append_data(&mut dot, "./", io::empty())
-        .map_err(io_err(root))?;
+    b.append_data(&mut dot, "./", io::empty()).map_err(io_err(root))?;
     for rel in sorted_walk(root)? {
         let p = root.join(&rel);
         let m = fs::symlink_metadata(&p).map_err(io_err(&p))?;
@@ -113,17 +106,11 @@ pub fn write_tar<W: Write>(root: &Path, out: W, clamp: u64) -> Result<W> {
             let f = fs::File::open(&p).map_err(io_err(&p))?;
             b.append_data(&mut h, &name, f)
         } else if ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_char_device() {
-                EntryType::Char
-            } else {
-                EntryType::Block
-            };
+            let kind = if ft.is_char_device() { EntryType::Char } else { EntryType::Block };
             let mut h = header(&m, clamp, kind, 0);
             let rdev = m.rdev();
-            let (major, minor) = (
-                ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff),
-                ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff),
-            );
+            let (major, minor) =
+                (((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff), ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff));
             h.set_device_major(major as u32).map_err(io_err(&p))?;
             h.set_device_minor(minor as u32).map_err(io_err(&p))?;
             b.append_data(&mut h, &name, io::empty())
@@ -163,10 +150,7 @@ pub fn write_tar_zst(root: &Path, dest: &Path, level: i32, clamp: u64) -> Result
     let enc = write_tar(root, enc, clamp)?;
     let hashing = enc.finish().map_err(io_err(dest))?;
     let (buf, sha, len) = hashing.finish();
-    let file = buf.into_inner().map_err(|e| Error::Io {
-        path: dest.to_path_buf(),
-        source: e.into_error(),
-    })?;
+    let file = buf.into_inner().map_err(|e| Error::Io { path: dest.to_path_buf(), source: e.into_error() })?;
     file.sync_all().map_err(io_err(dest))?;
     Ok((sha, len))
 }

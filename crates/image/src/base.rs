@@ -14,7 +14,8 @@ use crate::error::{Error, Result, io_err, tool_err};
 /// Kernel modules the initrd must hold to mount a squashfs or erofs root on virtio or USB
 /// disks: the cloud kernel builds them as modules (FIELD-NOTES.md). Written before the kernel
 /// is installed, so the initrd made inside mmdebstrap already has them.
-const INITRD_MODULES: &str = "squashfs\nerofs\noverlay\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nnvme\nvfat\ndm-mod\ndm-verity\n";
+const INITRD_MODULES: &str =
+    "squashfs\nerofs\noverlay\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nnvme\nvfat\ndm-mod\ndm-verity\n";
 
 /// Bumped whenever the way the base stage is made changes, so that old caches are not reused.
 const BASE_RECIPE_VERSION: &str = "airlock-base-2";
@@ -64,11 +65,7 @@ pub fn ensure_base(
     if use_cache && cached.is_file() && verify_cached(&cached)? {
         return Ok((cached, true));
     }
-    let out = if use_cache {
-        cached
-    } else {
-        scratch.join("base.tar")
-    };
+    let out = if use_cache { cached } else { scratch.join("base.tar") };
     build_base(recipe, lock, store, &out, scratch)?;
     Ok((out, false))
 }
@@ -83,13 +80,7 @@ fn verify_cached(tar: &Path) -> Result<bool> {
     Ok(recorded.trim() == actual)
 }
 
-fn build_base(
-    recipe: &Recipe,
-    lock: &Lock,
-    store: &Store,
-    out: &Path,
-    scratch: &Path,
-) -> Result<()> {
+fn build_base(recipe: &Recipe, lock: &Lock, store: &Store, out: &Path, scratch: &Path) -> Result<()> {
     let repo = scratch.join("apt-repo");
     store::write_apt_repo(store, lock, &repo)?;
     let sh = Shell::new().map_err(tool_err("shell"))?;
@@ -101,10 +92,7 @@ fn build_base(
     let setup = format!(
         "--setup-hook=mkdir -p \"$1/usr/share/initramfs-tools/modules.d\" && printf '%s\\n' {modules} > \"$1/usr/share/initramfs-tools/modules.d/airlock-root.conf\""
     );
-    let dpkgopts: Vec<String> = DPKG_FILTERS
-        .iter()
-        .map(|f| format!("--dpkgopt={f}"))
-        .collect();
+    let dpkgopts: Vec<String> = DPKG_FILTERS.iter().map(|f| format!("--dpkgopt={f}")).collect();
     let source = format!("deb [trusted=yes] copy://{} ./", repo.display());
     let suite = &base.suite;
     let tmp_out = out.with_extension("tar.part");
@@ -118,13 +106,8 @@ fn build_base(
         .run()
         .map_err(tool_err("mmdebstrap (base stage)"))?;
     let (digest, _) = store::sha256_file(&tmp_out)?;
-    fs::File::open(&tmp_out)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp_out))?;
-    store::write_atomic(
-        &out.with_extension("tar.sha256"),
-        format!("{digest}\n").as_bytes(),
-    )?;
+    fs::File::open(&tmp_out).and_then(|f| f.sync_all()).map_err(io_err(&tmp_out))?;
+    store::write_atomic(&out.with_extension("tar.sha256"), format!("{digest}\n").as_bytes())?;
     fs::rename(&tmp_out, out).map_err(io_err(out))?;
     let _ = fs::remove_dir_all(&repo);
     Ok(())
@@ -135,13 +118,10 @@ fn build_base(
 pub fn unpack(tar: &Path, root: &Path) -> Result<()> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let sh = Shell::new().map_err(tool_err("shell"))?;
-    cmd!(
-        sh,
-        "tar -xpf {tar} -C {root} --numeric-owner --no-xattrs --no-acls --no-selinux"
-    )
-    .quiet()
-    .run()
-    .map_err(tool_err(format!("unpacking {}", tar.display())))?;
+    cmd!(sh, "tar -xpf {tar} -C {root} --numeric-owner --no-xattrs --no-acls --no-selinux")
+        .quiet()
+        .run()
+        .map_err(tool_err(format!("unpacking {}", tar.display())))?;
     Ok(())
 }
 

@@ -58,12 +58,7 @@ struct Stages {
 }
 
 impl Stages {
-    fn run<T>(
-        &mut self,
-        name: &'static str,
-        what: &str,
-        f: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
+    fn run<T>(&mut self, name: &'static str, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let bar = self.interactive.then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.set_message(format!("{name}: {what}"));
@@ -87,28 +82,19 @@ impl Stages {
 /// The store objects a lock and recipe need.
 pub fn wanted(recipe: &Recipe, lock: &Lock) -> Vec<Wanted> {
     let mut w: Vec<Wanted> = lock.packages.iter().map(store::wanted).collect();
-    w.extend(recipe.artifacts.iter().map(|a| Wanted {
-        what: format!("artifact {}", a.name),
-        sha256: a.sha256.clone(),
-    }));
+    w.extend(
+        recipe.artifacts.iter().map(|a| Wanted { what: format!("artifact {}", a.name), sha256: a.sha256.clone() }),
+    );
     w
 }
 
 /// Fills the store with what is missing: packages with apt, artifacts from their source file.
 pub fn fetch(recipe: &Recipe, lock: &Lock, store: &Store) -> Result<usize> {
-    let missing: Vec<&recipe::LockedPackage> = lock
-        .packages
-        .iter()
-        .filter(|p| !store.contains(&p.sha256))
-        .collect();
+    let missing: Vec<&recipe::LockedPackage> = lock.packages.iter().filter(|p| !store.contains(&p.sha256)).collect();
     let mut n = store::fetch_debs(store, &missing)?;
     for a in &recipe.artifacts {
         if !store.contains(&a.sha256) {
-            store.insert(
-                &recipe.repo_root.join(&a.source),
-                &format!("artifact {}", a.name),
-                Some(&a.sha256),
-            )?;
+            store.insert(&recipe.repo_root.join(&a.source), &format!("artifact {}", a.name), Some(&a.sha256))?;
             n += 1;
         }
     }
@@ -117,10 +103,7 @@ pub fn fetch(recipe: &Recipe, lock: &Lock, store: &Store) -> Result<usize> {
 
 pub fn load(opts: &BuildOptions) -> Result<(Recipe, Lock, PathBuf)> {
     let recipe = Recipe::load(&opts.recipe, &opts.repo_root)?;
-    let lock_path = opts
-        .lock
-        .clone()
-        .unwrap_or_else(|| recipe.default_lock_path());
+    let lock_path = opts.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
     let lock = Lock::load_for(&recipe, &lock_path)?;
     base::check_lock_matches(&lock, &recipe)?;
     Ok((recipe, lock, lock_path))
@@ -140,31 +123,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // process creates inherit it): pin it for the whole build.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let (recipe, lock, lock_path) = load(opts)?;
-    let mut stages = Stages {
-        interactive: opts.interactive,
-        timings: Vec::new(),
-    };
+    let mut stages = Stages { interactive: opts.interactive, timings: Vec::new() };
     let store = Store::open(&opts.store)?;
     let wanted = wanted(&recipe, &lock);
     let mut fetched = 0;
     if !opts.offline && !store.missing(&wanted).is_empty() {
-        fetched = stages.run("fetch", "downloading pinned inputs into the store", || {
-            fetch(&recipe, &lock, &store)
-        })?;
+        fetched = stages.run("fetch", "downloading pinned inputs into the store", || fetch(&recipe, &lock, &store))?;
     }
-    stages.run("verify", "checking every input against the lock", || {
-        store.verify_all(&wanted).map_err(Error::from)
-    })?;
+    stages.run("verify", "checking every input against the lock", || store.verify_all(&wanted).map_err(Error::from))?;
     let mut need = vec!["mmdebstrap", "dpkg-deb", "tar", "chroot"];
     need.push(match recipe.output.slot_fs {
         recipe::SlotFs::Squashfs => "mksquashfs",
         recipe::SlotFs::Erofs => "mkfs.erofs",
     });
-    let missing: Vec<String> = need
-        .iter()
-        .filter(|b| tools::which(b).is_none())
-        .map(|s| s.to_string())
-        .collect();
+    let missing: Vec<String> = need.iter().filter(|b| tools::which(b).is_none()).map(|s| s.to_string()).collect();
     if !missing.is_empty() {
         return Err(Error::MissingTools(missing));
     }
@@ -181,90 +153,44 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     let images_dir = opts.images_dir.join(&recipe.name);
     fs::create_dir_all(&images_dir).map_err(io_err(&images_dir))?;
-    let work_parent = opts
-        .work_parent
-        .clone()
-        .unwrap_or_else(|| images_dir.clone());
+    let work_parent = opts.work_parent.clone().unwrap_or_else(|| images_dir.clone());
     fs::create_dir_all(&work_parent).map_err(io_err(&work_parent))?;
     clean_stale_work(&work_parent)?;
-    let work = tempfile::Builder::new()
-        .prefix(".work-")
-        .tempdir_in(&work_parent)
-        .map_err(io_err(&work_parent))?;
+    let work = WorkDir(
+        tempfile::Builder::new().prefix(".work-").tempdir_in(&work_parent).map_err(io_err(&work_parent))?.keep(),
+    );
 
-    let (base_tar, base_cached) = stages.run(
-        "base",
-        "mmdebstrap from the local repository (offline)",
-        || {
-            base::ensure_base(
-                &recipe,
-                &lock,
-                &store,
-                &base_key,
-                opts.use_cache,
-                work.path(),
-            )
-        },
-    )?;
-    let stack_files = stages.run(
-        "stack",
-        "building the stack crates (--locked, paths remapped)",
-        || stack::build(&recipe.repo_root, &recipe.stack, &opts.stack_target_dir),
-    )?;
+    let (base_tar, base_cached) = stages.run("base", "mmdebstrap from the local repository (offline)", || {
+        base::ensure_base(&recipe, &lock, &store, &base_key, opts.use_cache, work.path())
+    })?;
+    let stack_files = stages.run("stack", "building the stack crates (--locked, paths remapped)", || {
+        stack::build(&recipe.repo_root, &recipe.stack, &opts.stack_target_dir, opts.offline)
+    })?;
 
     let mut overlays = BTreeMap::new();
     for o in &recipe.overlays {
-        overlays.insert(
-            o.display().to_string(),
-            overlay::digest_tree(&recipe.repo_root.join(o))?,
-        );
+        overlays.insert(o.display().to_string(), overlay::digest_tree(&recipe.repo_root.join(o))?);
     }
-    let stack_map: BTreeMap<String, String> = stack_files
-        .iter()
-        .map(|f| (f.dest.clone(), f.sha256.clone()))
-        .collect();
-    let artifacts: BTreeMap<String, String> = recipe
-        .artifacts
-        .iter()
-        .map(|a| (a.dest.clone(), a.sha256.clone()))
-        .collect();
+    let stack_map: BTreeMap<String, String> = stack_files.iter().map(|f| (f.dest.clone(), f.sha256.clone())).collect();
+    let artifacts: BTreeMap<String, String> =
+        recipe.artifacts.iter().map(|a| (a.dest.clone(), a.sha256.clone())).collect();
     let packages: BTreeMap<String, String> = lock
         .packages
         .iter()
-        .map(|p| {
-            (
-                format!("{}={} ({})", p.name, p.version, p.architecture),
-                p.sha256.clone(),
-            )
-        })
+        .map(|p| (format!("{}={} ({})", p.name, p.version, p.architecture), p.sha256.clone()))
         .collect();
     let lock_text = fs::read_to_string(&lock_path).map_err(io_err(&lock_path))?;
     let mut settings = BTreeMap::new();
-    settings.insert(
-        "rootfs.zstd_level".to_string(),
-        recipe.output.compression_level.to_string(),
-    );
-    settings.insert(
-        "rootfs.zstd_workers".to_string(),
-        archive::ZSTD_WORKERS.to_string(),
-    );
-    settings.insert(
-        "slot.fs".to_string(),
-        recipe.output.slot_fs.as_str().to_string(),
-    );
-    settings.insert(
-        "slot.level".to_string(),
-        recipe.output.slot_compression_level.to_string(),
-    );
+    settings.insert("rootfs.zstd_level".to_string(), recipe.output.compression_level.to_string());
+    settings.insert("rootfs.zstd_workers".to_string(), archive::ZSTD_WORKERS.to_string());
+    settings.insert("slot.fs".to_string(), recipe.output.slot_fs.as_str().to_string());
+    settings.insert("slot.level".to_string(), recipe.output.slot_compression_level.to_string());
     settings.insert("hostname".to_string(), recipe.hostname.clone());
     settings.insert("services".to_string(), recipe.services.join(" "));
 
     let inputs = Inputs {
         recipe: recipe.digest.clone(),
-        lock: format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(lock_text.as_bytes()))
-        ),
+        lock: format!("sha256:{}", hex::encode(Sha256::digest(lock_text.as_bytes()))),
         base_stage: format!("sha256:{base_key}"),
         overlays,
         stack: stack_map,
@@ -279,8 +205,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         security_version: recipe.security_version,
         source_date_epoch: recipe.source_date_epoch,
     };
-    let key_material =
-        toml::to_string(&(&image, &inputs, &tool_versions, &settings)).unwrap_or_default();
+    let key_material = toml::to_string(&(&image, &inputs, &tool_versions, &settings)).unwrap_or_default();
     let build_key = hash_parts(&[&key_material]);
 
     let out_dir = images_dir.join(&recipe.version);
@@ -288,31 +213,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // debug info): it is kept beside the output, not in the signed manifest.
     let builder = builder_digest()?;
     let builder_file = images_dir.join(format!(".{}.builder", recipe.version));
-    if opts.use_cache && fs::read_to_string(&builder_file).is_ok_and(|b| b.trim() == builder)
-        && let Some(m) = up_to_date(&out_dir, &build_key)? {
-            return Ok(BuildReport {
-                out_dir,
-                manifest: m,
-                up_to_date: true,
-                base_cached,
-                fetched,
-                timings: stages.timings,
-            });
-        }
+    if opts.use_cache
+        && fs::read_to_string(&builder_file).is_ok_and(|b| b.trim() == builder)
+        && let Some(m) = up_to_date(&out_dir, &build_key)?
+    {
+        return Ok(BuildReport {
+            out_dir,
+            manifest: m,
+            up_to_date: true,
+            base_cached,
+            fetched,
+            timings: stages.timings,
+        });
+    }
 
     let root = work.path().join("root");
-    stages.run("unpack", "unpacking the base stage", || {
-        base::unpack(&base_tar, &root)
-    })?;
+    stages.run("unpack", "unpacking the base stage", || base::unpack(&base_tar, &root))?;
     stages.run("customise", "stack, artifacts, overlays, services", || {
         for f in &stack_files {
             overlay::place_file(&root, &f.dest, &f.src, f.mode)?;
         }
         for a in &recipe.artifacts {
-            let src = store.verified(&Wanted {
-                what: format!("artifact {}", a.name),
-                sha256: a.sha256.clone(),
-            })?;
+            let src = store.verified(&Wanted { what: format!("artifact {}", a.name), sha256: a.sha256.clone() })?;
             overlay::place_file(&root, &a.dest, &src, a.mode)?;
         }
         for o in &recipe.overlays {
@@ -320,78 +242,120 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
         enable_services(&sh, &root, &recipe.services)
     })?;
-    stages.run(
-        "normalise",
-        "removing host leaks and volatile files",
-        || {
-            normalise::normalise(&root, &recipe.hostname)?;
-            normalise::check_no_secrets(&root)
-        },
-    )?;
+    stages.run("normalise", "removing host leaks and volatile files", || {
+        normalise::normalise(&root, &recipe.hostname)?;
+        normalise::check_no_secrets(&root)
+    })?;
 
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
     let mut outputs = BTreeMap::new();
     let level = recipe.output.compression_level;
-    let (sha, size) = stages.run(
-        "tar",
-        &format!("writing {ROOTFS_NAME} (zstd -{level})"),
-        || {
-            archive::write_tar_zst(
-                &root,
-                &out.join(ROOTFS_NAME),
-                level,
-                recipe.source_date_epoch,
-            )
-        },
-    )?;
+    let (sha, size) = stages.run("tar", &format!("writing {ROOTFS_NAME} (zstd -{level})"), || {
+        archive::write_tar_zst(&root, &out.join(ROOTFS_NAME), level, recipe.source_date_epoch)
+    })?;
     outputs.insert(ROOTFS_NAME.to_string(), Output { sha256: sha, size });
-    stages.run(
-        "slotfs",
-        &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()),
-        || slotfs::make(&recipe, &root, &out.join(SLOT_NAME)),
-    )?;
+    stages.run("slotfs", &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()), || {
+        slotfs::make(&recipe, &root, &out.join(SLOT_NAME))
+    })?;
     let (sha, size) = store::sha256_file(&out.join(SLOT_NAME))?;
     outputs.insert(SLOT_NAME.to_string(), Output { sha256: sha, size });
 
-    let manifest = BuildManifest {
-        format: MANIFEST_FORMAT,
-        build_key,
-        image,
-        inputs,
-        tools: tool_versions,
-        settings,
-        outputs,
-    };
+    let manifest =
+        BuildManifest { format: MANIFEST_FORMAT, build_key, image, inputs, tools: tool_versions, settings, outputs };
     store::write_atomic(&out.join(MANIFEST_NAME), manifest.to_toml().as_bytes())?;
     publish(&out, &out_dir, work.path())?;
     store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
-    Ok(BuildReport {
-        out_dir,
-        manifest,
-        up_to_date: false,
-        base_cached,
-        fetched,
-        timings: stages.timings,
-    })
+    Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
 }
 
 /// sha256 of the running builder executable.
 fn builder_digest() -> Result<String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Invalid(format!("cannot find the running builder: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::Invalid(format!("cannot find the running builder: {e}")))?;
     Ok(store::sha256_file(&exe)?.0)
+}
+
+/// The build's scratch directory, removed (safely: see [`remove_tree`]) when the build ends.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.0);
+    }
 }
 
 /// Removes work directories left by a killed build.
 fn clean_stale_work(dir: &Path) -> Result<()> {
     for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
         if e.file_name().to_string_lossy().starts_with(".work-") {
-            let p = e.path();
-            fs::remove_dir_all(&p).map_err(io_err(&p))?;
+            remove_tree(&e.path())?;
         }
     }
     Ok(())
+}
+
+/// Removes a scratch tree that a killed mmdebstrap may have left with /proc, /sys or /dev
+/// mounted inside: unmounts whatever is mounted below it first, and never descends into
+/// another filesystem, so a host's /dev can never be emptied through a stale bind mount.
+pub fn remove_tree(top: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let top = top.canonicalize().map_err(io_err(top))?;
+    let mut mounts: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(&top) && *m != top)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    if !mounts.is_empty() {
+        let sh = Shell::new().map_err(tool_err("shell"))?;
+        for m in &mounts {
+            cmd!(sh, "umount -l {m}").quiet().run().map_err(tool_err(format!("umount -l {}", m.display())))?;
+        }
+    }
+    fn go(p: &Path, dev: u64) -> Result<()> {
+        let m = fs::symlink_metadata(p).map_err(io_err(p))?;
+        if m.is_dir() {
+            if m.dev() != dev {
+                return Err(Error::Invalid(format!(
+                    "{} is another filesystem inside a scratch tree: not removed",
+                    p.display()
+                )));
+            }
+            for e in fs::read_dir(p).map_err(io_err(p))? {
+                go(&e.map_err(io_err(p))?.path(), dev)?;
+            }
+            fs::remove_dir(p).map_err(io_err(p))
+        } else {
+            fs::remove_file(p).map_err(io_err(p))
+        }
+    }
+    let dev = fs::symlink_metadata(&top).map_err(io_err(&top))?.dev();
+    go(&top, dev)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The manifest of an existing output, when it was built from the same key and its outputs
@@ -422,9 +386,7 @@ fn up_to_date(out_dir: &Path, key: &str) -> Result<Option<BuildManifest>> {
 /// so `images/NAME/VERSION` is always either the old complete output or the new one.
 fn publish(out: &Path, dest: &Path, work: &Path) -> Result<()> {
     for e in fs::read_dir(out).map_err(io_err(out))?.flatten() {
-        fs::File::open(e.path())
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&e.path()))?;
+        fs::File::open(e.path()).and_then(|f| f.sync_all()).map_err(io_err(&e.path()))?;
     }
     store::sync_dir(out)?;
     let parent = dest.parent().unwrap_or(Path::new("."));
@@ -447,15 +409,8 @@ fn enable_services(sh: &Shell, root: &Path, services: &[String]) -> Result<()> {
             Some((a, rest)) => format!("{a}@.{}", rest.rsplit_once('.').map_or("", |(_, t)| t)),
             None => s.clone(),
         };
-        let found = [
-            "etc/systemd/system",
-            "usr/lib/systemd/system",
-            "lib/systemd/system",
-        ]
-        .iter()
-        .any(|d| {
-            fs::symlink_metadata(root.join(d).join(s)).is_ok()
-                || fs::symlink_metadata(root.join(d).join(&unit)).is_ok()
+        let found = ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"].iter().any(|d| {
+            fs::symlink_metadata(root.join(d).join(s)).is_ok() || fs::symlink_metadata(root.join(d).join(&unit)).is_ok()
         });
         if !found {
             return Err(Error::Invalid(format!(

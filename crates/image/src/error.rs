@@ -27,16 +27,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 pub(crate) fn tool_err(what: impl Into<String>) -> impl FnOnce(xshell::Error) -> Error {
     let what = what.into();
-    move |e| Error::Tool {
-        what,
-        message: e.to_string(),
-    }
+    move |e| Error::Tool { what, message: e.to_string() }
 }

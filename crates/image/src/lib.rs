@@ -13,7 +13,5 @@ pub mod slotfs;
 pub mod stack;
 pub mod tools;
 
-pub use build::{
-    BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, wanted,
-};
+pub use build::{BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, wanted};
 pub use error::{Error, Result};

@@ -55,9 +55,7 @@ pub struct Output {
 impl BuildManifest {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("a build manifest always serialises");
-        format!(
-            "# Airlock build manifest: every input and output of this image, by digest.\n{body}"
-        )
+        format!("# Airlock build manifest: every input and output of this image, by digest.\n{body}")
     }
 
     pub fn parse(text: &str) -> Result<BuildManifest, String> {

@@ -9,14 +9,7 @@ use std::path::Path;
 use crate::error::{Error, Result, io_err};
 
 /// Directories whose contents are emptied (the directory itself stays).
-const EMPTIED: &[&str] = &[
-    "var/log",
-    "var/cache/debconf/tmp",
-    "var/tmp",
-    "tmp",
-    "run",
-    "var/cache/man",
-];
+const EMPTIED: &[&str] = &["var/log", "var/cache/debconf/tmp", "var/tmp", "tmp", "run", "var/cache/man"];
 
 /// Directories removed whole: apt re-creates them (with its `_apt`-owned `partial/`) when used.
 const REMOVED_DIRS: &[&str] = &["var/cache/apt", "var/lib/apt/lists"];
@@ -43,9 +36,10 @@ const REMOVED: &[&str] = &[
 fn write_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
     let p = root.join(rel);
     if let Ok(m) = fs::symlink_metadata(&p)
-        && !m.is_file() {
-            fs::remove_file(&p).map_err(io_err(&p))?;
-        }
+        && !m.is_file()
+    {
+        fs::remove_file(&p).map_err(io_err(&p))?;
+    }
     fs::write(&p, content).map_err(io_err(&p))?;
     fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
     std::os::unix::fs::lchown(&p, Some(0), Some(0)).map_err(io_err(&p))

@@ -24,12 +24,8 @@ const SECRET_MARKERS: &[&[u8]] = &[
 /// True when the first 64 KiB of `path` look like a secret key.
 pub fn looks_secret(path: &Path) -> Result<bool> {
     let mut buf = Vec::with_capacity(64 * 1024);
-    fs::File::open(path)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut buf))
-        .map_err(io_err(path))?;
-    Ok(SECRET_MARKERS
-        .iter()
-        .any(|m| buf.windows(m.len()).any(|w| w == *m)))
+    fs::File::open(path).and_then(|f| f.take(64 * 1024).read_to_end(&mut buf)).map_err(io_err(path))?;
+    Ok(SECRET_MARKERS.iter().any(|m| buf.windows(m.len()).any(|w| w == *m)))
 }
 
 /// Entries of an overlay tree, sorted, with their relative paths.
@@ -71,12 +67,7 @@ pub fn digest_tree(dir: &Path) -> Result<String> {
             h.update(b"d");
         } else if m.file_type().is_symlink() {
             h.update(b"l");
-            h.update(
-                fs::read_link(&p)
-                    .map_err(io_err(&p))?
-                    .as_os_str()
-                    .as_encoded_bytes(),
-            );
+            h.update(fs::read_link(&p).map_err(io_err(&p))?.as_os_str().as_encoded_bytes());
         } else if m.is_file() {
             h.update(if m.mode() & 0o111 != 0 { b"x" } else { b"f" });
             let (d, _) = store::sha256_file(&p)?;
@@ -126,8 +117,7 @@ fn safe_parent(root: &Path, rel: &Path, what: &Path) -> Result<PathBuf> {
             }
             Err(_) => {
                 fs::create_dir(&cur).map_err(io_err(&cur))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                    .map_err(io_err(&cur))?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).map_err(io_err(&cur))?;
             }
         }
     }
@@ -139,10 +129,7 @@ fn clear_for_file(dest: &Path, what: &Path) -> Result<()> {
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => Err(Error::Overlay {
             path: what.to_path_buf(),
-            why: format!(
-                "would replace the directory {} with a file or link",
-                dest.display()
-            ),
+            why: format!("would replace the directory {} with a file or link", dest.display()),
         }),
         Ok(_) => fs::remove_file(dest).map_err(io_err(dest)),
         Err(_) => Ok(()),
@@ -161,8 +148,7 @@ pub fn place_file(root: &Path, dest: &str, src: &Path, mode: u32) -> Result<()> 
     if looks_secret(src)? {
         return Err(Error::Overlay {
             path: src.to_path_buf(),
-            why: "this file holds a secret key: it must never be put into an image; remove it"
-                .into(),
+            why: "this file holds a secret key: it must never be put into an image; remove it".into(),
         });
     }
     let dir = safe_parent(root, rel, src)?;
@@ -181,10 +167,7 @@ pub fn apply(root: &Path, overlay: &Path) -> Result<usize> {
         let src = overlay.join(&rel);
         let name = rel.to_string_lossy();
         if name.chars().any(char::is_control) {
-            return Err(Error::Overlay {
-                path: src,
-                why: "file name holds a control character".into(),
-            });
+            return Err(Error::Overlay { path: src, why: "file name holds a control character".into() });
         }
         let ft = m.file_type();
         if ft.is_dir() {
@@ -203,7 +186,9 @@ pub fn apply(root: &Path, overlay: &Path) -> Result<usize> {
         } else {
             return Err(Error::Overlay {
                 path: src,
-                why: "only regular files, directories and symlinks may be in an overlay (found a device, FIFO or socket)".into(),
+                why:
+                    "only regular files, directories and symlinks may be in an overlay (found a device, FIFO or socket)"
+                        .into(),
             });
         }
         n += 1;

@@ -49,14 +49,8 @@ pub fn resolve(recipe: &Recipe, store: &Store) -> Result<Lock> {
     let variant = format!("--variant={}", base.variant);
     let arch = format!("--architectures={}", base.architecture);
     let include = format!("--include={}", base.packages.join(","));
-    let hook_debs = format!(
-        "--customize-hook=sync-out /var/cache/apt/archives {}",
-        debs.display()
-    );
-    let hook_lists = format!(
-        "--customize-hook=sync-out /var/lib/apt/lists {}",
-        lists.display()
-    );
+    let hook_debs = format!("--customize-hook=sync-out /var/cache/apt/archives {}", debs.display());
+    let hook_lists = format!("--customize-hook=sync-out /var/lib/apt/lists {}", lists.display());
     let suite = &base.suite;
     cmd!(
         sh,
@@ -80,43 +74,32 @@ pub fn resolve(recipe: &Recipe, store: &Store) -> Result<Lock> {
             .read()
             .map_err(tool_err(format!("dpkg-deb -f {}", f.display())))?;
         let get = |k: &str| {
-            fields.lines().find_map(|l| {
-                l.strip_prefix(k)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
+            fields
+                .lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
         };
-        let (Some(name), Some(version), Some(architecture)) =
-            (get("Package"), get("Version"), get("Architecture"))
+        let (Some(name), Some(version), Some(architecture)) = (get("Package"), get("Version"), get("Architecture"))
         else {
             return Err(Error::Invalid(format!(
                 "{}: no Package/Version/Architecture in its control file",
                 f.display()
             )));
         };
-        let (priority, section) = index.get(&(name.clone(), version.clone(), architecture.clone())).cloned().ok_or_else(|| {
-            Error::Invalid(format!("{name}={version} ({architecture}) was installed but is in no apt list: cannot pin its priority"))
-        })?;
+        let (priority, section) =
+            index.get(&(name.clone(), version.clone(), architecture.clone())).cloned().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{name}={version} ({architecture}) was installed but is in no apt list: cannot pin its priority"
+                ))
+            })?;
         let what = format!("{name}={version} ({architecture})");
         let sha256 = store.insert(&f, &what, None)?;
         let size = fs::metadata(&f).map_err(io_err(&f))?.len();
-        packages.push(LockedPackage {
-            name,
-            version,
-            architecture,
-            sha256,
-            size,
-            priority,
-            section,
-        });
+        packages.push(LockedPackage { name, version, architecture, sha256, size, priority, section });
     }
     packages.sort();
     let mut tools = crate::tools::versions(&sh);
     tools.retain(|k, _| k == "mmdebstrap");
-    let apt = cmd!(sh, "apt-get --version")
-        .quiet()
-        .read()
-        .unwrap_or_default();
+    let apt = cmd!(sh, "apt-get --version").quiet().read().unwrap_or_default();
     tools.insert("apt".into(), apt.lines().next().unwrap_or("").to_string());
     Ok(Lock {
         format: LOCK_FORMAT,
@@ -137,25 +120,16 @@ fn archive_index(lists: &Path) -> Result<ArchiveIndex> {
     let mut files: Vec<PathBuf> = fs::read_dir(lists)
         .map_err(io_err(lists))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with("_Packages"))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_Packages")))
         .collect();
     files.sort();
     for f in files {
         let text = fs::read_to_string(&f).map_err(io_err(&f))?;
         for stanza in text.split("\n\n") {
             let get = |k: &str| {
-                stanza.lines().find_map(|l| {
-                    l.strip_prefix(k)
-                        .and_then(|r| r.strip_prefix(": "))
-                        .map(str::to_string)
-                })
+                stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(": ")).map(str::to_string))
             };
-            if let (Some(p), Some(v), Some(a)) =
-                (get("Package"), get("Version"), get("Architecture"))
-            {
+            if let (Some(p), Some(v), Some(a)) = (get("Package"), get("Version"), get("Architecture")) {
                 let prio = get("Priority").unwrap_or_else(|| "optional".into());
                 let section = get("Section").unwrap_or_else(|| "misc".into());
                 index.entry((p, v, a)).or_insert((prio, section));

@@ -11,19 +11,9 @@ use crate::error::{Result, tool_err};
 
 /// A UUID derived from the recipe, so the filesystem id is the same on every build.
 pub fn fixed_uuid(recipe: &Recipe, what: &str) -> String {
-    let d = Sha256::digest(format!(
-        "airlock:{}:{}:{}:{what}",
-        recipe.product, recipe.name, recipe.version
-    ));
+    let d = Sha256::digest(format!("airlock:{}:{}:{}:{what}", recipe.product, recipe.name, recipe.version));
     let h = hex::encode(&d[..16]);
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
 pub fn make(recipe: &Recipe, root: &Path, dest: &Path) -> Result<()> {

@@ -51,7 +51,7 @@ struct Install {
 }
 
 /// Builds the stack crates and returns the files to install, hashed.
-pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path) -> Result<Vec<StackFile>> {
+pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path, offline: bool) -> Result<Vec<StackFile>> {
     if crates.is_empty() {
         return Ok(Vec::new());
     }
@@ -60,41 +60,33 @@ pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path) -> Result<V
     let cargo_home = std::env::var("CARGO_HOME")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "{}/.cargo",
-                std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-            )
-        });
+        .unwrap_or_else(|| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
     let rustflags = format!(
         "--remap-path-prefix={}=/airlock --remap-path-prefix={}=/cargo --remap-path-prefix={}=/target",
         repo_root.display(),
         cargo_home,
         target_dir.display()
     );
-    let pkgs: Vec<String> = crates
-        .iter()
-        .flat_map(|c| ["-p".to_string(), c.clone()])
-        .collect();
-    cmd!(
-        sh,
-        "cargo build --release --locked --quiet --bins --target-dir {target_dir} {pkgs...}"
-    )
-    .env("RUSTFLAGS", rustflags)
-    .env("CARGO_HOME", &cargo_home)
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .env_remove("RUSTC_WRAPPER")
-    .env("SOURCE_DATE_EPOCH", "0")
-    .quiet()
-    .run()
-    .map_err(tool_err("cargo build (stack crates)"))?;
+    let mut pkgs: Vec<String> = crates.iter().flat_map(|c| ["-p".to_string(), c.clone()]).collect();
+    if offline {
+        pkgs.push("--offline".into());
+    }
+    cmd!(sh, "cargo build --release --locked --quiet --bins --target-dir {target_dir} {pkgs...}")
+        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_HOME", &cargo_home)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env("SOURCE_DATE_EPOCH", "0")
+        .quiet()
+        .run()
+        .map_err(tool_err("cargo build (stack crates)"))?;
 
     let mut files = Vec::new();
     for c in crates {
         let manifest_path = repo_root.join("crates").join(c).join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
-        let m: Manifest = toml::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", manifest_path.display())))?;
+        let m: Manifest =
+            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", manifest_path.display())))?;
         let Some(airlock) = m.package.metadata.and_then(|m| m.airlock) else {
             return Err(Error::Invalid(format!(
                 "{}: stack crate `{c}` has no [package.metadata.airlock] install list: nothing to put into the image",
@@ -122,22 +114,12 @@ pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path) -> Result<V
                 )));
             }
             let mode = match &i.mode {
-                Some(m) => u32::from_str_radix(m, 8).map_err(|_| {
-                    Error::Invalid(format!(
-                        "{}: mode `{m}` is not octal",
-                        manifest_path.display()
-                    ))
-                })?,
+                Some(m) => u32::from_str_radix(m, 8)
+                    .map_err(|_| Error::Invalid(format!("{}: mode `{m}` is not octal", manifest_path.display())))?,
                 None => default_mode,
             };
             let (sha256, _) = store::sha256_file(&src)?;
-            files.push(StackFile {
-                krate: c.clone(),
-                src,
-                dest: i.dest,
-                mode,
-                sha256,
-            });
+            files.push(StackFile { krate: c.clone(), src, dest: i.dest, mode, sha256 });
         }
     }
     Ok(files)

@@ -20,41 +20,13 @@ pub const BUILD_TOOLS: &[HostTool] = &[
         package: "mmdebstrap",
         why: "installs the base rootfs from the local apt repository",
     },
-    HostTool {
-        bin: "mksquashfs",
-        package: "squashfs-tools",
-        why: "writes the squashfs slot filesystem",
-    },
-    HostTool {
-        bin: "mkfs.erofs",
-        package: "erofs-utils",
-        why: "writes the erofs slot filesystem",
-    },
-    HostTool {
-        bin: "dpkg-deb",
-        package: "dpkg",
-        why: "reads package control data",
-    },
-    HostTool {
-        bin: "apt-get",
-        package: "apt",
-        why: "downloads pinned packages (fetch)",
-    },
-    HostTool {
-        bin: "tar",
-        package: "tar",
-        why: "unpacks the cached base stage",
-    },
-    HostTool {
-        bin: "unshare",
-        package: "util-linux",
-        why: "runs offline builds in an empty network namespace",
-    },
-    HostTool {
-        bin: "zstd",
-        package: "zstd",
-        why: "the reference compressor for `cargo xtask bench`",
-    },
+    HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" },
+    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" },
+    HostTool { bin: "dpkg-deb", package: "dpkg", why: "reads package control data" },
+    HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" },
+    HostTool { bin: "tar", package: "tar", why: "unpacks the cached base stage" },
+    HostTool { bin: "unshare", package: "util-linux", why: "runs offline builds in an empty network namespace" },
+    HostTool { bin: "zstd", package: "zstd", why: "the reference compressor for `cargo xtask bench`" },
 ];
 
 /// Looks `bin` up in `$PATH` (and the sbin directories, which a non-root PATH may lack).
@@ -72,11 +44,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 pub fn missing(tools: &[HostTool]) -> Vec<HostTool> {
-    tools
-        .iter()
-        .filter(|t| which(t.bin).is_none())
-        .copied()
-        .collect()
+    tools.iter().filter(|t| which(t.bin).is_none()).copied().collect()
 }
 
 fn first_line(s: &str) -> String {
@@ -91,56 +59,15 @@ pub fn versions(sh: &Shell) -> BTreeMap<String, String> {
             v.insert(name.to_string(), s);
         }
     };
-    put(
-        "mmdebstrap",
-        cmd!(sh, "mmdebstrap --version")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|s| first_line(&s)),
-    );
-    put(
-        "mksquashfs",
-        cmd!(sh, "mksquashfs -version")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|s| first_line(&s)),
-    );
+    put("mmdebstrap", cmd!(sh, "mmdebstrap --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("mksquashfs", cmd!(sh, "mksquashfs -version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put(
         "mkfs.erofs",
-        cmd!(sh, "mkfs.erofs -V")
-            .quiet()
-            .ignore_status()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|s| first_line(&s)),
+        cmd!(sh, "mkfs.erofs -V").quiet().ignore_status().ignore_stderr().read().ok().map(|s| first_line(&s)),
     );
-    put(
-        "rustc",
-        cmd!(sh, "rustc -V")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|s| first_line(&s)),
-    );
-    put(
-        "cargo",
-        cmd!(sh, "cargo -V")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|s| first_line(&s)),
-    );
-    put(
-        "libzstd",
-        Some(zstd::zstd_safe::version_string().to_string()),
-    );
+    put("rustc", cmd!(sh, "rustc -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("cargo", cmd!(sh, "cargo -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("libzstd", Some(zstd::zstd_safe::version_string().to_string()));
     put("airlock", Some(env!("CARGO_PKG_VERSION").to_string()));
     v
 }

@@ -41,11 +41,8 @@ impl Config {
 /// The A/B slot this system booted from: `root=PARTLABEL=root-a` on the kernel command line.
 pub fn slot_from_cmdline(cmdline: &str) -> Option<String> {
     cmdline.split_whitespace().find_map(|w| {
-        let v = w
-            .strip_prefix("root=PARTLABEL=root-")
-            .or_else(|| w.strip_prefix("airlock.slot="))?;
-        Some(v.to_string())
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+        let v = w.strip_prefix("root=PARTLABEL=root-").or_else(|| w.strip_prefix("airlock.slot="))?;
+        Some(v.to_string()).filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
     })
 }
 
@@ -75,26 +72,16 @@ impl Controller {
             .and_then(|s| serde_json::from_str::<Occupancy>(&s).ok())
             .filter(|o| o.occupied <= config.capacity)
             .unwrap_or_default();
-        Controller {
-            config,
-            slot,
-            occupancy,
-        }
+        Controller { config, slot, occupancy }
     }
 
     /// Handles one request: (status, JSON body).
     pub fn handle(&mut self, method: &str, path: &str) -> (u16, String) {
         let c = &self.config;
         match (method, path) {
-            ("GET", "/health") => (
-                200,
-                json(&Health {
-                    status: "ok",
-                    version: VERSION,
-                    slot: &self.slot,
-                    site: &c.site,
-                }),
-            ),
+            ("GET", "/health") => {
+                (200, json(&Health { status: "ok", version: VERSION, slot: &self.slot, site: &c.site }))
+            }
             ("GET", "/api/v1/occupancy") => (200, self.occupancy_json()),
             ("POST", "/api/v1/entry") => {
                 if self.occupancy.occupied >= c.capacity {
@@ -120,11 +107,7 @@ impl Controller {
     fn occupancy_json(&self) -> String {
         let o = self.occupancy.occupied;
         let cap = self.config.capacity;
-        format!(
-            r#"{{"site":{},"capacity":{cap},"occupied":{o},"free":{}}}"#,
-            json(&self.config.site),
-            cap - o
-        )
+        format!(r#"{{"site":{},"capacity":{cap},"occupied":{o},"free":{}}}"#, json(&self.config.site), cap - o)
     }
 
     /// Writes occupancy to the state directory: temp file, fsync, rename.
@@ -140,22 +123,14 @@ impl Controller {
     }
 
     /// Serves until `stop` is set (SIGTERM/SIGINT), then saves state and returns.
-    pub fn serve(
-        &mut self,
-        server: &tiny_http::Server,
-        stop: &Arc<AtomicBool>,
-    ) -> std::io::Result<()> {
+    pub fn serve(&mut self, server: &tiny_http::Server, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             let Some(mut req) = server.recv_timeout(Duration::from_millis(200))? else {
                 continue;
             };
             let too_big = req.body_length().is_some_and(|n| n as u64 > MAX_BODY);
             let mut sink = Vec::new();
-            let read_ok = req
-                .as_reader()
-                .take(MAX_BODY + 1)
-                .read_to_end(&mut sink)
-                .is_ok();
+            let read_ok = req.as_reader().take(MAX_BODY + 1).read_to_end(&mut sink).is_ok();
             let (status, body) = if too_big || !read_ok || sink.len() as u64 > MAX_BODY {
                 (413, r#"{"error":"request body too large"}"#.to_string())
             } else {
@@ -168,11 +143,9 @@ impl Controller {
                 }
                 r
             };
-            let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-                .expect("static header is valid");
-            let resp = tiny_http::Response::from_string(body + "\n")
-                .with_status_code(status)
-                .with_header(header);
+            let header =
+                tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header is valid");
+            let resp = tiny_http::Response::from_string(body + "\n").with_status_code(status).with_header(header);
             let _ = req.respond(resp);
         }
         self.save()
@@ -192,28 +165,17 @@ pub fn check_health(addr: &str, timeout: Duration) -> Result<String, String> {
         .next()
         .ok_or_else(|| format!("{addr}: no address"))?;
     let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
-    let mut resp = Vec::new();
-    s.take(64 * 1024)
-        .read_to_end(&mut resp)
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .map_err(|e| format!("{addr}: {e}"))?;
+    let mut resp = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut resp).map_err(|e| format!("{addr}: {e}"))?;
     let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "health endpoint answered {}",
-            head.lines().next().unwrap_or("")
-        ));
+        return Err(format!("health endpoint answered {}", head.lines().next().unwrap_or("")));
     }
-    let v: serde_json::Value =
-        serde_json::from_str(body.trim()).map_err(|e| format!("health body: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(body.trim()).map_err(|e| format!("health body: {e}"))?;
     if v["status"] != "ok" {
         return Err(format!("health status is {}", v["status"]));
     }
@@ -226,22 +188,13 @@ mod tests {
 
     fn controller(cap: u32) -> Controller {
         let dir = std::env::temp_dir().join(format!("pc-test-{}-{cap}", std::process::id()));
-        let cfg = Config {
-            listen: "127.0.0.1:0".into(),
-            site: "s".into(),
-            capacity: cap,
-            state_dir: dir,
-            slot: None,
-        };
+        let cfg = Config { listen: "127.0.0.1:0".into(), site: "s".into(), capacity: cap, state_dir: dir, slot: None };
         Controller::new(cfg, "a".into())
     }
 
     #[test]
     fn slot_is_read_from_the_root_partition_label() {
-        assert_eq!(
-            slot_from_cmdline("quiet root=PARTLABEL=root-b ro"),
-            Some("b".into())
-        );
+        assert_eq!(slot_from_cmdline("quiet root=PARTLABEL=root-b ro"), Some("b".into()));
         assert_eq!(slot_from_cmdline("airlock.slot=a"), Some("a".into()));
         assert_eq!(slot_from_cmdline("root=/dev/vda2"), None);
         assert_eq!(slot_from_cmdline("root=PARTLABEL=root-$(x)"), None);

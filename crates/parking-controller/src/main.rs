@@ -14,12 +14,7 @@ const USAGE: &str = "usage: parking-controller [--config FILE]
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["--version"] => {
             println!("parking-controller {}", parking_controller::VERSION);
             ExitCode::SUCCESS
@@ -70,17 +65,11 @@ fn run(config_path: PathBuf) -> ExitCode {
     let server = match tiny_http::Server::http(&config.listen) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "parking-controller: cannot listen on {}: {e}",
-                config.listen
-            );
+            eprintln!("parking-controller: cannot listen on {}: {e}", config.listen);
             return ExitCode::from(2);
         }
     };
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .map_or(config.listen.clone(), |a| a.to_string());
+    let addr = server.server_addr().to_ip().map_or(config.listen.clone(), |a| a.to_string());
     eprintln!(
         "parking-controller {} listening on {addr} (site {}, slot {slot})",
         parking_controller::VERSION,

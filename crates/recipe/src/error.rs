@@ -17,19 +17,9 @@ impl Location {
         let offset = offset.min(src.len());
         let before = &src.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let col = String::from_utf8_lossy(&before[line_start..])
-            .chars()
-            .count()
-            + 1;
-        Location {
-            path: path.to_path_buf(),
-            line,
-            col,
-        }
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        Location { path: path.to_path_buf(), line, col }
     }
 }
 
@@ -61,12 +51,7 @@ pub enum Error {
         "{}: lock is older than its recipe {}: the recipe's [base] now digests to {now}, the lock was made from {locked}; run `cargo xtask lock` to resolve it again",
         lock.display(), recipe.display()
     )]
-    StaleLock {
-        lock: PathBuf,
-        recipe: PathBuf,
-        locked: String,
-        now: String,
-    },
+    StaleLock { lock: PathBuf, recipe: PathBuf, locked: String, now: String },
     #[error("{}: no lock file: run `cargo xtask lock {}` (online, once) to resolve the recipe's packages", lock.display(), recipe.display())]
     NoLock { lock: PathBuf, recipe: PathBuf },
 }

@@ -85,10 +85,7 @@ impl Base {
     /// Digest of what decides the package closure: a lock made from another one is stale.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
-        h.update(format!(
-            "suite={}\narchitecture={}\nvariant={}\n",
-            self.suite, self.architecture, self.variant
-        ));
+        h.update(format!("suite={}\narchitecture={}\nvariant={}\n", self.suite, self.architecture, self.variant));
         for p in &self.packages {
             h.update(format!("package={p}\n"));
         }
@@ -234,21 +231,12 @@ impl Ctx<'_> {
     }
 
     fn invalid(&self, layer: usize, span: Range<usize>, message: impl Into<String>) -> Error {
-        Error::Invalid {
-            at: self.at(layer, span),
-            message: message.into(),
-        }
+        Error::Invalid { at: self.at(layer, span), message: message.into() }
     }
 
     /// The nearest layer that sets a field.
-    fn pick<'s, T>(
-        &'s self,
-        get: impl Fn(&'s RawFile) -> Option<&'s Spanned<T>>,
-    ) -> Option<(&'s Spanned<T>, usize)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .find_map(|(i, l)| get(&l.raw).map(|v| (v, i)))
+    fn pick<'s, T>(&'s self, get: impl Fn(&'s RawFile) -> Option<&'s Spanned<T>>) -> Option<(&'s Spanned<T>, usize)> {
+        self.layers.iter().enumerate().find_map(|(i, l)| get(&l.raw).map(|v| (v, i)))
     }
 
     fn require<'s, T>(
@@ -256,10 +244,7 @@ impl Ctx<'_> {
         field: &'static str,
         get: impl Fn(&'s RawFile) -> Option<&'s Spanned<T>>,
     ) -> Result<(&'s Spanned<T>, usize), Error> {
-        self.pick(get).ok_or_else(|| Error::Missing {
-            path: self.layers[0].path.clone(),
-            field,
-        })
+        self.pick(get).ok_or_else(|| Error::Missing { path: self.layers[0].path.clone(), field })
     }
 }
 
@@ -269,10 +254,7 @@ impl Recipe {
         let mut layers: Vec<Layer> = Vec::new();
         let mut next = Some(path.to_path_buf());
         while let Some(p) = next.take() {
-            let src = std::fs::read_to_string(&p).map_err(|source| Error::Io {
-                path: p.clone(),
-                source,
-            })?;
+            let src = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: p.clone(), source })?;
             let raw = parse_file(&p, &src)?;
             if let Some(ext) = &raw.extends {
                 let target = resolve_extends(&p, &src, ext, repo_root)?;
@@ -318,47 +300,28 @@ fn parse_file(path: &Path, src: &str) -> Result<RawFile, Error> {
         } else if message.starts_with("unknown field") {
             message.push_str("; remove it or check the spelling");
         }
-        Error::Parse {
-            at: Location::from_offset(path, src, offset),
-            message,
-        }
+        Error::Parse { at: Location::from_offset(path, src, offset), message }
     })
 }
 
 fn unknown_field_hint(message: &str) -> Option<&'static str> {
     let rest = message.strip_prefix("unknown field `")?;
     let name = &rest[..rest.find('`')?];
-    FIELDS
-        .iter()
-        .map(|f| (strsim::levenshtein(name, f), *f))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, f)| f)
+    FIELDS.iter().map(|f| (strsim::levenshtein(name, f), *f)).filter(|(d, _)| *d <= 2).min().map(|(_, f)| f)
 }
 
-fn resolve_extends(
-    path: &Path,
-    src: &str,
-    ext: &Spanned<String>,
-    repo_root: &Path,
-) -> Result<PathBuf, Error> {
+fn resolve_extends(path: &Path, src: &str, ext: &Spanned<String>, repo_root: &Path) -> Result<PathBuf, Error> {
     let at = || Location::from_offset(path, src, ext.span().start);
     let rel = Path::new(ext.get_ref());
     if !is_plain_relative(rel) {
         return Err(Error::Invalid {
             at: at(),
-            message: format!(
-                "`extends = \"{}\"` must be a relative path without `..`",
-                ext.get_ref().escape_debug()
-            ),
+            message: format!("`extends = \"{}\"` must be a relative path without `..`", ext.get_ref().escape_debug()),
         });
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let target = dir.join(rel);
-    contained(&target, repo_root).map_err(|m| Error::Invalid {
-        at: at(),
-        message: format!("`extends`: {m}"),
-    })?;
+    contained(&target, repo_root).map_err(|m| Error::Invalid { at: at(), message: format!("`extends`: {m}") })?;
     Ok(target)
 }
 
@@ -369,21 +332,12 @@ pub fn is_plain_relative(p: &Path) -> bool {
 
 /// Checks that `p`, symlinks resolved, exists and lies inside `root`.
 fn contained(p: &Path, root: &Path) -> Result<(), String> {
-    let real = p
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let real = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+    let root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
     if real.starts_with(&root) {
         Ok(())
     } else {
-        Err(format!(
-            "{} resolves to {}, outside the repository {}",
-            p.display(),
-            real.display(),
-            root.display()
-        ))
+        Err(format!("{} resolves to {}, outside the repository {}", p.display(), real.display(), root.display()))
     }
 }
 
@@ -410,11 +364,7 @@ fn plain(
 ) -> Result<String, Error> {
     let s = v.get_ref();
     if s.is_empty() || s.len() > max {
-        return Err(ctx.invalid(
-            layer,
-            v.span(),
-            format!("{what} must be 1 to {max} characters long"),
-        ));
+        return Err(ctx.invalid(layer, v.span(), format!("{what} must be 1 to {max} characters long")));
     }
     check_chars(s, ok).map_err(|c| {
         ctx.invalid(
@@ -439,19 +389,12 @@ pub fn valid_package_name(s: &str) -> bool {
     s.len() >= 2
         && s.len() <= 128
         && s.starts_with(lower_alnum)
-        && s.chars()
-            .all(|c| lower_alnum(c) || matches!(c, '+' | '-' | '.'))
+        && s.chars().all(|c| lower_alnum(c) || matches!(c, '+' | '-' | '.'))
 }
 
 /// Services a release image must not enable: they open a shell without the owner's key.
-const DEBUG_SERVICES: &[&str] = &[
-    "debug-shell.service",
-    "serial-getty@",
-    "console-getty.service",
-    "ssh.service",
-    "sshd.service",
-    "telnet",
-];
+const DEBUG_SERVICES: &[&str] =
+    &["debug-shell.service", "serial-getty@", "console-getty.service", "ssh.service", "sshd.service", "telnet"];
 
 fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<Recipe, Error> {
     let str_field = |field: &'static str,
@@ -462,35 +405,20 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     };
 
     let (v, l) = str_field("image.name", &|r| r.image.as_ref()?.name.as_ref())?;
-    let name = plain(ctx, l, &v, "image.name", "a-z 0-9 -", 63, |c| {
-        lower_alnum(c) || c == '-'
-    })?;
+    let name = plain(ctx, l, &v, "image.name", "a-z 0-9 -", 63, |c| lower_alnum(c) || c == '-')?;
     let (v, l) = str_field("image.version", &|r| r.image.as_ref()?.version.as_ref())?;
-    let version = plain(
-        ctx,
-        l,
-        &v,
-        "image.version",
-        "A-Z a-z 0-9 . + ~ -",
-        64,
-        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-'),
-    )?;
-    if !version.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(ctx.invalid(
-            l,
-            v.span(),
-            "image.version must start with a digit, like `1.4.0`",
-        ));
-    }
-    let (v, l) = ctx.require("image.security_version", |r| {
-        r.image.as_ref()?.security_version.as_ref()
+    let version = plain(ctx, l, &v, "image.version", "A-Z a-z 0-9 . + ~ -", 64, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-')
     })?;
+    if !version.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(ctx.invalid(l, v.span(), "image.version must start with a digit, like `1.4.0`"));
+    }
+    let (v, l) = ctx.require("image.security_version", |r| r.image.as_ref()?.security_version.as_ref())?;
     let security_version = u64::try_from(*v.get_ref())
         .map_err(|_| ctx.invalid(l, v.span(), "image.security_version must be 0 or more"))?;
     let (v, l) = str_field("image.product", &|r| r.image.as_ref()?.product.as_ref())?;
-    let product = plain(ctx, l, &v, "image.product", "a-z 0-9 . _ -", 128, |c| {
-        lower_alnum(c) || matches!(c, '.' | '_' | '-')
-    })?;
+    let product =
+        plain(ctx, l, &v, "image.product", "a-z 0-9 . _ -", 128, |c| lower_alnum(c) || matches!(c, '.' | '_' | '-'))?;
     let (v, l) = str_field("image.channel", &|r| r.image.as_ref()?.channel.as_ref())?;
     let channel = match v.get_ref().as_str() {
         "dev" => Channel::Dev,
@@ -499,38 +427,22 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             return Err(ctx.invalid(
                 l,
                 v.span(),
-                format!(
-                    "image.channel `{}` is not a channel: use \"dev\" or \"release\"",
-                    other.escape_debug()
-                ),
+                format!("image.channel `{}` is not a channel: use \"dev\" or \"release\"", other.escape_debug()),
             ));
         }
     };
-    let (v, l) = ctx.require("image.source_date_epoch", |r| {
-        r.image.as_ref()?.source_date_epoch.as_ref()
+    let (v, l) = ctx.require("image.source_date_epoch", |r| r.image.as_ref()?.source_date_epoch.as_ref())?;
+    let source_date_epoch = u64::try_from(*v.get_ref()).ok().filter(|&t| t <= 253_402_300_799).ok_or_else(|| {
+        ctx.invalid(l, v.span(), "image.source_date_epoch must be seconds since 1970, 0 to 253402300799")
     })?;
-    let source_date_epoch = u64::try_from(*v.get_ref())
-        .ok()
-        .filter(|&t| t <= 253_402_300_799)
-        .ok_or_else(|| {
-            ctx.invalid(
-                l,
-                v.span(),
-                "image.source_date_epoch must be seconds since 1970, 0 to 253402300799",
-            )
-        })?;
     let hostname = match ctx.pick(|r| r.image.as_ref()?.hostname.as_ref()) {
-        Some((v, l)) => plain(ctx, l, v, "image.hostname", "a-z 0-9 -", 63, |c| {
-            lower_alnum(c) || c == '-'
-        })?,
+        Some((v, l)) => plain(ctx, l, v, "image.hostname", "a-z 0-9 -", 63, |c| lower_alnum(c) || c == '-')?,
         None => name.clone(),
     };
 
     // [base]
     let (v, l) = str_field("base.suite", &|r| r.base.as_ref()?.suite.as_ref())?;
-    let suite = plain(ctx, l, &v, "base.suite", "a-z -", 32, |c| {
-        c.is_ascii_lowercase() || c == '-'
-    })?;
+    let suite = plain(ctx, l, &v, "base.suite", "a-z -", 32, |c| c.is_ascii_lowercase() || c == '-')?;
     let architecture = match ctx.pick(|r| r.base.as_ref()?.architecture.as_ref()) {
         Some((v, l)) if v.get_ref() != "amd64" => {
             return Err(ctx.invalid(
@@ -551,10 +463,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
                 return Err(ctx.invalid(
                     l,
                     v.span(),
-                    format!(
-                        "base.variant `{}`: use minbase, essential, required or important",
-                        other.escape_debug()
-                    ),
+                    format!("base.variant `{}`: use minbase, essential, required or important", other.escape_debug()),
                 ));
             }
         },
@@ -565,56 +474,32 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     for p in v.get_ref() {
         let s = p.get_ref();
         if !valid_package_name(s) {
-            let why = match s
-                .chars()
-                .find(|&c| !(lower_alnum(c) || matches!(c, '+' | '-' | '.')))
-            {
-                Some(c) => format!(
-                    "has the character {}, which Debian package names never contain",
-                    describe(c)
-                ),
-                None => "must be 2 to 128 characters, starting with a lowercase letter or digit"
-                    .to_string(),
+            let why = match s.chars().find(|&c| !(lower_alnum(c) || matches!(c, '+' | '-' | '.'))) {
+                Some(c) => format!("has the character {}, which Debian package names never contain", describe(c)),
+                None => "must be 2 to 128 characters, starting with a lowercase letter or digit".to_string(),
             };
             return Err(ctx.invalid(
                 l,
                 p.span(),
-                format!(
-                    "package name `{}` {why} (allowed: a-z 0-9 + - .)",
-                    s.escape_debug()
-                ),
+                format!("package name `{}` {why} (allowed: a-z 0-9 + - .)", s.escape_debug()),
             ));
         }
         if !packages.insert(s.clone()) {
             return Err(ctx.invalid(l, p.span(), format!("package `{s}` is listed twice")));
         }
     }
-    let base = Base {
-        suite,
-        architecture,
-        variant,
-        packages: packages.into_iter().collect(),
-    };
+    let base = Base { suite, architecture, variant, packages: packages.into_iter().collect() };
 
     // [stack]
     let mut stack = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.stack.as_ref()?.crates.as_ref()) {
         for c in v.get_ref() {
-            let s = plain(ctx, l, c, "stack crate", "a-z 0-9 _ -", 64, |c| {
-                lower_alnum(c) || matches!(c, '_' | '-')
-            })?;
-            if !repo_root
-                .join("crates")
-                .join(&s)
-                .join("Cargo.toml")
-                .is_file()
-            {
+            let s = plain(ctx, l, c, "stack crate", "a-z 0-9 _ -", 64, |c| lower_alnum(c) || matches!(c, '_' | '-'))?;
+            if !repo_root.join("crates").join(&s).join("Cargo.toml").is_file() {
                 return Err(ctx.invalid(
                     l,
                     c.span(),
-                    format!(
-                        "stack crate `{s}` is not in this workspace (no crates/{s}/Cargo.toml)"
-                    ),
+                    format!("stack crate `{s}` is not in this workspace (no crates/{s}/Cargo.toml)"),
                 ));
             }
             if stack.contains(&s) {
@@ -648,14 +533,9 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
                 ));
             }
             let full = repo_root.join(rel);
-            contained(&full, repo_root)
-                .map_err(|m| ctx.invalid(l, o.span(), format!("overlay: {m}")))?;
+            contained(&full, repo_root).map_err(|m| ctx.invalid(l, o.span(), format!("overlay: {m}")))?;
             if !full.is_dir() {
-                return Err(ctx.invalid(
-                    l,
-                    o.span(),
-                    format!("overlay `{}` is not a directory", o.get_ref()),
-                ));
+                return Err(ctx.invalid(l, o.span(), format!("overlay `{}` is not a directory", o.get_ref())));
             }
             overlays.push(rel.to_path_buf());
         }
@@ -665,18 +545,10 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     let mut services = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.services.as_ref()?.enable.as_ref()) {
         for s in v.get_ref() {
-            let name = plain(
-                ctx,
-                l,
-                s,
-                "service name",
-                "A-Z a-z 0-9 @ _ . : -",
-                128,
-                |c| c.is_ascii_alphanumeric() || matches!(c, '@' | '_' | '.' | ':' | '-'),
-            )?;
-            let unit_types = [
-                ".service", ".socket", ".timer", ".target", ".path", ".mount",
-            ];
+            let name = plain(ctx, l, s, "service name", "A-Z a-z 0-9 @ _ . : -", 128, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '@' | '_' | '.' | ':' | '-')
+            })?;
+            let unit_types = [".service", ".socket", ".timer", ".target", ".path", ".mount"];
             if !unit_types.iter().any(|t| name.ends_with(t)) {
                 return Err(ctx.invalid(
                     l,
@@ -688,7 +560,9 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
                 return Err(ctx.invalid(
                     l,
                     s.span(),
-                    format!("service `{name}` opens a debug shell or password login: a release image must not enable it"),
+                    format!(
+                        "service `{name}` opens a debug shell or password login: a release image must not enable it"
+                    ),
                 ));
             }
             services.push(name);
@@ -712,10 +586,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
                 return Err(ctx.invalid(
                     l,
                     v.span(),
-                    format!(
-                        "output.slot_fs `{}`: use \"squashfs\" or \"erofs\"",
-                        other.escape_debug()
-                    ),
+                    format!("output.slot_fs `{}`: use \"squashfs\" or \"erofs\"", other.escape_debug()),
                 ));
             }
         },
@@ -748,11 +619,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         artifacts,
         overlays,
         services,
-        output: Output {
-            compression_level,
-            slot_fs,
-            slot_compression_level,
-        },
+        output: Output { compression_level, slot_fs, slot_compression_level },
         digest,
     })
 }
@@ -766,21 +633,13 @@ fn int_in(
 ) -> Result<i32, Error> {
     match v {
         None => Ok(default),
-        Some((v, l)) => i32::try_from(*v.get_ref())
-            .ok()
-            .filter(|x| range.contains(x))
-            .ok_or_else(|| {
-                ctx.invalid(
-                    l,
-                    v.span(),
-                    format!(
-                        "{what} = {} is out of range: use {} to {}",
-                        v.get_ref(),
-                        range.start(),
-                        range.end()
-                    ),
-                )
-            }),
+        Some((v, l)) => i32::try_from(*v.get_ref()).ok().filter(|x| range.contains(x)).ok_or_else(|| {
+            ctx.invalid(
+                l,
+                v.span(),
+                format!("{what} = {} is out of range: use {} to {}", v.get_ref(), range.start(), range.end()),
+            )
+        }),
     }
 }
 
@@ -799,11 +658,7 @@ fn artifact(ctx: &Ctx, l: usize, a: &RawArtifact, repo_root: &Path) -> Result<Ar
     contained(&repo_root.join(source), repo_root)
         .map_err(|m| ctx.invalid(l, a.source.span(), format!("artifact `{name}`: {m}")))?;
     let sha = a.sha256.get_ref();
-    if sha.len() != 64
-        || !sha
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
         return Err(ctx.invalid(
             l,
             a.sha256.span(),
@@ -811,31 +666,24 @@ fn artifact(ctx: &Ctx, l: usize, a: &RawArtifact, repo_root: &Path) -> Result<Ar
         ));
     }
     let dest = a.dest.get_ref();
-    let dest_ok = dest
-        .strip_prefix('/')
-        .is_some_and(|r| is_plain_relative(Path::new(r)))
+    let dest_ok = dest.strip_prefix('/').is_some_and(|r| is_plain_relative(Path::new(r)))
         && check_chars(dest, |c| !c.is_control()).is_ok();
     if !dest_ok {
         return Err(ctx.invalid(
             l,
             a.dest.span(),
-            format!(
-                "artifact `{name}`: dest must be an absolute path inside the image, without `..`"
-            ),
+            format!("artifact `{name}`: dest must be an absolute path inside the image, without `..`"),
         ));
     }
     let mode = match &a.mode {
         None => 0o644,
-        Some(m) => u32::from_str_radix(m.get_ref(), 8)
-            .ok()
-            .filter(|&m| m <= 0o777)
-            .ok_or_else(|| ctx.invalid(l, m.span(), format!("artifact `{name}`: mode must be octal like \"0644\", no setuid/setgid/sticky bits")))?,
+        Some(m) => u32::from_str_radix(m.get_ref(), 8).ok().filter(|&m| m <= 0o777).ok_or_else(|| {
+            ctx.invalid(
+                l,
+                m.span(),
+                format!("artifact `{name}`: mode must be octal like \"0644\", no setuid/setgid/sticky bits"),
+            )
+        })?,
     };
-    Ok(Artifact {
-        name,
-        source: source.to_path_buf(),
-        sha256: sha.clone(),
-        dest: dest.clone(),
-        mode,
-    })
+    Ok(Artifact { name, source: source.to_path_buf(), sha256: sha.clone(), dest: dest.clone(), mode })
 }

@@ -22,10 +22,7 @@ pub struct NotServed {
 }
 
 pub fn wanted(p: &LockedPackage) -> Wanted {
-    Wanted {
-        what: format!("{}={} ({})", p.name, p.version, p.architecture),
-        sha256: p.sha256.clone(),
-    }
+    Wanted { what: format!("{}={} ({})", p.name, p.version, p.architecture), sha256: p.sha256.clone() }
 }
 
 /// Downloads the given packages with `apt-get download` and puts them into the store,
@@ -36,25 +33,13 @@ pub fn fetch_debs(store: &Store, packages: &[&LockedPackage]) -> Result<usize> {
     }
     let tmp_root = store.root().join("tmp");
     let dir = tempfile::tempdir_in(&tmp_root).map_err(io_err(&tmp_root))?;
-    let sh = Shell::new().map_err(|e| Error::Tool {
-        what: "shell".into(),
-        message: e.to_string(),
-    })?;
+    let sh = Shell::new().map_err(|e| Error::Tool { what: "shell".into(), message: e.to_string() })?;
     sh.change_dir(dir.path());
-    let specs: Vec<String> = packages
-        .iter()
-        .map(|p| format!("{}:{}={}", p.name, p.architecture, p.version))
-        .collect();
-    let out = cmd!(
-        sh,
-        "apt-get download -q -o APT::Sandbox::User=root {specs...}"
-    )
-    .ignore_status()
-    .output()
-    .map_err(|e| Error::Tool {
-        what: "apt-get download".into(),
-        message: format!("{e} (is apt installed?)"),
-    })?;
+    let specs: Vec<String> = packages.iter().map(|p| format!("{}:{}={}", p.name, p.architecture, p.version)).collect();
+    let out = cmd!(sh, "apt-get download -q -o APT::Sandbox::User=root {specs...}")
+        .ignore_status()
+        .output()
+        .map_err(|e| Error::Tool { what: "apt-get download".into(), message: format!("{e} (is apt installed?)") })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let not_served: Vec<String> = packages
@@ -69,15 +54,9 @@ pub fn fetch_debs(store: &Store, packages: &[&LockedPackage]) -> Result<usize> {
             .map(|p| format!("{}={}", p.name, p.version))
             .collect();
         if !not_served.is_empty() {
-            return Err(NotServed {
-                packages: not_served,
-            }
-            .into());
+            return Err(NotServed { packages: not_served }.into());
         }
-        return Err(Error::Tool {
-            what: "apt-get download".into(),
-            message: stderr.trim().to_string(),
-        });
+        return Err(Error::Tool { what: "apt-get download".into(), message: stderr.trim().to_string() });
     }
     for p in packages {
         let file = dir.path().join(p.file_name());
@@ -90,10 +69,7 @@ pub fn fetch_debs(store: &Store, packages: &[&LockedPackage]) -> Result<usize> {
 /// verified store objects), `Packages` with the archive's priorities, and `Release`.
 pub fn write_apt_repo(store: &Store, lock: &Lock, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let sh = Shell::new().map_err(|e| Error::Tool {
-        what: "shell".into(),
-        message: e.to_string(),
-    })?;
+    let sh = Shell::new().map_err(|e| Error::Tool { what: "shell".into(), message: e.to_string() })?;
     let mut packages = lock.packages.clone();
     packages.sort();
     let mut index = String::new();
@@ -105,10 +81,7 @@ pub fn write_apt_repo(store: &Store, lock: &Lock, dir: &Path) -> Result<()> {
         }
         let control = cmd!(sh, "dpkg-deb -f {dest}")
             .read()
-            .map_err(|e| Error::Tool {
-                what: format!("dpkg-deb -f {}", dest.display()),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tool { what: format!("dpkg-deb -f {}", dest.display()), message: e.to_string() })?;
         let mut skipping = false;
         for line in control.lines() {
             if line.starts_with([' ', '\t']) {
@@ -125,13 +98,7 @@ pub fn write_apt_repo(store: &Store, lock: &Lock, dir: &Path) -> Result<()> {
             }
         }
         let _ = writeln!(index, "Priority: {}\nSection: {}", p.priority, p.section);
-        let _ = writeln!(
-            index,
-            "Filename: ./{}\nSize: {}\nSHA256: {}\n",
-            p.file_name(),
-            p.size,
-            p.sha256
-        );
+        let _ = writeln!(index, "Filename: ./{}\nSize: {}\nSHA256: {}\n", p.file_name(), p.size, p.sha256);
     }
     crate::write_atomic(&dir.join("Packages"), index.as_bytes())?;
     let digest = hex::encode(Sha256::digest(index.as_bytes()));

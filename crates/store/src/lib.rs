@@ -24,20 +24,12 @@ pub enum Error {
         "{}: {what} is tampered with or corrupt: expected sha256 {expected}, found {actual}; delete it and run `cargo xtask fetch` (or import a good copy)",
         path.display()
     )]
-    Tampered {
-        path: PathBuf,
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    Tampered { path: PathBuf, what: String, expected: String, actual: String },
     #[error(
         "{} input(s) missing from the store {} and --offline forbids fetching: {}; run `cargo xtask fetch` on a connected machine, or `cargo xtask store import DIR` from a stick",
         missing.len(), store.display(), missing.join(", ")
     )]
-    MissingOffline {
-        store: PathBuf,
-        missing: Vec<String>,
-    },
+    MissingOffline { store: PathBuf, missing: Vec<String> },
     #[error(transparent)]
     NotServed(#[from] NotServed),
     #[error("{what} failed: {message}")]
@@ -49,10 +41,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// One input to make sure of: what to call it in messages, and its pinned digest.
@@ -89,16 +78,12 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 }
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    s.len() == 64 && s.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// fsyncs a directory so that a rename inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 impl Store {
@@ -119,9 +104,7 @@ impl Store {
         for d in ["sha256", "tmp"] {
             fs::create_dir_all(root.join(d)).map_err(io_err(&root.join(d)))?;
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
+        Ok(Store { root: root.to_path_buf() })
     }
 
     pub fn root(&self) -> &Path {
@@ -141,37 +124,23 @@ impl Store {
         let path = self.object_path(&w.sha256);
         let (actual, _) = sha256_file(&path)?;
         if actual != w.sha256 {
-            return Err(Error::Tampered {
-                path,
-                what: w.what.clone(),
-                expected: w.sha256.clone(),
-                actual,
-            });
+            return Err(Error::Tampered { path, what: w.what.clone(), expected: w.sha256.clone(), actual });
         }
         Ok(path)
     }
 
     /// Checks every wanted object; names all missing ones at once.
     pub fn verify_all(&self, wanted: &[Wanted]) -> Result<Vec<PathBuf>> {
-        let missing: Vec<String> = wanted
-            .iter()
-            .filter(|w| !self.contains(&w.sha256))
-            .map(|w| w.what.clone())
-            .collect();
+        let missing: Vec<String> =
+            wanted.iter().filter(|w| !self.contains(&w.sha256)).map(|w| w.what.clone()).collect();
         if !missing.is_empty() {
-            return Err(Error::MissingOffline {
-                store: self.root.clone(),
-                missing,
-            });
+            return Err(Error::MissingOffline { store: self.root.clone(), missing });
         }
         wanted.iter().map(|w| self.verified(w)).collect()
     }
 
     pub fn missing<'a>(&self, wanted: &'a [Wanted]) -> Vec<&'a Wanted> {
-        wanted
-            .iter()
-            .filter(|w| !self.contains(&w.sha256))
-            .collect()
+        wanted.iter().filter(|w| !self.contains(&w.sha256)).collect()
     }
 
     /// Copies `src` into the store, hashing as it copies. With `expected`, a mismatch is
@@ -181,10 +150,7 @@ impl Store {
         if !meta.file_type().is_file() {
             return Err(Error::Io {
                 path: src.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a regular file (symlinks are not followed)",
-                ),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file (symlinks are not followed)"),
             });
         }
         let mut input = File::open(src).map_err(io_err(src))?;
@@ -202,29 +168,21 @@ impl Store {
         }
         let actual = hex::encode(h.finalize());
         if let Some(expected) = expected
-            && actual != expected {
-                return Err(Error::Tampered {
-                    path: src.to_path_buf(),
-                    what: what.to_string(),
-                    expected: expected.to_string(),
-                    actual,
-                });
-            }
+            && actual != expected
+        {
+            return Err(Error::Tampered {
+                path: src.to_path_buf(),
+                what: what.to_string(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-        let mut perms = tmp
-            .as_file()
-            .metadata()
-            .map_err(io_err(tmp.path()))?
-            .permissions();
+        let mut perms = tmp.as_file().metadata().map_err(io_err(tmp.path()))?.permissions();
         perms.set_readonly(true);
-        tmp.as_file()
-            .set_permissions(perms)
-            .map_err(io_err(tmp.path()))?;
+        tmp.as_file().set_permissions(perms).map_err(io_err(tmp.path()))?;
         let dest = self.object_path(&actual);
-        tmp.persist(&dest).map_err(|e| Error::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        tmp.persist(&dest).map_err(|e| Error::Io { path: dest.clone(), source: e.error })?;
         sync_dir(&self.root.join("sha256"))?;
         Ok(actual)
     }
@@ -243,16 +201,11 @@ impl Store {
         let mut total = 0;
         let all = self.objects()?;
         for sha in &all {
-            let src = self.verified(&Wanted {
-                what: format!("store object {sha}"),
-                sha256: sha.clone(),
-            })?;
+            let src = self.verified(&Wanted { what: format!("store object {sha}"), sha256: sha.clone() })?;
             let dest = objects.join(sha);
             let tmp = objects.join(format!(".{sha}.part"));
             let n = fs::copy(&src, &tmp).map_err(io_err(&tmp))?;
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&tmp))?;
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
             index.push_str(&format!("{sha} {n}\n"));
             total += n;
@@ -272,20 +225,12 @@ impl Store {
                 path: dir.to_path_buf(),
                 why: "no INDEX file (make it with `cargo xtask store export DIR`)".into(),
             },
-            _ => Error::Io {
-                path: index_path.clone(),
-                source,
-            },
+            _ => Error::Io { path: index_path.clone(), source },
         })?;
         let mut listed = std::collections::BTreeMap::new();
         for (i, line) in index.lines().enumerate() {
-            let bad = |why: &str| Error::BadExport {
-                path: index_path.clone(),
-                why: format!("line {}: {why}", i + 1),
-            };
-            let (sha, size) = line
-                .split_once(' ')
-                .ok_or_else(|| bad("expected `SHA256 SIZE`"))?;
+            let bad = |why: &str| Error::BadExport { path: index_path.clone(), why: format!("line {}: {why}", i + 1) };
+            let (sha, size) = line.split_once(' ').ok_or_else(|| bad("expected `SHA256 SIZE`"))?;
             if !is_sha256_hex(sha) {
                 return Err(bad("not a sha256 digest"));
             }
@@ -294,10 +239,7 @@ impl Store {
         }
         let present = list_objects(&objects)?;
         if let Some(extra) = present.iter().find(|s| !listed.contains_key(*s)) {
-            return Err(Error::BadExport {
-                path: objects.join(extra),
-                why: "file not listed in INDEX".into(),
-            });
+            return Err(Error::BadExport { path: objects.join(extra), why: "file not listed in INDEX".into() });
         }
         // Pass 1: check everything, import nothing.
         let mut total = 0;
@@ -346,20 +288,12 @@ fn list_objects(dir: &Path) -> Result<Vec<String>> {
 
 /// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_err(tmp.path()))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(io_err(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
     sync_dir(dir)
 }

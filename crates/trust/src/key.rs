@@ -44,9 +44,7 @@ impl KeyId {
         if s.len() != 16 {
             return None;
         }
-        u64::from_str_radix(s, 16)
-            .ok()
-            .map(|v| KeyId(v.to_le_bytes()))
+        u64::from_str_radix(s, 16).ok().map(|v| KeyId(v.to_le_bytes()))
     }
 }
 
@@ -66,20 +64,13 @@ impl fmt::Debug for PublicKey {
 /// The text lines of a small file: the length is bounded before anything else is looked at.
 pub(crate) fn bounded_lines(text: &str, max: usize, what: &str) -> Result<Vec<String>, Error> {
     if text.len() > max {
-        return Err(Error::Malformed(format!(
-            "{what} is {} bytes, more than the {max} a {what} can be",
-            text.len()
-        )));
+        return Err(Error::Malformed(format!("{what} is {} bytes, more than the {max} a {what} can be", text.len())));
     }
-    Ok(text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect())
+    Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
 }
 
 pub(crate) fn decode_b64(s: &str, what: &str) -> Result<Vec<u8>, Error> {
-    B64.decode(s.trim())
-        .map_err(|e| Error::Malformed(format!("{what} is not valid base64: {e}")))
+    B64.decode(s.trim()).map_err(|e| Error::Malformed(format!("{what} is not valid base64: {e}")))
 }
 
 impl PublicKey {
@@ -87,15 +78,10 @@ impl PublicKey {
     pub fn from_base64(s: &str) -> Result<PublicKey, Error> {
         let raw = decode_b64(s, "public key")?;
         if raw.len() != 42 {
-            return Err(Error::Malformed(format!(
-                "public key is {} bytes, a minisign public key is 42",
-                raw.len()
-            )));
+            return Err(Error::Malformed(format!("public key is {} bytes, a minisign public key is 42", raw.len())));
         }
         if raw[..2] != SIG_ALG {
-            return Err(Error::Malformed(
-                "public key algorithm is not Ed (ed25519)".into(),
-            ));
+            return Err(Error::Malformed("public key algorithm is not Ed (ed25519)".into()));
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&raw[2..10]);
@@ -108,9 +94,8 @@ impl PublicKey {
         if pk.iter().all(|&b| b == 0) {
             return Err(Error::WeakKey(id));
         }
-        let key = VerifyingKey::from_bytes(pk).map_err(|_| {
-            Error::Malformed(format!("public key {id} is not a valid ed25519 point"))
-        })?;
+        let key = VerifyingKey::from_bytes(pk)
+            .map_err(|_| Error::Malformed(format!("public key {id} is not a valid ed25519 point")))?;
         if key.is_weak() {
             return Err(Error::WeakKey(id));
         }
@@ -143,11 +128,7 @@ impl PublicKey {
 
     /// The public key file text, as minisign writes it.
     pub fn to_file(&self) -> String {
-        format!(
-            "untrusted comment: minisign public key {}\n{}\n",
-            self.id,
-            self.to_base64()
-        )
+        format!("untrusted comment: minisign public key {}\n{}\n", self.id, self.to_base64())
     }
 }
 
@@ -205,18 +186,11 @@ fn scrypt_params(opslimit: u64, memlimit: u64) -> Result<(u8, u32, u32), Error> 
     Ok((n_log2, r as u32, p as u32))
 }
 
-fn scrypt_stream(
-    passphrase: &[u8],
-    salt: &[u8],
-    opslimit: u64,
-    memlimit: u64,
-) -> Result<[u8; 104], Error> {
+fn scrypt_stream(passphrase: &[u8], salt: &[u8], opslimit: u64, memlimit: u64) -> Result<[u8; 104], Error> {
     let (log_n, r, p) = scrypt_params(opslimit, memlimit)?;
-    let params = scrypt::Params::new(log_n, r, p)
-        .map_err(|_| Error::Malformed("invalid scrypt parameters".into()))?;
+    let params = scrypt::Params::new(log_n, r, p).map_err(|_| Error::Malformed("invalid scrypt parameters".into()))?;
     let mut out = [0u8; 104];
-    scrypt::scrypt(passphrase, salt, &params, &mut out)
-        .map_err(|_| Error::Malformed("scrypt failed".into()))?;
+    scrypt::scrypt(passphrase, salt, &params, &mut out).map_err(|_| Error::Malformed("scrypt failed".into()))?;
     Ok(out)
 }
 
@@ -234,17 +208,11 @@ impl SecretKey {
     /// A new key from 32 random bytes and an 8-byte random key id (the caller brings the
     /// randomness: this crate does no I/O).
     pub fn from_seed(seed: [u8; 32], id: [u8; 8]) -> SecretKey {
-        SecretKey {
-            id: KeyId(id),
-            signing: SigningKey::from_bytes(&seed),
-        }
+        SecretKey { id: KeyId(id), signing: SigningKey::from_bytes(&seed) }
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey {
-            id: self.id,
-            key: self.signing.verifying_key(),
-        }
+        PublicKey { id: self.id, key: self.signing.verifying_key() }
     }
 
     /// Whether a secret key file is passphrase-protected, without decrypting it.
@@ -271,14 +239,10 @@ impl SecretKey {
             )));
         }
         if raw[..2] != SIG_ALG || raw[4..6] != CHK_ALG {
-            return Err(Error::Malformed(
-                "secret key algorithm is not Ed with a B2 checksum".into(),
-            ));
+            return Err(Error::Malformed("secret key algorithm is not Ed with a B2 checksum".into()));
         }
         if raw[2..4] != KDF_SCRYPT && raw[2..4] != KDF_NONE {
-            return Err(Error::Malformed(
-                "secret key KDF is neither scrypt nor none".into(),
-            ));
+            return Err(Error::Malformed("secret key KDF is neither scrypt nor none".into()));
         }
         Ok(raw)
     }
@@ -290,16 +254,8 @@ impl SecretKey {
         keynum.copy_from_slice(&raw[54..158]);
         if raw[2..4] == KDF_SCRYPT {
             let pass = passphrase.ok_or(Error::PassphraseNeeded)?;
-            let ops = u64::from_le_bytes(
-                raw[38..46]
-                    .try_into()
-                    .map_err(|_| Error::Malformed("opslimit".into()))?,
-            );
-            let mem = u64::from_le_bytes(
-                raw[46..54]
-                    .try_into()
-                    .map_err(|_| Error::Malformed("memlimit".into()))?,
-            );
+            let ops = u64::from_le_bytes(raw[38..46].try_into().map_err(|_| Error::Malformed("opslimit".into()))?);
+            let mem = u64::from_le_bytes(raw[46..54].try_into().map_err(|_| Error::Malformed("memlimit".into()))?);
             let stream = scrypt_stream(pass, &raw[6..38], ops, mem)?;
             for (k, s) in keynum.iter_mut().zip(stream.iter()) {
                 *k ^= s;
@@ -352,14 +308,8 @@ impl SecretKey {
             }
         }
         raw.extend_from_slice(&keynum);
-        let comment = if kdf.is_some() {
-            "minisign encrypted secret key"
-        } else {
-            "minisign secret key (not encrypted)"
-        };
-        Ok(format!(
-            "untrusted comment: {comment}\n{}\n",
-            B64.encode(raw)
-        ))
+        let comment =
+            if kdf.is_some() { "minisign encrypted secret key" } else { "minisign secret key (not encrypted)" };
+        Ok(format!("untrusted comment: {comment}\n{}\n", B64.encode(raw)))
     }
 }

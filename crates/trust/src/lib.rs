@@ -11,8 +11,8 @@ mod sig;
 
 pub use key::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, KeyId, MAX_KEY_FILE, PublicKey, SecretKey};
 pub use policy::{
-    DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyChannel, Report,
-    Role, RolePolicy, RoleReport, SignerReport,
+    DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyChannel, Report, Role, RolePolicy,
+    RoleReport, SignerReport,
 };
 pub use sig::{MAX_SIG_FILE, MAX_TRUSTED_COMMENT, Prehash, SignatureFile};
 
@@ -24,13 +24,9 @@ pub enum Error {
     WeakKey(KeyId),
     #[error("malleable signature: {0}")]
     Malleable(String),
-    #[error(
-        "signature by key {0} does not match the file (wrong file, or file or signature altered)"
-    )]
+    #[error("signature by key {0} does not match the file (wrong file, or file or signature altered)")]
     BadSignature(KeyId),
-    #[error(
-        "trusted comment of the signature by key {0} was altered (global signature does not match)"
-    )]
+    #[error("trusted comment of the signature by key {0} was altered (global signature does not match)")]
     BadTrustedComment(KeyId),
     #[error("signature was made by key {signed_by}, not by key {key}")]
     KeyMismatch { signed_by: KeyId, key: KeyId },

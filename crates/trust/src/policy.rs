@@ -86,10 +86,7 @@ fn dev_key() -> Option<PublicKey> {
 
 fn role(raw: RawRole, name: &str, revoked: &BTreeSet<KeyId>) -> Result<RolePolicy, Error> {
     if raw.keys.len() > MAX_KEYS_PER_ROLE {
-        return Err(Error::Policy(format!(
-            "role `{name}` lists {} keys, at most {MAX_KEYS_PER_ROLE}",
-            raw.keys.len()
-        )));
+        return Err(Error::Policy(format!("role `{name}` lists {} keys, at most {MAX_KEYS_PER_ROLE}", raw.keys.len())));
     }
     let mut keys: Vec<(PublicKey, Vec<String>)> = Vec::new();
     for k in raw.keys {
@@ -110,12 +107,7 @@ fn role(raw: RawRole, name: &str, revoked: &BTreeSet<KeyId>) -> Result<RolePolic
     let threshold = usize::try_from(raw.threshold)
         .ok()
         .filter(|&t| t > 0)
-        .ok_or_else(|| {
-            Error::Policy(format!(
-                "role `{name}`: threshold {} must be at least 1",
-                raw.threshold
-            ))
-        })?;
+        .ok_or_else(|| Error::Policy(format!("role `{name}`: threshold {} must be at least 1", raw.threshold)))?;
     if threshold > keys.len() {
         return Err(Error::Policy(format!(
             "role `{name}`: threshold {threshold} is more than its {} distinct key(s): it could never be met",
@@ -128,58 +120,36 @@ fn role(raw: RawRole, name: &str, revoked: &BTreeSet<KeyId>) -> Result<RolePolic
 impl Policy {
     pub fn parse(text: &str) -> Result<Policy, Error> {
         if text.len() > MAX_POLICY_FILE {
-            return Err(Error::Policy(format!(
-                "policy is {} bytes, at most {MAX_POLICY_FILE}",
-                text.len()
-            )));
+            return Err(Error::Policy(format!("policy is {} bytes, at most {MAX_POLICY_FILE}", text.len())));
         }
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| Error::Policy(e.to_string().trim().to_string()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| Error::Policy(e.to_string().trim().to_string()))?;
         let channel = match raw.channel.as_str() {
             "dev" => PolicyChannel::Dev,
             "release" => PolicyChannel::Release,
             other => {
-                return Err(Error::Policy(format!(
-                    "channel `{}`: use \"dev\" or \"release\"",
-                    other.escape_debug()
-                )));
+                return Err(Error::Policy(format!("channel `{}`: use \"dev\" or \"release\"", other.escape_debug())));
             }
         };
         let mut revoked = BTreeSet::new();
         for r in &raw.revoked {
             revoked.insert(KeyId::parse_hex(r).ok_or_else(|| {
-                Error::Policy(format!(
-                    "revoked `{}` is not a 16-hex-digit key id",
-                    r.escape_debug()
-                ))
+                Error::Policy(format!("revoked `{}` is not a 16-hex-digit key id", r.escape_debug()))
             })?);
         }
         let release = role(raw.release, "release", &revoked)?;
-        let approval = raw
-            .approval
-            .map(|a| role(a, "approval", &revoked))
-            .transpose()?;
-        let policy = Policy {
-            version: raw.version,
-            channel,
-            revoked,
-            release,
-            approval,
-        };
+        let approval = raw.approval.map(|a| role(a, "approval", &revoked)).transpose()?;
+        let policy = Policy { version: raw.version, channel, revoked, release, approval };
         if channel == PolicyChannel::Release
             && let Some(dev) = dev_key()
-                && policy
-                    .roles()
-                    .any(|(_, r)| r.keys.iter().any(|(k, _)| k.key == dev.key))
-                {
-                    return Err(Error::DevKeyInRelease);
-                }
+            && policy.roles().any(|(_, r)| r.keys.iter().any(|(k, _)| k.key == dev.key))
+        {
+            return Err(Error::DevKeyInRelease);
+        }
         Ok(policy)
     }
 
     pub fn roles(&self) -> impl Iterator<Item = (Role, &RolePolicy)> {
-        std::iter::once((Role::Release, &self.release))
-            .chain(self.approval.as_ref().map(|a| (Role::Approval, a)))
+        std::iter::once((Role::Release, &self.release)).chain(self.approval.as_ref().map(|a| (Role::Approval, a)))
     }
 
     /// The roles a key id holds, and its key.
@@ -197,42 +167,31 @@ impl Policy {
 
     /// Checks every signature and each role's threshold. Never fails early: the report says
     /// per signer what was verified and what was not.
-    pub fn verify(
-        &self,
-        prehash: &Prehash,
-        signatures: &[(String, &str)],
-        expect: &Expect<'_>,
-    ) -> Report {
+    pub fn verify(&self, prehash: &Prehash, signatures: &[(String, &str)], expect: &Expect<'_>) -> Report {
         let mut signers = Vec::new();
         let mut counted: BTreeMap<Role, BTreeSet<[u8; 32]>> = BTreeMap::new();
         for (name, text) in signatures {
-            let mut s = SignerReport {
-                file: name.clone(),
-                key_id: None,
-                roles: Vec::new(),
-                verified: false,
-                reason: None,
-            };
+            let mut s =
+                SignerReport { file: name.clone(), key_id: None, roles: Vec::new(), verified: false, reason: None };
             let result = SignatureFile::parse(text).and_then(|sig| {
                 s.key_id = Some(sig.key_id);
                 if self.revoked.contains(&sig.key_id) {
                     return Err(Error::Revoked(sig.key_id));
                 }
-                if self.channel == PolicyChannel::Release
-                    && dev_key().is_some_and(|d| d.id == sig.key_id)
-                {
+                if self.channel == PolicyChannel::Release && dev_key().is_some_and(|d| d.id == sig.key_id) {
                     return Err(Error::DevKeyInRelease);
                 }
                 let (key, roles) = self.find(sig.key_id).ok_or(Error::UnknownKey(sig.key_id))?;
                 sig.verify(&key, prehash)?;
                 expect.check(&sig)?;
                 if let Some(claimed) = sig.comment_field("role")
-                    && !roles.iter().any(|r| r.as_str() == claimed) {
-                        return Err(Error::Expectation(format!(
-                            "signature claims role `{claimed}`, but key {} holds no such role",
-                            sig.key_id
-                        )));
-                    }
+                    && !roles.iter().any(|r| r.as_str() == claimed)
+                {
+                    return Err(Error::Expectation(format!(
+                        "signature claims role `{claimed}`, but key {} holds no such role",
+                        sig.key_id
+                    )));
+                }
                 Ok((key, roles))
             });
             match result {
@@ -251,20 +210,11 @@ impl Policy {
             .roles()
             .map(|(role, r)| {
                 let valid = counted.get(&role).map_or(0, BTreeSet::len);
-                RoleReport {
-                    role,
-                    threshold: r.threshold,
-                    valid,
-                    met: valid >= r.threshold,
-                }
+                RoleReport { role, threshold: r.threshold, valid, met: valid >= r.threshold }
             })
             .collect();
         let accepted = roles.iter().all(|r| r.met);
-        Report {
-            signers,
-            roles,
-            accepted,
-        }
+        Report { signers, roles, accepted }
     }
 
     /// Accepts `new_text` as the next policy: version exactly one more, signed by a threshold
@@ -272,10 +222,7 @@ impl Policy {
     pub fn rotate(&self, new_text: &str, signatures: &[(String, &str)]) -> Result<Policy, Error> {
         let new = Policy::parse(new_text)?;
         if new.version == self.version {
-            return Err(Error::Rotation(format!(
-                "new policy repeats version {}",
-                self.version
-            )));
+            return Err(Error::Rotation(format!("new policy repeats version {}", self.version)));
         }
         if new.version != self.version + 1 {
             return Err(Error::Rotation(format!(
@@ -285,22 +232,13 @@ impl Policy {
             )));
         }
         if new.channel != self.channel {
-            return Err(Error::Rotation(
-                "a rotation cannot change the policy's channel".into(),
-            ));
+            return Err(Error::Rotation("a rotation cannot change the policy's channel".into()));
         }
         let mut signing_policy = self.clone();
         signing_policy.approval = None;
         signing_policy.revoked.extend(new.revoked.iter().copied());
-        signing_policy
-            .release
-            .keys
-            .retain(|(k, _)| !new.revoked.contains(&k.id));
-        let report = signing_policy.verify(
-            &Prehash::of_bytes(new_text.as_bytes()),
-            signatures,
-            &Expect::default(),
-        );
+        signing_policy.release.keys.retain(|(k, _)| !new.revoked.contains(&k.id));
+        let report = signing_policy.verify(&Prehash::of_bytes(new_text.as_bytes()), signatures, &Expect::default());
         let valid = report.roles.first().map_or(0, |r| r.valid);
         if valid < self.release.threshold {
             return Err(Error::Rotation(format!(
@@ -325,9 +263,7 @@ impl Expect<'_> {
             if let Some(want) = want {
                 let got = sig.comment_field(k).unwrap_or("");
                 if got != want {
-                    return Err(Error::Expectation(format!(
-                        "trusted comment says {k}={got:?}, expected {want:?}"
-                    )));
+                    return Err(Error::Expectation(format!("trusted comment says {k}={got:?}, expected {want:?}")));
                 }
             }
         }

@@ -21,8 +21,8 @@ const ALG_LEGACY: [u8; 2] = *b"Ed";
 
 /// The group order L of ed25519, little-endian: a canonical S is below it.
 const L: [u8; 32] = [
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
 fn s_is_canonical(s: &[u8]) -> bool {
@@ -78,40 +78,29 @@ impl Prehash {
 }
 
 fn sig64(raw: &[u8], what: &str) -> Result<[u8; 64], Error> {
-    raw.try_into().map_err(|_| {
-        Error::Malformed(format!(
-            "{what} is {} bytes, an ed25519 signature is 64",
-            raw.len()
-        ))
-    })
+    raw.try_into().map_err(|_| Error::Malformed(format!("{what} is {} bytes, an ed25519 signature is 64", raw.len())))
 }
 
 impl SignatureFile {
     pub fn parse(text: &str) -> Result<SignatureFile, Error> {
         let lines = bounded_lines(text, MAX_SIG_FILE, "signature file")?;
         if !text.ends_with('\n') {
-            return Err(Error::Malformed(
-                "signature file is truncated (no final newline)".into(),
-            ));
+            return Err(Error::Malformed("signature file is truncated (no final newline)".into()));
         }
         let (sig_line, tc_line, global_line) = match lines.as_slice() {
-            [c, s, t, g, rest @ ..]
-                if c.starts_with("untrusted comment:") && rest.iter().all(|l| l.is_empty()) =>
-            {
+            [c, s, t, g, rest @ ..] if c.starts_with("untrusted comment:") && rest.iter().all(|l| l.is_empty()) => {
                 (s, t, g)
             }
             _ => {
                 return Err(Error::Malformed(
-                    "a signature file has 4 lines: untrusted comment, signature, trusted comment, global signature".into(),
+                    "a signature file has 4 lines: untrusted comment, signature, trusted comment, global signature"
+                        .into(),
                 ));
             }
         };
         let raw = decode_b64(sig_line, "signature")?;
         if raw.len() != 74 {
-            return Err(Error::Malformed(format!(
-                "signature is {} bytes, a minisign signature is 74",
-                raw.len()
-            )));
+            return Err(Error::Malformed(format!("signature is {} bytes, a minisign signature is 74", raw.len())));
         }
         if raw[..2] == ALG_LEGACY {
             return Err(Error::Malformed(
@@ -119,49 +108,29 @@ impl SignatureFile {
             ));
         }
         if raw[..2] != ALG_PREHASHED {
-            return Err(Error::Malformed(
-                "signature algorithm is not ED (ed25519 over BLAKE2b-512)".into(),
-            ));
+            return Err(Error::Malformed("signature algorithm is not ED (ed25519 over BLAKE2b-512)".into()));
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&raw[2..10]);
         let signature = sig64(&raw[10..74], "signature")?;
         let trusted_comment = tc_line
             .strip_prefix("trusted comment: ")
-            .ok_or_else(|| {
-                Error::Malformed("third line must start with `trusted comment: `".into())
-            })?
+            .ok_or_else(|| Error::Malformed("third line must start with `trusted comment: `".into()))?
             .to_string();
         if trusted_comment.len() > MAX_TRUSTED_COMMENT {
-            return Err(Error::Malformed(format!(
-                "trusted comment longer than {MAX_TRUSTED_COMMENT} bytes"
-            )));
+            return Err(Error::Malformed(format!("trusted comment longer than {MAX_TRUSTED_COMMENT} bytes")));
         }
-        let global_signature = sig64(
-            &decode_b64(global_line, "global signature")?,
-            "global signature",
-        )?;
-        Ok(SignatureFile {
-            key_id: KeyId(id),
-            signature,
-            trusted_comment,
-            global_signature,
-        })
+        let global_signature = sig64(&decode_b64(global_line, "global signature")?, "global signature")?;
+        Ok(SignatureFile { key_id: KeyId(id), signature, trusted_comment, global_signature })
     }
 
     /// Verifies against `key` and the message's prehash: the signature and the global
     /// signature over signature + trusted comment, both with `verify_strict`.
     pub fn verify(&self, key: &PublicKey, prehash: &Prehash) -> Result<(), Error> {
         if self.key_id != key.id {
-            return Err(Error::KeyMismatch {
-                signed_by: self.key_id,
-                key: key.id,
-            });
+            return Err(Error::KeyMismatch { signed_by: self.key_id, key: key.id });
         }
-        for (s, what) in [
-            (&self.signature, "signature"),
-            (&self.global_signature, "global signature"),
-        ] {
+        for (s, what) in [(&self.signature, "signature"), (&self.global_signature, "global signature")] {
             if !s_is_canonical(&s[32..]) {
                 return Err(Error::Malleable(format!(
                     "{what} of key {} has S ≥ L (non-canonical, malleable)",
@@ -170,41 +139,26 @@ impl SignatureFile {
             }
         }
         let sig = EdSignature::from_bytes(&self.signature);
-        key.key
-            .verify_strict(&prehash.0, &sig)
-            .map_err(|_| Error::BadSignature(self.key_id))?;
+        key.key.verify_strict(&prehash.0, &sig).map_err(|_| Error::BadSignature(self.key_id))?;
         let mut global_msg = Vec::with_capacity(64 + self.trusted_comment.len());
         global_msg.extend_from_slice(&self.signature);
         global_msg.extend_from_slice(self.trusted_comment.as_bytes());
         let global = EdSignature::from_bytes(&self.global_signature);
-        key.key
-            .verify_strict(&global_msg, &global)
-            .map_err(|_| Error::BadTrustedComment(self.key_id))?;
+        key.key.verify_strict(&global_msg, &global).map_err(|_| Error::BadTrustedComment(self.key_id))?;
         Ok(())
     }
 
     /// Signs a prehash with `key`, binding `trusted_comment` (no newlines).
-    pub fn sign(
-        key: &SecretKey,
-        prehash: &Prehash,
-        trusted_comment: &str,
-    ) -> Result<SignatureFile, Error> {
+    pub fn sign(key: &SecretKey, prehash: &Prehash, trusted_comment: &str) -> Result<SignatureFile, Error> {
         if trusted_comment.contains(['\n', '\r']) || trusted_comment.len() > MAX_TRUSTED_COMMENT {
-            return Err(Error::Malformed(
-                "trusted comment must be one line of at most 1024 bytes".into(),
-            ));
+            return Err(Error::Malformed("trusted comment must be one line of at most 1024 bytes".into()));
         }
         let signature = key.signing.sign(&prehash.0).to_bytes();
         let mut global_msg = Vec::with_capacity(64 + trusted_comment.len());
         global_msg.extend_from_slice(&signature);
         global_msg.extend_from_slice(trusted_comment.as_bytes());
         let global_signature = key.signing.sign(&global_msg).to_bytes();
-        Ok(SignatureFile {
-            key_id: key.id,
-            signature,
-            trusted_comment: trusted_comment.to_string(),
-            global_signature,
-        })
+        Ok(SignatureFile { key_id: key.id, signature, trusted_comment: trusted_comment.to_string(), global_signature })
     }
 
     pub fn to_file(&self) -> String {
@@ -223,8 +177,6 @@ impl SignatureFile {
 
     /// `key=value` fields of the trusted comment (`airlock product=… version=… role=…`).
     pub fn comment_field(&self, key: &str) -> Option<&str> {
-        self.trusted_comment
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        self.trusted_comment.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
     }
 }

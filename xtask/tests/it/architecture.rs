@@ -7,24 +7,12 @@ use crate::repo;
 fn deps_of(krate: &str) -> Vec<String> {
     let text = fs::read_to_string(repo().join("crates").join(krate).join("Cargo.toml")).unwrap();
     let v: toml::Table = toml::from_str(&text).unwrap();
-    v.get("dependencies")
-        .and_then(|d| d.as_table())
-        .map(|d| d.keys().cloned().collect())
-        .unwrap_or_default()
+    v.get("dependencies").and_then(|d| d.as_table()).map(|d| d.keys().cloned().collect()).unwrap_or_default()
 }
 
 #[test]
 fn crate_dependencies_go_one_way() {
-    let workspace = [
-        "recipe",
-        "store",
-        "trust",
-        "image",
-        "parking-controller",
-        "bundle",
-        "sideload",
-        "zones",
-    ];
+    let workspace = ["recipe", "store", "trust", "image", "parking-controller", "bundle", "sideload", "zones"];
     let allowed: &[(&str, &[&str])] = &[
         ("recipe", &[]),
         ("store", &["recipe"]),
@@ -41,10 +29,7 @@ fn crate_dependencies_go_one_way() {
         }
         for d in deps_of(krate) {
             if workspace.contains(&d.as_str()) {
-                assert!(
-                    ok.contains(&d.as_str()),
-                    "crate `{krate}` must not depend on `{d}` (ARCHITECTURE.md)"
-                );
+                assert!(ok.contains(&d.as_str()), "crate `{krate}` must not depend on `{d}` (ARCHITECTURE.md)");
             }
         }
     }
@@ -56,10 +41,7 @@ fn the_agent_never_links_the_builder() {
         return;
     }
     for d in deps_of("sideload") {
-        assert!(
-            !["image", "store", "recipe", "xshell"].contains(&d.as_str()),
-            "sideload depends on {d}"
-        );
+        assert!(!["image", "store", "recipe", "xshell"].contains(&d.as_str()), "sideload depends on {d}");
     }
 }
 
@@ -71,26 +53,12 @@ fn trust_does_no_io_and_forbids_unsafe() {
         for e in rd {
             let p = e.unwrap().path();
             let text = fs::read_to_string(&p).unwrap();
-            for banned in [
-                "std::fs",
-                "std::net",
-                "File::open",
-                "std::process",
-                "std::env",
-            ] {
-                assert!(
-                    !text.contains(banned),
-                    "{} uses {banned}: `{krate}` does no I/O of its own",
-                    p.display()
-                );
+            for banned in ["std::fs", "std::net", "File::open", "std::process", "std::env"] {
+                assert!(!text.contains(banned), "{} uses {banned}: `{krate}` does no I/O of its own", p.display());
             }
         }
-        let manifest =
-            fs::read_to_string(repo().join("crates").join(krate).join("Cargo.toml")).unwrap();
-        assert!(
-            manifest.contains("unsafe_code = \"forbid\""),
-            "{krate} must forbid unsafe code"
-        );
+        let manifest = fs::read_to_string(repo().join("crates").join(krate).join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("unsafe_code = \"forbid\""), "{krate} must forbid unsafe code");
     }
 }
 
@@ -106,11 +74,7 @@ fn every_rust_file_says_what_it_is_for() {
                 }
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let text = fs::read_to_string(&p).unwrap();
-                assert!(
-                    text.starts_with("//!"),
-                    "{} does not open with a //! line",
-                    p.display()
-                );
+                assert!(text.starts_with("//!"), "{} does not open with a //! line", p.display());
             }
         }
     }
@@ -118,11 +82,7 @@ fn every_rust_file_says_what_it_is_for() {
 
 #[test]
 fn no_secret_key_is_tracked_outside_keys_dev() {
-    let out = std::process::Command::new("git")
-        .args(["ls-files"])
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("git").args(["ls-files"]).current_dir(repo()).output().unwrap();
     for f in String::from_utf8_lossy(&out.stdout).lines() {
         // Source files name the markers; key files are data.
         if f.starts_with("keys/dev/") || f.ends_with(".rs") {
@@ -133,8 +93,7 @@ fn no_secret_key_is_tracked_outside_keys_dev() {
         };
         let text = String::from_utf8_lossy(&text);
         assert!(
-            !text.contains("minisign encrypted secret key")
-                && !text.contains("minisign secret key ("),
+            !text.contains("minisign encrypted secret key") && !text.contains("minisign secret key ("),
             "{f} holds a secret key"
         );
     }

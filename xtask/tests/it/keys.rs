@@ -10,10 +10,7 @@ use crate::{repo, run, xtask};
 /// keygen into `dir` (secret and public both there); returns (secret, public) paths.
 fn keygen(dir: &Path, name: &str, pass: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut c = xtask();
-    c.args(["keygen", name, "--secret-dir"])
-        .arg(dir)
-        .arg("--public-dir")
-        .arg(dir);
+    c.args(["keygen", name, "--secret-dir"]).arg(dir).arg("--public-dir").arg(dir);
     match pass {
         Some(p) => {
             let f = dir.join(format!("{name}.pass"));
@@ -27,10 +24,7 @@ fn keygen(dir: &Path, name: &str, pass: Option<&str>) -> (std::path::PathBuf, st
     let (code, out, err) = run(&mut c);
     assert_eq!(code, 0, "{out}{err}");
     let sk = dir.join(format!("{name}.key"));
-    assert_eq!(
-        fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(fs::metadata(&sk).unwrap().permissions().mode() & 0o777, 0o600);
     (sk, dir.join(format!("{name}.pub")))
 }
 
@@ -39,12 +33,7 @@ fn policy_for(dir: &Path, pubs: &[&Path], threshold: usize) -> std::path::PathBu
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let line = fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .nth(1)
-                .unwrap()
-                .to_string();
+            let line = fs::read_to_string(p).unwrap().lines().nth(1).unwrap().to_string();
             format!("{{ name = \"k{i}\", key = \"{line}\" }}")
         })
         .collect();
@@ -87,19 +76,9 @@ fn two_of_two_signers_then_verify_with_exit_codes_and_json() {
     let policy = policy_for(d.path(), &[&pk1, &pk2], 2);
     let file = d.path().join("release.bin");
     fs::write(&file, b"the release").unwrap();
-    let verify = || {
-        run(xtask()
-            .arg("verify")
-            .arg(&file)
-            .arg("--trust")
-            .arg(&policy)
-            .arg("--json"))
-    };
+    let verify = || run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy).arg("--json"));
 
-    assert_eq!(
-        run(xtask().arg("sign").arg(&file).arg("--key").arg(&sk1)).0,
-        0
-    );
+    assert_eq!(run(xtask().arg("sign").arg(&file).arg("--key").arg(&sk1)).0, 0);
     let (code, out, _) = verify();
     assert_eq!(code, 1, "one of two is not enough: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -107,22 +86,13 @@ fn two_of_two_signers_then_verify_with_exit_codes_and_json() {
     assert_eq!(v["roles"][0]["valid"], 1);
     assert_eq!(v["roles"][0]["threshold"], 2);
 
-    assert_eq!(
-        run(xtask().arg("sign").arg(&file).arg("--key").arg(&sk2)).0,
-        0
-    );
+    assert_eq!(run(xtask().arg("sign").arg(&file).arg("--key").arg(&sk2)).0, 0);
     let (code, out, _) = verify();
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["accepted"], true);
     assert_eq!(v["signers"].as_array().unwrap().len(), 2);
-    assert!(
-        v["signers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["verified"] == true && s["roles"][0] == "release")
-    );
+    assert!(v["signers"].as_array().unwrap().iter().all(|s| s["verified"] == true && s["roles"][0] == "release"));
 
     fs::write(&file, b"the releasE").unwrap();
     let (code, out, _) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy));
@@ -130,11 +100,7 @@ fn two_of_two_signers_then_verify_with_exit_codes_and_json() {
     assert!(out.contains("does not match the file"), "{out}");
     assert!(out.trim_end().ends_with("rejected"), "{out}");
 
-    let (code, _, err) = run(xtask()
-        .arg("verify")
-        .arg(d.path().join("absent"))
-        .arg("--trust")
-        .arg(&policy));
+    let (code, _, err) = run(xtask().arg("verify").arg(d.path().join("absent")).arg("--trust").arg(&policy));
     assert_eq!(code, 2, "{err}");
 }
 
@@ -143,42 +109,16 @@ fn the_dev_key_never_passes_a_release_policy() {
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("f");
     fs::write(&file, b"x").unwrap();
-    assert_eq!(
-        run(xtask()
-            .arg("sign")
-            .arg(&file)
-            .arg("--key")
-            .arg(repo().join("keys/dev/dev.key")))
-        .0,
-        0
-    );
-    let (code, out, _) = run(xtask()
-        .arg("verify")
-        .arg(&file)
-        .arg("--trust")
-        .arg(repo().join("keys/trust.toml")));
+    assert_eq!(run(xtask().arg("sign").arg(&file).arg("--key").arg(repo().join("keys/dev/dev.key"))).0, 0);
+    let (code, out, _) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(repo().join("keys/trust.toml")));
     assert_eq!(code, 1);
-    assert!(
-        out.contains("the INSECURE dev key is never trusted by a release policy"),
-        "{out}"
-    );
+    assert!(out.contains("the INSECURE dev key is never trusted by a release policy"), "{out}");
 
     let manifest = d.path().join("build-manifest.toml");
-    fs::write(
-        &manifest,
-        "[image]\nproduct = \"p\"\nversion = \"1\"\nchannel = \"release\"\n",
-    )
-    .unwrap();
-    let (code, _, err) = run(xtask()
-        .arg("sign")
-        .arg(&manifest)
-        .arg("--key")
-        .arg(repo().join("keys/dev/dev.key")));
+    fs::write(&manifest, "[image]\nproduct = \"p\"\nversion = \"1\"\nchannel = \"release\"\n").unwrap();
+    let (code, _, err) = run(xtask().arg("sign").arg(&manifest).arg("--key").arg(repo().join("keys/dev/dev.key")));
     assert_eq!(code, 1);
-    assert!(
-        err.contains("a release manifest is never signed with the INSECURE dev key"),
-        "{err}"
-    );
+    assert!(err.contains("a release manifest is never signed with the INSECURE dev key"), "{err}");
 }
 
 #[test]
@@ -192,12 +132,7 @@ fn signatures_interoperate_with_stock_minisign_both_ways() {
 
     // Airlock signs (encrypted key), minisign verifies.
     let mut c = xtask();
-    c.arg("sign")
-        .arg(&file)
-        .arg("--key")
-        .arg(&sk)
-        .arg("--passphrase-file")
-        .arg(d.path().join("interop.pass"));
+    c.arg("sign").arg(&file).arg("--key").arg(&sk).arg("--passphrase-file").arg(d.path().join("interop.pass"));
     let (code, out, err) = run(&mut c);
     assert_eq!(code, 0, "{out}{err}");
     let sig = fs::read_dir(d.path())
@@ -205,18 +140,9 @@ fn signatures_interoperate_with_stock_minisign_both_ways() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".minisig"))
         .unwrap();
-    let (code, out, err) = run(Command::new("minisign")
-        .arg("-Vm")
-        .arg(&file)
-        .arg("-x")
-        .arg(&sig)
-        .arg("-p")
-        .arg(&pk));
+    let (code, out, err) = run(Command::new("minisign").arg("-Vm").arg(&file).arg("-x").arg(&sig).arg("-p").arg(&pk));
     assert_eq!(code, 0, "minisign rejected Airlock's signature: {out}{err}");
-    assert!(
-        out.contains("Trusted comment: airlock product=- version=- role=release file=payload.bin"),
-        "{out}"
-    );
+    assert!(out.contains("Trusted comment: airlock product=- version=- role=release file=payload.bin"), "{out}");
     fs::remove_file(&sig).unwrap();
 
     // minisign signs with Airlock's encrypted key, Airlock verifies.
@@ -233,17 +159,9 @@ fn signatures_interoperate_with_stock_minisign_both_ways() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    m.stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret passphrase\n")
-        .unwrap();
+    m.stdin.take().unwrap().write_all(b"s3cret passphrase\n").unwrap();
     let o = m.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "minisign -S: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "minisign -S: {}", String::from_utf8_lossy(&o.stderr));
     assert!(d.path().join("payload.bin.minisig").exists());
     let (code, out, err) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy));
     assert_eq!(code, 0, "Airlock rejected minisign's signature: {out}{err}");

@@ -37,11 +37,7 @@ impl Repo {
         fs::create_dir_all(dir.path().join("recipes")).unwrap();
         fs::create_dir_all(dir.path().join("overlays/base/etc")).unwrap();
         fs::create_dir_all(dir.path().join("crates/parking-controller")).unwrap();
-        fs::write(
-            dir.path().join("crates/parking-controller/Cargo.toml"),
-            "[package]\n",
-        )
-        .unwrap();
+        fs::write(dir.path().join("crates/parking-controller/Cargo.toml"), "[package]\n").unwrap();
         Repo { dir }
     }
     fn root(&self) -> &Path {
@@ -80,10 +76,7 @@ fn the_good_recipe_loads_with_defaults() {
 #[test]
 fn an_unknown_field_is_named_with_its_position_and_a_suggestion() {
     let repo = Repo::new();
-    let text = GOOD.replace(
-        "suite = \"bookworm\"",
-        "suite = \"bookworm\"\npackagse = []",
-    );
+    let text = GOOD.replace("suite = \"bookworm\"", "suite = \"bookworm\"\npackagse = []");
     assert_eq!(
         repo.err("pc.toml", &text),
         "recipes/pc.toml:13:1: unknown field `packagse`, expected one of `suite`, `architecture`, `variant`, `packages` (did you mean `packages`?)"
@@ -93,34 +86,22 @@ fn an_unknown_field_is_named_with_its_position_and_a_suggestion() {
 #[test]
 fn a_duplicate_key_is_named_with_its_position() {
     let repo = Repo::new();
-    let text = GOOD.replace(
-        "version = \"1.0.0\"",
-        "version = \"1.0.0\"\nversion = \"1.0.1\"",
-    );
-    assert_eq!(
-        repo.err("pc.toml", &text),
-        "recipes/pc.toml:6:1: duplicate key"
-    );
+    let text = GOOD.replace("version = \"1.0.0\"", "version = \"1.0.0\"\nversion = \"1.0.1\"");
+    assert_eq!(repo.err("pc.toml", &text), "recipes/pc.toml:6:1: duplicate key");
 }
 
 #[test]
 fn a_wrong_type_is_named_with_its_position() {
     let repo = Repo::new();
     let text = GOOD.replace("security_version = 3", "security_version = \"3\"");
-    assert_eq!(
-        repo.err("pc.toml", &text),
-        "recipes/pc.toml:6:20: invalid type: string \"3\", expected i64"
-    );
+    assert_eq!(repo.err("pc.toml", &text), "recipes/pc.toml:6:20: invalid type: string \"3\", expected i64");
 }
 
 #[test]
 fn an_out_of_range_number_is_refused() {
     let repo = Repo::new();
     let text = GOOD.replace("security_version = 3", "security_version = -1");
-    assert_eq!(
-        repo.err("pc.toml", &text),
-        "recipes/pc.toml:6:20: image.security_version must be 0 or more"
-    );
+    assert_eq!(repo.err("pc.toml", &text), "recipes/pc.toml:6:20: image.security_version must be 0 or more");
     let text = format!("{GOOD}\n[output]\ncompression_level = 40\n");
     assert_eq!(
         repo.err("pc.toml", &text),
@@ -186,12 +167,10 @@ fn shell_metacharacters_in_a_service_name_are_refused() {
 #[test]
 fn a_release_recipe_cannot_enable_a_debug_shell() {
     let repo = Repo::new();
-    let text = GOOD
-        .replace("channel = \"dev\"", "channel = \"release\"")
-        .replace(
-            "enable = [\"parking-controller.service\"]",
-            "enable = [\"parking-controller.service\", \"serial-getty@ttyS0.service\"]",
-        );
+    let text = GOOD.replace("channel = \"dev\"", "channel = \"release\"").replace(
+        "enable = [\"parking-controller.service\"]",
+        "enable = [\"parking-controller.service\", \"serial-getty@ttyS0.service\"]",
+    );
     assert_eq!(
         repo.err("pc.toml", &text),
         "recipes/pc.toml:19:41: service `serial-getty@ttyS0.service` opens a debug shell or password login: a release image must not enable it"
@@ -208,10 +187,7 @@ fn extends_merges_field_by_field_and_errors_point_at_the_right_file() {
     assert_eq!(r.files.len(), 2);
     // A bad value inherited from the base is reported in the base file.
     repo.write("base.toml", &GOOD.replace("\"nftables\"", "\"bad name\""));
-    assert!(
-        repo.err("child.toml", child)
-            .starts_with("recipes/base.toml:13:24: package name `bad name`")
-    );
+    assert!(repo.err("child.toml", child).starts_with("recipes/base.toml:13:24: package name `bad name`"));
     // Loops and escapes are refused.
     assert_eq!(
         repo.err("loop.toml", "extends = \"loop.toml\"\n"),
@@ -269,22 +245,17 @@ fn a_lock_older_than_its_recipe_is_detected_and_named() {
     let lock_path = repo.root().join("recipes/pc.lock");
     fs::write(&lock_path, lock_for(&r).to_toml()).unwrap();
     Lock::load_for(&r, &lock_path).unwrap();
-    let newer = repo
-        .load(
-            "pc.toml",
-            &GOOD.replace("\"nftables\"", "\"nftables\", \"chrony\""),
-        )
-        .unwrap();
+    let newer = repo.load("pc.toml", &GOOD.replace("\"nftables\"", "\"nftables\", \"chrony\"")).unwrap();
     let e = Lock::load_for(&newer, &lock_path).unwrap_err();
     assert!(matches!(e, Error::StaleLock { .. }));
-    let msg = e
-        .to_string()
-        .replace(&format!("{}/", repo.root().display()), "");
-    assert!(msg.starts_with("recipes/pc.lock: lock is older than its recipe recipes/pc.toml: the recipe's [base] now digests to sha256:"), "{msg}");
+    let msg = e.to_string().replace(&format!("{}/", repo.root().display()), "");
     assert!(
-        msg.ends_with("run `cargo xtask lock` to resolve it again"),
+        msg.starts_with(
+            "recipes/pc.lock: lock is older than its recipe recipes/pc.toml: the recipe's [base] now digests to sha256:"
+        ),
         "{msg}"
     );
+    assert!(msg.ends_with("run `cargo xtask lock` to resolve it again"), "{msg}");
 }
 
 #[test]
@@ -295,28 +266,15 @@ fn a_lock_with_a_hostile_version_is_refused() {
     lock.packages[0].version = "1;reboot".into();
     let p = repo.root().join("recipes/pc.lock");
     fs::write(&p, lock.to_toml()).unwrap();
-    let msg = Lock::load(&p)
-        .unwrap_err()
-        .to_string()
-        .replace(&format!("{}/", repo.root().display()), "");
-    assert_eq!(
-        msg,
-        "recipes/pc.lock:9:1: package `systemd`: version has characters Debian versions never contain"
-    );
+    let msg = Lock::load(&p).unwrap_err().to_string().replace(&format!("{}/", repo.root().display()), "");
+    assert_eq!(msg, "recipes/pc.lock:9:1: package `systemd`: version has characters Debian versions never contain");
 }
 
 #[test]
 fn the_committed_default_recipe_and_lock_agree() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
     let r = Recipe::load(&root.join("recipes/parking-controller.toml"), &root).unwrap();
     let lock = Lock::load_for(&r, &r.default_lock_path()).unwrap();
-    assert!(
-        lock.packages
-            .iter()
-            .any(|p| p.name == "linux-image-cloud-amd64")
-    );
+    assert!(lock.packages.iter().any(|p| p.name == "linux-image-cloud-amd64"));
     assert!(lock.packages.iter().any(|p| p.name == "systemd"));
 }

@@ -23,10 +23,7 @@ fn put(s: &Store, dir: &Path, name: &str, bytes: &[u8]) -> Wanted {
     let p = dir.join(name);
     fs::write(&p, bytes).unwrap();
     let digest = s.insert(&p, name, Some(&sha(bytes))).unwrap();
-    Wanted {
-        what: name.into(),
-        sha256: digest,
-    }
+    Wanted { what: name.into(), sha256: digest }
 }
 
 #[test]
@@ -46,11 +43,7 @@ fn an_insert_with_the_wrong_digest_is_refused_and_leaves_nothing() {
         )
     );
     assert!(s.objects().unwrap().is_empty());
-    assert_eq!(
-        fs::read_dir(s.root().join("tmp")).unwrap().count(),
-        0,
-        "no temp file left"
-    );
+    assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0, "no temp file left");
 }
 
 #[test]
@@ -76,14 +69,8 @@ fn a_tampered_object_is_refused_when_used() {
 fn missing_inputs_are_all_named() {
     let (d, s) = store();
     let have = put(&s, d.path(), "have.deb", b"x");
-    let gone1 = Wanted {
-        what: "chrony=4.3-2 (amd64)".into(),
-        sha256: "1".repeat(64),
-    };
-    let gone2 = Wanted {
-        what: "udev=252 (amd64)".into(),
-        sha256: "2".repeat(64),
-    };
+    let gone1 = Wanted { what: "chrony=4.3-2 (amd64)".into(), sha256: "1".repeat(64) };
+    let gone2 = Wanted { what: "udev=252 (amd64)".into(), sha256: "2".repeat(64) };
     let e = s.verify_all(&[have, gone1, gone2]).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -118,10 +105,7 @@ fn a_tampered_export_is_refused_whole_and_nothing_is_imported() {
     let other = Store::open(&d.path().join("other")).unwrap();
     let e = other.import(&stick).unwrap_err();
     assert!(matches!(e, Error::Tampered { .. }), "{e}");
-    assert!(e.to_string().starts_with(&format!(
-        "{}: exported object is tampered with or corrupt",
-        victim.display()
-    )));
+    assert!(e.to_string().starts_with(&format!("{}: exported object is tampered with or corrupt", victim.display())));
     assert!(other.objects().unwrap().is_empty(), "nothing half-imported");
 }
 
@@ -134,20 +118,12 @@ fn an_export_with_a_stray_file_or_no_index_is_refused() {
     fs::write(stick.join("sha256").join("evil.sh"), b"#!/bin/sh").unwrap();
     let other = Store::open(&d.path().join("other")).unwrap();
     let e = other.import(&stick).unwrap_err().to_string();
-    assert!(
-        e.ends_with(
-            "evil.sh: not a store export: not a store object (a regular file named by its sha256)"
-        ),
-        "{e}"
-    );
+    assert!(e.ends_with("evil.sh: not a store export: not a store object (a regular file named by its sha256)"), "{e}");
     fs::remove_file(stick.join("INDEX")).unwrap();
     let e = other.import(&stick).unwrap_err().to_string();
     assert_eq!(
         e,
-        format!(
-            "{}: not a store export: no INDEX file (make it with `cargo xtask store export DIR`)",
-            stick.display()
-        )
+        format!("{}: not a store export: no INDEX file (make it with `cargo xtask store export DIR`)", stick.display())
     );
 }
 
@@ -157,10 +133,7 @@ fn a_symlink_is_never_followed_into_the_store() {
     let link = d.path().join("link.deb");
     std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
     let e = s.insert(&link, "link", None).unwrap_err().to_string();
-    assert!(
-        e.ends_with("not a regular file (symlinks are not followed)"),
-        "{e}"
-    );
+    assert!(e.ends_with("not a regular file (symlinks are not followed)"), "{e}");
 }
 
 #[test]

@@ -14,23 +14,12 @@ pub fn key(n: u8) -> SecretKey {
 }
 
 pub fn sign(k: &SecretKey, msg: &[u8], comment: &str) -> String {
-    SignatureFile::sign(k, &Prehash::of_bytes(msg), comment)
-        .unwrap()
-        .to_file()
+    SignatureFile::sign(k, &Prehash::of_bytes(msg), comment).unwrap().to_file()
 }
 
-pub fn policy_text(
-    channel: &str,
-    version: u64,
-    threshold: i64,
-    keys: &[&PublicKey],
-    revoked: &[KeyId],
-) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{{ name = \"k{i}\", key = \"{}\" }}", k.to_base64()))
-        .collect();
+pub fn policy_text(channel: &str, version: u64, threshold: i64, keys: &[&PublicKey], revoked: &[KeyId]) -> String {
+    let keys: Vec<String> =
+        keys.iter().enumerate().map(|(i, k)| format!("{{ name = \"k{i}\", key = \"{}\" }}", k.to_base64())).collect();
     let revoked: Vec<String> = revoked.iter().map(|r| format!("\"{r}\"")).collect();
     format!(
         "version = {version}\nchannel = \"{channel}\"\nrevoked = [{}]\n\n[release]\nthreshold = {threshold}\nkeys = [{}]\n",

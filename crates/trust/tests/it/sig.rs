@@ -7,12 +7,7 @@ use crate::{key, policy, sign};
 const MSG: &[u8] = b"format = 1\n[image]\nname = \"parking-controller\"\nversion = \"1.0.0\"\n";
 
 fn accepted(p: &trust::Policy, msg: &[u8], sig: &str) -> bool {
-    p.verify(
-        &Prehash::of_bytes(msg),
-        &[("s.minisig".to_string(), sig)],
-        &Expect::default(),
-    )
-    .accepted
+    p.verify(&Prehash::of_bytes(msg), &[("s.minisig".to_string(), sig)], &Expect::default()).accepted
 }
 
 #[test]
@@ -39,26 +34,12 @@ fn public_and_secret_keys_round_trip() {
 fn an_encrypted_secret_key_needs_its_passphrase() {
     let k = key(3);
     // Small scrypt cost for the test; the format and the parameter rule are minisign's.
-    let kdf = trust::Kdf {
-        passphrase: b"pw",
-        salt: [7; 32],
-        opslimit: 32768,
-        memlimit: 1 << 24,
-    };
+    let kdf = trust::Kdf { passphrase: b"pw", salt: [7; 32], opslimit: 32768, memlimit: 1 << 24 };
     let text = k.to_file(Some(kdf)).unwrap();
     assert!(SecretKey::is_encrypted(&text).unwrap());
-    assert_eq!(
-        SecretKey::parse(&text, None).unwrap_err(),
-        Error::PassphraseNeeded
-    );
-    assert_eq!(
-        SecretKey::parse(&text, Some(b"wrong")).unwrap_err(),
-        Error::WrongPassphrase
-    );
-    assert_eq!(
-        SecretKey::parse(&text, Some(b"pw")).unwrap().public(),
-        k.public()
-    );
+    assert_eq!(SecretKey::parse(&text, None).unwrap_err(), Error::PassphraseNeeded);
+    assert_eq!(SecretKey::parse(&text, Some(b"wrong")).unwrap_err(), Error::WrongPassphrase);
+    assert_eq!(SecretKey::parse(&text, Some(b"pw")).unwrap().public(), k.public());
     // A secret key's Debug never shows the key.
     assert_eq!(format!("{k:?}"), format!("SecretKey({}, redacted)", k.id));
 }
@@ -72,10 +53,7 @@ fn every_single_byte_flip_of_the_signed_file_is_rejected() {
         for bit in [0x01u8, 0x80] {
             let mut m = MSG.to_vec();
             m[i] ^= bit;
-            assert!(
-                !accepted(&p, &m, &sig),
-                "flip of byte {i} (^{bit:#x}) accepted"
-            );
+            assert!(!accepted(&p, &m, &sig), "flip of byte {i} (^{bit:#x}) accepted");
         }
     }
 }
@@ -86,17 +64,11 @@ fn every_truncation_of_the_signed_file_is_rejected() {
     let p = policy(1, &[&k.public()]);
     let sig = sign(&k, MSG, "c");
     for n in 0..MSG.len() {
-        assert!(
-            !accepted(&p, &MSG[..n], &sig),
-            "truncation to {n} bytes accepted"
-        );
+        assert!(!accepted(&p, &MSG[..n], &sig), "truncation to {n} bytes accepted");
     }
     let mut longer = MSG.to_vec();
     longer.push(b'\n');
-    assert!(
-        !accepted(&p, &longer, &sig),
-        "an appended byte was accepted"
-    );
+    assert!(!accepted(&p, &longer, &sig), "an appended byte was accepted");
 }
 
 /// The untrusted comment is, by minisign's design, not signed: flips inside its free text are
@@ -117,10 +89,7 @@ fn every_single_byte_flip_of_a_signature_file_is_rejected() {
             let Ok(s) = String::from_utf8(b) else {
                 continue;
             };
-            assert!(
-                !accepted(&p, MSG, &s),
-                "flip of signature byte {i} (^{bit:#x}) accepted"
-            );
+            assert!(!accepted(&p, MSG, &s), "flip of signature byte {i} (^{bit:#x}) accepted");
         }
     }
 }
@@ -131,10 +100,7 @@ fn every_truncation_of_a_signature_file_is_rejected() {
     let p = policy(1, &[&k.public()]);
     let sig = sign(&k, MSG, "c");
     for n in 0..sig.len() {
-        assert!(
-            !accepted(&p, MSG, &sig[..n]),
-            "truncation of the signature file to {n} bytes accepted"
-        );
+        assert!(!accepted(&p, MSG, &sig[..n]), "truncation of the signature file to {n} bytes accepted");
     }
 }
 
@@ -143,35 +109,19 @@ fn an_altered_trusted_comment_is_rejected() {
     let k = key(8);
     let sig = sign(&k, MSG, "airlock product=p version=1 role=release");
     let forged = sig.replace("version=1", "version=9");
-    let err = SignatureFile::parse(&forged)
-        .unwrap()
-        .verify(&k.public(), &Prehash::of_bytes(MSG))
-        .unwrap_err();
+    let err = SignatureFile::parse(&forged).unwrap().verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err();
     assert_eq!(err, Error::BadTrustedComment(k.id));
 }
 
 #[test]
 fn malformed_public_keys_are_refused() {
     let cases = [
-        (
-            "RWQ=",
-            "malformed: public key is 2 bytes, a minisign public key is 42",
-        ),
-        (
-            "not base64!",
-            "malformed: public key is not valid base64: Invalid symbol 32, offset 3.",
-        ),
-        (
-            "",
-            "malformed: public key is 0 bytes, a minisign public key is 42",
-        ),
+        ("RWQ=", "malformed: public key is 2 bytes, a minisign public key is 42"),
+        ("not base64!", "malformed: public key is not valid base64: Invalid symbol 32, offset 3."),
+        ("", "malformed: public key is 0 bytes, a minisign public key is 42"),
     ];
     for (b64, want) in cases {
-        assert_eq!(
-            PublicKey::from_base64(b64).unwrap_err().to_string(),
-            want,
-            "{b64}"
-        );
+        assert_eq!(PublicKey::from_base64(b64).unwrap_err().to_string(), want, "{b64}");
     }
     let mut raw = key(9).public().to_base64();
     raw.replace_range(0..3, "RWU"); // algorithm "Ed" -> "Ee"
@@ -190,18 +140,14 @@ fn all_zero_and_small_order_public_keys_are_refused() {
     minus_one[0] = 0xec; // y = -1: order 2
     minus_one[31] = 0x7f;
     for pk in [[0u8; 32], identity, minus_one] {
-        assert_eq!(
-            PublicKey::from_parts(id, &pk).unwrap_err(),
-            Error::WeakKey(id),
-            "{pk:?}"
-        );
+        assert_eq!(PublicKey::from_parts(id, &pk).unwrap_err(), Error::WeakKey(id), "{pk:?}");
     }
 }
 
 /// L, little-endian.
 const L: [u8; 32] = [
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
 #[test]
@@ -215,13 +161,7 @@ fn a_malleable_signature_with_s_plus_l_is_refused() {
         carry = v >> 8;
     }
     let err = s.verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err();
-    assert_eq!(
-        err,
-        Error::Malleable(format!(
-            "signature of key {} has S ≥ L (non-canonical, malleable)",
-            k.id
-        ))
-    );
+    assert_eq!(err, Error::Malleable(format!("signature of key {} has S ≥ L (non-canonical, malleable)", k.id)));
 }
 
 #[test]
@@ -233,19 +173,13 @@ fn a_non_canonical_or_small_order_r_is_refused() {
     r[0] = 0xee;
     r[31] = 0x7f;
     s.signature[..32].copy_from_slice(&r);
-    assert_eq!(
-        s.verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err(),
-        Error::BadSignature(k.id)
-    );
+    assert_eq!(s.verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err(), Error::BadSignature(k.id));
     s.signature[..32].copy_from_slice(&{
         let mut one = [0u8; 32];
         one[0] = 1;
         one
     });
-    assert_eq!(
-        s.verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err(),
-        Error::BadSignature(k.id)
-    );
+    assert_eq!(s.verify(&k.public(), &Prehash::of_bytes(MSG)).unwrap_err(), Error::BadSignature(k.id));
 }
 
 #[test]
@@ -254,9 +188,7 @@ fn a_legacy_unprehashed_signature_is_refused_with_advice() {
     let sig = sign(&k, MSG, "c");
     let lines: Vec<&str> = sig.lines().collect();
     use base64::Engine;
-    let mut raw = base64::engine::general_purpose::STANDARD
-        .decode(lines[1])
-        .unwrap();
+    let mut raw = base64::engine::general_purpose::STANDARD.decode(lines[1]).unwrap();
     raw[1] = b'd';
     let legacy = format!(
         "{}\n{}\n{}\n{}\n",
@@ -266,11 +198,7 @@ fn a_legacy_unprehashed_signature_is_refused_with_advice() {
         lines[3]
     );
     let err = SignatureFile::parse(&legacy).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("malformed: legacy (not prehashed) signature"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("malformed: legacy (not prehashed) signature"), "{err}");
 }
 
 #[test]
@@ -278,9 +206,6 @@ fn an_oversized_signature_file_is_refused_before_parsing() {
     let big = "x".repeat(trust::MAX_SIG_FILE + 1);
     assert_eq!(
         SignatureFile::parse(&big).unwrap_err().to_string(),
-        format!(
-            "malformed: signature file is {} bytes, more than the 4096 a signature file can be",
-            big.len()
-        )
+        format!("malformed: signature file is {} bytes, more than the 4096 a signature file can be", big.len())
     );
 }
