@@ -89,11 +89,13 @@ impl Build {
         } else {
             None
         };
+        let bundle = crate::bundle_cmd::make_bundle(&report.out_dir, None)?;
         if self.json {
             let out = serde_json::json!({
                 "out_dir": report.out_dir,
                 "up_to_date": report.up_to_date,
                 "signature": signed,
+                "bundle": bundle,
                 "build_key": report.manifest.build_key,
                 "outputs": report.manifest.outputs.iter().map(|(k, o)| (k.clone(), serde_json::json!({"sha256": o.sha256, "size": o.size}))).collect::<serde_json::Map<_, _>>(),
                 "timings": report.timings.iter().map(|(k, d)| serde_json::json!({"stage": k, "seconds": d.as_secs_f64()})).collect::<Vec<_>>(),
@@ -112,6 +114,9 @@ impl Build {
             println!("  {name:<16} {:>12} bytes  sha256:{}", o.size, o.sha256);
         }
         println!("  {:<16} build key {}", image::MANIFEST_NAME, m.build_key);
+        if let Some(b) = &bundle {
+            println!("  update bundle    {}", b.display());
+        }
         match signed {
             Some(sig) => println!("  signed with the INSECURE dev key: {}", sig.display()),
             None => {

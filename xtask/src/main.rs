@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod bundle_cmd;
 mod deps;
 mod keys;
 mod repro;
@@ -28,6 +29,8 @@ enum Cmd {
     Build(build::Build),
     /// Resolve a recipe's packages and pin them in its lock (online).
     Lock(build::LockCmd),
+    /// Pack a built image into its update bundle NAME-VERSION.airlock.
+    Bundle(bundle_cmd::BundleCmd),
     /// Fill the input store from a recipe's lock (online).
     Fetch(build::Fetch),
     /// Carry the input store across the air gap.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Build(c) => c.run(),
         Cmd::Lock(c) => c.run(),
         Cmd::Fetch(c) => c.run(),
+        Cmd::Bundle(c) => c.run(),
         Cmd::Store(c) => c.run(),
         Cmd::Repro(c) => c.run(),
         Cmd::Deps(c) => c.run(),

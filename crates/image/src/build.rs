@@ -188,7 +188,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     settings.insert("hostname".to_string(), recipe.hostname.clone());
     settings.insert("services".to_string(), recipe.services.join(" "));
 
+    let trust_root = trust_policy_path(&recipe);
     let inputs = Inputs {
+        trust_root: format!("sha256:{}", store::sha256_file(&trust_root)?.0),
         recipe: recipe.digest.clone(),
         lock: format!("sha256:{}", hex::encode(Sha256::digest(lock_text.as_bytes()))),
         base_stage: format!("sha256:{base_key}"),
@@ -205,7 +207,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         security_version: recipe.security_version,
         source_date_epoch: recipe.source_date_epoch,
     };
-    let key_material = toml::to_string(&(&image, &inputs, &tool_versions, &settings)).unwrap_or_default();
+    #[derive(serde::Serialize)]
+    struct KeyMaterial<'a> {
+        image: &'a ImageInfo,
+        inputs: &'a Inputs,
+        tools: &'a BTreeMap<String, String>,
+        settings: &'a BTreeMap<String, String>,
+    }
+    let key_material =
+        toml::to_string(&KeyMaterial { image: &image, inputs: &inputs, tools: &tool_versions, settings: &settings })
+            .map_err(|e| Error::Invalid(format!("build key: {e}")))?;
     let build_key = hash_parts(&[&key_material]);
 
     let out_dir = images_dir.join(&recipe.version);
@@ -240,6 +251,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         for o in &recipe.overlays {
             overlay::apply(&root, &recipe.repo_root.join(o))?;
         }
+        bake_trust_root(&recipe, &root, work.path())?;
         enable_services(&sh, &root, &recipe.services)
     })?;
     stages.run("normalise", "removing host leaks and volatile files", || {
@@ -267,6 +279,29 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     publish(&out, &out_dir, work.path())?;
     store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
     Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
+}
+
+fn trust_policy_path(recipe: &Recipe) -> PathBuf {
+    match recipe.channel {
+        recipe::Channel::Dev => recipe.repo_root.join("keys/dev/trust.toml"),
+        recipe::Channel::Release => recipe.repo_root.join("keys/trust.toml"),
+    }
+}
+
+/// The device's identity and trust root for the update agent: `/etc/airlock/device.toml` and
+/// `/etc/airlock/trust.toml` (the dev policy for dev recipes, `keys/trust.toml` for release).
+fn bake_trust_root(recipe: &Recipe, root: &Path, scratch: &Path) -> Result<()> {
+    let policy = trust_policy_path(recipe);
+    let text = fs::read_to_string(&policy).map_err(io_err(&policy))?;
+    let parsed = trust::Policy::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
+    if (parsed.channel == trust::PolicyChannel::Release) != (recipe.channel == recipe::Channel::Release) {
+        return Err(Error::Invalid(format!("{}: its channel does not match the recipe's", policy.display())));
+    }
+    let device = format!("product = \"{}\"\nchannel = \"{}\"\ntries = 3\n", recipe.product, recipe.channel.as_str());
+    let dev_file = scratch.join("device.toml");
+    fs::write(&dev_file, device).map_err(io_err(&dev_file))?;
+    overlay::place_file(root, "/etc/airlock/device.toml", &dev_file, 0o644)?;
+    overlay::place_file(root, "/etc/airlock/trust.toml", &policy, 0o644)
 }
 
 /// sha256 of the running builder executable.

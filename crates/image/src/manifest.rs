@@ -36,6 +36,8 @@ pub struct ImageInfo {
 pub struct Inputs {
     pub recipe: String,
     pub lock: String,
+    /// The trust policy baked in as /etc/airlock/trust.toml.
+    pub trust_root: String,
     pub base_stage: String,
     pub overlays: BTreeMap<String, String>,
     /// Image path → sha256 of each stack file.

@@ -1,0 +1,163 @@
+//! The bundle manifest: what a bundle holds and why it may be installed. Signed as its exact
+//! bytes; parsed only after its signatures are verified, and checked field by field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::name::EntryName;
+
+pub const FORMAT: u32 = 1;
+/// Largest manifest accepted, in bytes (a 16 GiB payload's chunk list is about 1 MiB).
+pub const MAX_MANIFEST: u64 = 2 << 20;
+pub const MAX_PAYLOADS: usize = 8;
+/// Largest payload accepted (uncompressed), in bytes.
+pub const MAX_PAYLOAD_SIZE: u64 = 64 << 30;
+pub const MIN_CHUNK: u64 = 64 << 10;
+pub const MAX_CHUNK: u64 = 16 << 20;
+pub const DEFAULT_CHUNK: u64 = 1 << 20;
+
+/// Where a payload goes on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The inactive root slot.
+    Root,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub product: String,
+    pub version: String,
+    pub security_version: u64,
+    pub channel: String,
+    /// `sha256:…` of the previous release's bundle manifest, empty for the first release.
+    pub previous_manifest: String,
+    /// `sha256:…` of the build manifest this bundle was made from (provenance).
+    pub build_manifest: String,
+    pub hash: String,
+    pub chunk_size: u64,
+    #[serde(rename = "payload")]
+    pub payloads: Vec<Payload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub name: String,
+    pub target: Target,
+    pub compression: String,
+    /// Uncompressed size.
+    pub size: u64,
+    /// Size of the compressed tar entry.
+    pub compressed_size: u64,
+    /// sha256 of the uncompressed payload.
+    pub sha256: String,
+    /// sha256 of each `chunk_size` piece of the uncompressed payload, in order.
+    pub chunks: Vec<String>,
+}
+
+impl Payload {
+    /// The tar entry that carries this payload.
+    pub fn entry_name(&self) -> String {
+        format!("{}.zst", self.name)
+    }
+}
+
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+fn is_tagged_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(is_digest)
+}
+
+fn plain(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+~-".contains(&c))
+}
+
+impl Manifest {
+    /// Parses and checks a manifest whose signatures have already been verified.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, Error> {
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(Error::TooLarge { what: "manifest".into(), size: bytes.len() as u64, max: MAX_MANIFEST });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Manifest("not UTF-8".into()))?;
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest(e.message().trim().to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |s: &str| Err(Error::Manifest(s.to_string()));
+        if self.format != FORMAT {
+            return Err(Error::Manifest(format!(
+                "format {} is not known (this agent reads format {FORMAT})",
+                self.format
+            )));
+        }
+        if self.hash != "sha256" {
+            return Err(Error::Manifest(format!(
+                "hash algorithm `{}` is not known (sha256 is)",
+                self.hash.escape_debug()
+            )));
+        }
+        if !plain(&self.product, 128) || !plain(&self.version, 64) || !plain(&self.channel, 16) {
+            return bad("product, version or channel has characters outside A-Z a-z 0-9 . _ + ~ -");
+        }
+        if !(self.previous_manifest.is_empty() || is_tagged_digest(&self.previous_manifest))
+            || !is_tagged_digest(&self.build_manifest)
+        {
+            return bad("previous_manifest and build_manifest must be `sha256:` and 64 lowercase hex digits");
+        }
+        if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
+            return Err(Error::Manifest(format!(
+                "chunk_size {} is outside {MIN_CHUNK}..={MAX_CHUNK}",
+                self.chunk_size
+            )));
+        }
+        if self.payloads.is_empty() || self.payloads.len() > MAX_PAYLOADS {
+            return Err(Error::Manifest(format!("{} payloads: a bundle has 1 to {MAX_PAYLOADS}", self.payloads.len())));
+        }
+        for (i, p) in self.payloads.iter().enumerate() {
+            EntryName::new(&p.entry_name()).map_err(|e| Error::Manifest(format!("payload {i}: {e}")))?;
+            if self.payloads[..i].iter().any(|q| q.name == p.name) {
+                return Err(Error::Manifest(format!("payload `{}` is listed twice", p.name)));
+            }
+            if p.compression != "zstd" {
+                return Err(Error::Manifest(format!(
+                    "payload `{}`: compression `{}` is not known (zstd is)",
+                    p.name,
+                    p.compression.escape_debug()
+                )));
+            }
+            if p.size > MAX_PAYLOAD_SIZE || p.compressed_size > MAX_PAYLOAD_SIZE + (MAX_PAYLOAD_SIZE >> 7) {
+                return Err(Error::TooLarge {
+                    what: format!("payload `{}`", p.name),
+                    size: p.size,
+                    max: MAX_PAYLOAD_SIZE,
+                });
+            }
+            if !is_digest(&p.sha256) || !p.chunks.iter().all(|c| is_digest(c)) {
+                return Err(Error::Manifest(format!("payload `{}`: digests must be 64 lowercase hex digits", p.name)));
+            }
+            let want = p.size.div_ceil(self.chunk_size);
+            if p.chunks.len() as u64 != want {
+                return Err(Error::Manifest(format!(
+                    "payload `{}`: {} chunk hashes for {} bytes in chunks of {} (expected {want})",
+                    p.name,
+                    p.chunks.len(),
+                    p.size,
+                    self.chunk_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> Result<String, Error> {
+        self.check()?;
+        toml::to_string(self).map_err(|e| Error::Manifest(e.to_string()))
+    }
+}
