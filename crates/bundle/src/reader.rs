@@ -20,16 +20,20 @@ pub const MAX_SIGNATURES: usize = 16;
 /// zstd window accepted, log2: 2^24 = 16 MiB of decoder memory at most.
 pub const MAX_WINDOW_LOG: u32 = 24;
 
-/// Counts the bytes read, for error offsets.
+/// Counts the bytes read, for error offsets, and remembers whether the input ended.
 pub struct Counting<R> {
     inner: R,
     pub offset: u64,
+    pub eof: bool,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.offset += n as u64;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
         Ok(n)
     }
 }
@@ -56,7 +60,7 @@ fn next_header(r: &mut Counting<impl Read>) -> Result<Option<Header>, Error> {
 
 /// Reads the manifest and signatures, verifies them, and only then parses the manifest.
 pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<VerifiedBundle<R>, Error> {
-    let mut r = Counting { inner: r, offset: 0 };
+    let mut r = Counting { inner: r, offset: 0, eof: false };
     let first = next_header(&mut r)?.ok_or(Error::Truncated { offset: 0, what: "manifest (empty archive)".into() })?;
     if first.name.as_str() != MANIFEST_ENTRY {
         return Err(Error::Unexpected { name: first.name.to_string(), expected: MANIFEST_ENTRY.into() });
@@ -185,16 +189,9 @@ impl<R: Read> VerifiedBundle<R> {
         if let Some(h) = self.pending.take() {
             return Err(Error::Unexpected { name: h.name.to_string(), expected: "end of archive".into() });
         }
-        match next_header(&mut self.r)? {
-            Some(h) => {
-                let dup = self.manifest.payloads.iter().any(|p| p.entry_name() == h.name.as_str());
-                return Err(if dup {
-                    Error::Duplicate(h.name.to_string())
-                } else {
-                    Error::Undeclared(h.name.to_string())
-                });
-            }
-            None => {}
+        if let Some(h) = next_header(&mut self.r)? {
+            let dup = self.manifest.payloads.iter().any(|p| p.entry_name() == h.name.as_str());
+            return Err(if dup { Error::Duplicate(h.name.to_string()) } else { Error::Undeclared(h.name.to_string()) });
         }
         let mut one = [0u8; 1];
         match self.r.read(&mut one) {
@@ -205,10 +202,27 @@ impl<R: Read> VerifiedBundle<R> {
     }
 }
 
+type PayloadDecoder<'a, R> = zstd::stream::read::Decoder<'static, io::BufReader<io::Take<&'a mut Counting<R>>>>;
+
+/// Sorts out a read from the decoder: an input that ended before its entry is a truncated
+/// bundle, whatever zstd says; any other error is corrupt data.
+fn classify<R: Read>(dec: &PayloadDecoder<'_, R>, r: io::Result<usize>, name: &str) -> Result<usize, Error> {
+    let take = dec.get_ref().get_ref();
+    let input_ended_early = take.limit() > 0 && take.get_ref().eof;
+    match r {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) | Err(_) if input_ended_early => {
+            Err(Error::Truncated { offset: take.get_ref().offset, what: format!("payload {name}") })
+        }
+        Ok(n) => Ok(n),
+        Err(e) => Err(Error::Corrupt { what: name.to_string(), why: e.to_string() }),
+    }
+}
+
 /// A payload being streamed: each call to [`PayloadReader::next_chunk`] yields one chunk of
 /// uncompressed bytes that already matched its signed hash.
 pub struct PayloadReader<'a, R: Read> {
-    dec: Option<zstd::stream::read::Decoder<'static, io::BufReader<io::Take<&'a mut Counting<R>>>>>,
+    dec: Option<PayloadDecoder<'a, R>>,
     chunk_size: u64,
     pub payload: Payload,
     chunk: usize,
@@ -226,16 +240,13 @@ impl<R: Read> PayloadReader<'_, R> {
         if self.done == self.payload.size {
             // Nothing may follow the declared size, in the stream or in the entry.
             let mut one = [0u8; 1];
-            match dec.read(&mut one) {
-                Ok(0) => {}
-                Ok(_) => {
-                    return Err(Error::SizeMismatch {
-                        what: name,
-                        declared: self.payload.size,
-                        actual: self.payload.size + 1,
-                    });
-                }
-                Err(e) => return Err(Error::Corrupt { what: name, why: e.to_string() }),
+            let r = dec.read(&mut one);
+            if classify(dec, r, &name)? > 0 {
+                return Err(Error::SizeMismatch {
+                    what: name,
+                    declared: self.payload.size,
+                    actual: self.payload.size + 1,
+                });
             }
             let hex = hex::encode(std::mem::take(&mut self.whole).finalize());
             if hex != self.payload.sha256 {
@@ -259,17 +270,16 @@ impl<R: Read> PayloadReader<'_, R> {
         buf.resize(want, 0);
         let mut got = 0;
         while got < want {
-            match dec.read(&mut buf[got..]) {
-                Ok(0) => {
+            let r = dec.read(&mut buf[got..]);
+            match classify(dec, r, &name)? {
+                0 => {
                     return Err(Error::SizeMismatch {
                         what: name,
                         declared: self.payload.size,
                         actual: self.done + got as u64,
                     });
                 }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Corrupt { what: name, why: e.to_string() }),
+                n => got += n,
             }
         }
         let h = hex::encode(Sha256::digest(&buf[..]));

@@ -353,7 +353,9 @@ impl Agent {
                     if boot.booted != s && boot.trial.is_some_and(|t| t.slot == s && t.tries_left == 0) =>
                 {
                     self.dev.boot.cancel_trial(s)?;
-                    self.state.slots.get_mut(&s).map(|r| r.status = SlotStatus::Failed);
+                    if let Some(r) = self.state.slots.get_mut(&s) {
+                        r.status = SlotStatus::Failed;
+                    }
                     self.save()?;
                     audit.record("fell-back", json!({"slot": s.letter(), "version": rec.version, "booted": boot.booted.letter(), "reason": "trial boot did not pass its health check"}))?;
                 }
@@ -457,6 +459,15 @@ impl Agent {
         let audit = self.dev.audit();
         let name = bundle::escape(&path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let r = self.install_inner(path, opts);
+        if r.is_err() {
+            // A slot left half-written by a refused payload holds nothing usable.
+            let half: Vec<Slot> =
+                self.state.slots.iter().filter(|(_, r)| r.status == SlotStatus::Writing).map(|(s, _)| *s).collect();
+            for s in half {
+                self.state.slots.insert(s, SlotRecord::empty());
+                self.save()?;
+            }
+        }
         if let Err(e) = &r {
             let code = match e {
                 Error::Refused(code, _) => *code,

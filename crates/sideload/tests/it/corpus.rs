@@ -1,0 +1,404 @@
+//! One fixture per attack of THREATS.md (bundles, manifests, tar, compression), each asserting
+//! its exact reason code and message, an unchanged active slot, unchanged device state and
+//! boot state, and a `refused` audit record.
+
+use std::fs;
+
+use bundle::tar::BLOCK;
+use sideload::{Error, InstallOptions};
+
+use crate::{CHUNK, Dev, PRODUCT, bundle_bytes, image, parts};
+
+/// Installs `bytes` and checks that it was refused with `code`, changing nothing; returns the
+/// message.
+fn refused(dev: &Dev, bytes: &[u8], code: &str) -> String {
+    let (slot_a, state, boot) = (dev.slot("a"), dev.state(), dev.boot());
+    let err = dev.install(bytes).expect_err("accepted a hostile bundle");
+    let Error::Refused(got, msg) = &err else { panic!("not a refusal: {err}") };
+    assert_eq!(*got, code, "{msg}");
+    assert_eq!(dev.slot("a"), slot_a, "the active slot changed");
+    assert_eq!(dev.state(), state, "the device state changed");
+    assert_eq!(dev.boot(), boot, "the boot state changed");
+    let last = dev.audit().pop().unwrap();
+    assert_eq!(last["event"], "refused");
+    assert_eq!(last["reason"], code);
+    msg.clone()
+}
+
+fn v2() -> Vec<u8> {
+    image("2.0.0", 250_000)
+}
+
+/// A raw ustar header with any field a test wants wrong.
+fn raw_header(name: &[u8], size: u64, typeflag: u8, mode: u64, magic: &[u8; 8], prefix: &[u8], link: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; BLOCK];
+    b[..name.len()].copy_from_slice(name);
+    b[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+    b[108..116].copy_from_slice(b"0000000\0");
+    b[116..124].copy_from_slice(b"0000000\0");
+    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    b[136..148].copy_from_slice(b"00000000000\0");
+    b[156] = typeflag;
+    b[157..157 + link.len()].copy_from_slice(link);
+    b[257..265].copy_from_slice(magic);
+    b[345..345 + prefix.len()].copy_from_slice(prefix);
+    let sum: u64 = b.iter().enumerate().map(|(i, &x)| if (148..156).contains(&i) { 32 } else { u64::from(x) }).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    b
+}
+
+const USTAR: &[u8; 8] = b"ustar\x0000";
+
+fn entry(name: &[u8], data: &[u8], typeflag: u8, mode: u64) -> Vec<u8> {
+    let mut v = raw_header(name, data.len() as u64, typeflag, mode, USTAR, b"", b"");
+    v.extend_from_slice(data);
+    v.resize(v.len().div_ceil(BLOCK) * BLOCK, 0);
+    v
+}
+
+/// The signed manifest and signature entries of a good v2 bundle, then `rest`.
+fn signed_prefix_then(rest: &[u8]) -> Vec<u8> {
+    let p = parts("2.0.0", 2, &v2());
+    let mut out = entry(b"manifest.toml", &p.manifest_bytes, b'0', 0o644);
+    for (n, t) in &p.sigs {
+        out.extend(entry(n.as_bytes(), t.as_bytes(), b'0', 0o644));
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[test]
+fn a_good_bundle_installs_and_arms_a_trial() {
+    let dev = Dev::new();
+    let a = dev.install(&bundle_bytes("2.0.0", 2, &v2())).unwrap();
+    assert_eq!(a.version, "2.0.0");
+    assert!(crate::slot_holds(&dev.slot("b"), &v2()));
+    assert!(crate::slot_holds(&dev.slot("a"), &dev.v1), "the active slot is untouched");
+    let boot = dev.boot();
+    assert_eq!(boot.trial, Some(sideload::Trial { slot: sideload::Slot::B, tries_left: 3 }));
+    let events: Vec<String> = dev.audit().iter().map(|r| r["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events, ["initialised", "accepted", "installed", "trial-armed"]);
+}
+
+#[test]
+fn truncated_anywhere_is_refused() {
+    let dev = Dev::new();
+    let good = bundle_bytes("2.0.0", 2, &v2());
+    let sig_start = good.windows(14).position(|w| w == b"manifest.toml.").unwrap();
+    let cases = [
+        (0, "truncated at byte 0: the bundle ends inside the tar header"),
+        (100, "truncated at byte 100: the bundle ends inside the tar header"),
+        (600, "truncated at byte 600: the bundle ends inside the manifest"),
+        (sig_start + 512 + 10, ""),
+        (good.len() - 3000, ""),
+        (good.len() - 1024, ""),
+    ];
+    for (n, want) in cases {
+        let msg = refused(&dev, &good[..n], "truncated");
+        if !want.is_empty() {
+            assert_eq!(msg, want, "cut at {n}");
+        }
+    }
+}
+
+#[test]
+fn extra_bytes_appended_are_refused() {
+    let dev = Dev::new();
+    let mut b = bundle_bytes("2.0.0", 2, &v2());
+    let n = b.len();
+    b.extend_from_slice(b"x");
+    assert_eq!(refused(&dev, &b, "trailing-data"), format!("1 byte(s) after the end of the bundle (from byte {n})"));
+    let mut b = bundle_bytes("2.0.0", 2, &v2());
+    b.extend_from_slice(&[0u8; 1024]);
+    refused(&dev, &b, "trailing-data");
+}
+
+#[test]
+fn one_byte_flipped_anywhere_is_refused() {
+    let dev = Dev::new();
+    let good = bundle_bytes("2.0.0", 2, &v2());
+    let mut flipped = 0;
+    for i in (0..good.len()).step_by(509) {
+        let mut b = good.clone();
+        b[i] ^= 0x20;
+        let err = dev.install(&b);
+        assert!(err.is_err(), "flip at byte {i} of {} was accepted", good.len());
+        flipped += 1;
+    }
+    assert!(flipped > 100);
+    assert!(crate::slot_holds(&dev.slot("a"), &dev.v1));
+}
+
+#[test]
+fn a_valid_signature_for_another_product_is_refused() {
+    let dev = Dev::new();
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.product = "airlock.other-product".into();
+    p.resign();
+    let msg = refused(&dev, &p.bytes(), "bad-signature");
+    assert!(
+        msg.contains("trusted comment says product=\"airlock.other-product\", expected \"airlock.test.x86_64\""),
+        "{msg}"
+    );
+    // Signed for this product in the comment, another in the manifest.
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.product = "airlock.other-product".into();
+    p.manifest_bytes = toml::to_string(&p.manifest).unwrap().into_bytes();
+    p.sign(&crate::key(), PRODUCT, "2.0.0");
+    assert_eq!(
+        refused(&dev, &p.bytes(), "wrong-product"),
+        "bundle is for product `airlock.other-product`, this device is `airlock.test.x86_64`"
+    );
+}
+
+#[test]
+fn unsigned_or_wrongly_signed_bundles_are_refused() {
+    let dev = Dev::new();
+    let mut p = parts("2.0.0", 2, &v2());
+    p.sigs.clear();
+    assert_eq!(
+        refused(&dev, &p.bytes(), "bad-signature"),
+        "signatures do not meet the trust policy: no signatures (release 0/1)"
+    );
+    let stranger = trust::SecretKey::from_seed([9; 32], [9; 8]);
+    p.sign(&stranger, PRODUCT, "2.0.0");
+    let msg = refused(&dev, &p.bytes(), "bad-signature");
+    assert!(msg.contains(&format!("key {} is not in the trust policy", stranger.id)), "{msg}");
+}
+
+#[test]
+fn older_and_same_versions_are_refused_and_the_floor_rises_only_after_mark_good() {
+    let dev = Dev::new();
+    assert_eq!(
+        refused(&dev, &bundle_bytes("0.9.0", 0, &image("0.9.0", 1000)), "rollback"),
+        "security_version 0 is below this device's floor 1"
+    );
+    assert_eq!(
+        refused(&dev, &bundle_bytes("1.0.0", 1, &image("x", 1000)), "same-version"),
+        "version 1.0.0 is already running (use --reinstall)"
+    );
+    assert!(
+        refused(&dev, &bundle_bytes("0.9.1", 1, &image("y", 1000)), "older-version")
+            .starts_with("version 0.9.1 is older")
+    );
+
+    dev.install(&bundle_bytes("2.0.0", 2, &v2())).unwrap();
+    assert!(dev.state().contains("security_floor = 1"), "the floor must not rise before the new slot is good");
+    dev.power_on();
+    dev.agent().mark_good().unwrap();
+    assert!(dev.state().contains("security_floor = 2"));
+    // v1.5 with security_version 1 is now below the floor, even with --downgrade.
+    let p = dev.write_bundle("old.airlock", &bundle_bytes("1.5.0", 1, &image("1.5", 1000)));
+    let e = dev.agent().install(&p, InstallOptions { reinstall: false, downgrade: true }).unwrap_err();
+    assert_eq!(e.to_string(), "refused (rollback): security_version 1 is below this device's floor 2");
+}
+
+#[test]
+fn a_payload_larger_than_the_slot_is_refused() {
+    let dev = Dev::new();
+    let big = image("2.0.0", crate::SLOT_SIZE as usize + 1);
+    assert_eq!(
+        refused(&dev, &bundle_bytes("2.0.0", 2, &big), "too-large-for-slot"),
+        format!("payload root.img is {} bytes, slot b holds {}", crate::SLOT_SIZE + 1, crate::SLOT_SIZE)
+    );
+}
+
+#[test]
+fn a_declared_size_that_disagrees_with_the_entry_is_refused() {
+    let dev = Dev::new();
+    // The entry holds one byte more than the compressed stream.
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.payloads[0].compressed_size += 1;
+    p.payload.push(0x42);
+    p.resign();
+    let msg = refused(&dev, &p.bytes(), "corrupt-payload");
+    assert!(msg.starts_with("root.img.zst: corrupt compressed data"), "{msg}");
+
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.payloads[0].size -= 10;
+    p.manifest.payloads[0].chunks = recompute_chunks(&v2()[..v2().len() - 10]);
+    p.resign();
+    assert_eq!(
+        refused(&dev, &p.bytes(), "size-mismatch"),
+        "root.img.zst: the signed manifest declares 249990 bytes, the bundle holds 249991"
+    );
+}
+
+fn recompute_chunks(data: &[u8]) -> Vec<String> {
+    use sha2::Digest;
+    data.chunks(CHUNK as usize).map(|c| hex::encode(sha2::Sha256::digest(c))).collect()
+}
+
+#[test]
+fn a_manifest_of_absurd_size_or_unknown_format_is_refused() {
+    let dev = Dev::new();
+    let mut b = raw_header(b"manifest.toml", 3 << 20, b'0', 0o644, USTAR, b"", b"");
+    b.extend(vec![b'#'; 4096]);
+    assert_eq!(refused(&dev, &b, "too-large"), "manifest is 3145728 bytes, more than the 2097152 accepted");
+
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest_bytes = String::from_utf8(p.manifest_bytes).unwrap().replace("format = 1", "format = 2").into_bytes();
+    p.sign(&crate::key(), PRODUCT, "2.0.0");
+    assert_eq!(
+        refused(&dev, &p.bytes(), "bad-manifest"),
+        "manifest: format 2 is not known (this agent reads format 1)"
+    );
+
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.hash = "md5".into();
+    p.resign();
+    assert_eq!(refused(&dev, &p.bytes(), "bad-manifest"), "manifest: hash algorithm `md5` is not known (sha256 is)");
+
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.payloads[0].sha256 = p.manifest.payloads[0].sha256.to_uppercase();
+    p.resign();
+    assert_eq!(
+        refused(&dev, &p.bytes(), "bad-manifest"),
+        "manifest: payload `root.img`: digests must be 64 lowercase hex digits"
+    );
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.payloads[0].chunks[0].pop();
+    p.resign();
+    refused(&dev, &p.bytes(), "bad-manifest");
+
+    let mut p = parts("2.0.0", 2, &v2());
+    let deep = format!("{}{}", "x = ".to_string() + &"[".repeat(5000), "]".repeat(5000));
+    p.manifest_bytes = format!("{}\n{deep}\n", String::from_utf8(p.manifest_bytes).unwrap()).into_bytes();
+    p.sign(&crate::key(), PRODUCT, "2.0.0");
+    refused(&dev, &p.bytes(), "bad-manifest");
+}
+
+#[test]
+fn a_bundle_path_that_is_not_a_regular_file_is_refused() {
+    let dev = Dev::new();
+    let good = dev.write_bundle("good.airlock", &bundle_bytes("2.0.0", 2, &v2()));
+    let link = dev.dir.path().join("link.airlock");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    let fifo = dev.dir.path().join("fifo.airlock");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for p in [link, fifo, dev.dir.path().to_path_buf(), "/dev/zero".into()] {
+        let e = dev.agent().install(&p, InstallOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::Refused("not-a-file", _)), "{}: {e}", p.display());
+    }
+    assert!(crate::slot_holds(&dev.slot("a"), &dev.v1));
+}
+
+#[test]
+fn entry_names_with_newlines_or_escapes_cannot_forge_log_lines() {
+    let dev = Dev::new();
+    let b = signed_prefix_then(&entry(b"root.img.zst\n{\"event\":\"blessed\"}", b"x", b'0', 0o644));
+    let msg = refused(&dev, &b, "bad-tar");
+    assert!(!msg.contains('\n'), "{msg}");
+    let b = signed_prefix_then(&entry(b"\x1b[2Jroot", b"x", b'0', 0o644));
+    let msg = refused(&dev, &b, "bad-tar");
+    assert!(!msg.contains('\x1b') && msg.contains("\\u{1b}"), "{msg}");
+    let raw = fs::read_to_string(dev.root().join("data/audit.jsonl")).unwrap();
+    assert!(!raw.contains('\x1b'));
+    assert_eq!(raw.lines().count(), dev.audit().len(), "one line per record");
+}
+
+#[test]
+fn hostile_tar_entries_are_refused() {
+    let dev = Dev::new();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (entry(b"../x", b"x", b'0', 0o644), "name starts with `.`"),
+        (entry(b"/abs", b"x", b'0', 0o644), "name holds `/`"),
+        (entry(b"a/../../x", b"x", b'0', 0o644), "name holds `/`"),
+        (entry(b".", b"", b'0', 0o644), "name starts with `.`"),
+        (raw_header(b"s", 0, b'2', 0o777, USTAR, b"", b"/"), "link entry refused"),
+        (raw_header(b"h", 0, b'1', 0o644, USTAR, b"", b"/etc/passwd"), "link entry refused"),
+        (raw_header(b"dev", 0, b'3', 0o644, USTAR, b"", b""), "device node refused"),
+        (raw_header(b"fifo", 0, b'6', 0o644, USTAR, b"", b""), "FIFO refused"),
+        (raw_header(b"sock", 0, b'7', 0o644, USTAR, b"", b""), "entry type '7' refused"),
+        (entry(b"root.img.zst", b"x", b'0', 0o4755), "setuid, setgid or sticky bit"),
+        (entry(b"pax", b"30 path=root.img.zst\n", b'x', 0o644), "PAX extended header refused"),
+        (entry(b"././@LongLink", b"root.img.zst", b'L', 0o644), "GNU long-name header refused"),
+        (raw_header(b"root.img.zst", 0, b'S', 0o644, USTAR, b"", b""), "sparse entry refused"),
+        (raw_header(b"root.img.zst", 0, b'0', 0o644, b"ustar  \0", b"", b""), "not a POSIX ustar header"),
+        (raw_header(b"zst", 0, b'0', 0o644, USTAR, b"root.img.", b""), "a prefix field"),
+    ];
+    for (hostile, want) in cases {
+        let msg = refused(&dev, &signed_prefix_then(&hostile), "bad-tar");
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    // The same at the very start, where the manifest belongs.
+    let msg = refused(&dev, &raw_header(b"s", 0, b'2', 0o777, USTAR, b"", b"/"), "bad-tar");
+    assert!(msg.contains("link entry refused"), "{msg}");
+}
+
+#[test]
+fn duplicate_and_undeclared_entries_are_refused() {
+    let dev = Dev::new();
+    let p = parts("2.0.0", 2, &v2());
+    let good = p.bytes();
+    let end = good.len() - 2 * BLOCK;
+    // A second manifest where the payload belongs.
+    let b = signed_prefix_then(&entry(b"manifest.toml", b"format = 1", b'0', 0o644));
+    assert_eq!(refused(&dev, &b, "duplicate-entry"), "entry `manifest.toml` appears twice");
+    // The payload twice.
+    let payload_entry = &good[good.len() - 2 * BLOCK - (p.payload.len().div_ceil(BLOCK) * BLOCK) - BLOCK..end];
+    let mut b = good[..end].to_vec();
+    b.extend_from_slice(payload_entry);
+    b.extend_from_slice(&[0u8; 2 * BLOCK]);
+    assert_eq!(refused(&dev, &b, "duplicate-entry"), "entry `root.img.zst` appears twice");
+    // An extra, undeclared file.
+    let mut b = good[..end].to_vec();
+    b.extend(entry(b"evil.sh", b"#!/bin/sh\n", b'0', 0o755));
+    b.extend_from_slice(&[0u8; 2 * BLOCK]);
+    assert_eq!(refused(&dev, &b, "undeclared-entry"), "entry `evil.sh` is not declared by the signed manifest");
+}
+
+#[test]
+fn a_zstd_bomb_or_a_huge_window_is_refused() {
+    let dev = Dev::new();
+    // Declares 1000 bytes, expands to 100 MB of zeros.
+    let mut p = parts("2.0.0", 2, &v2());
+    let bomb = zstd::bulk::compress(&vec![0u8; 100 << 20], 19).unwrap();
+    let zeros = vec![0u8; 1000];
+    p.manifest.payloads[0].size = 1000;
+    p.manifest.payloads[0].compressed_size = bomb.len() as u64;
+    p.manifest.payloads[0].sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&zeros));
+    p.manifest.payloads[0].chunks = recompute_chunks(&zeros);
+    p.payload = bomb;
+    p.resign();
+    assert_eq!(
+        refused(&dev, &p.bytes(), "size-mismatch"),
+        "root.img.zst: the signed manifest declares 1000 bytes, the bundle holds 1001"
+    );
+
+    // A frame that asks for a 2 GiB window.
+    let data = v2();
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    enc.window_log(31).unwrap();
+    enc.long_distance_matching(true).unwrap();
+    std::io::Write::write_all(&mut enc, &data).unwrap();
+    let huge = enc.finish().unwrap();
+    let mut p = parts("2.0.0", 2, &data);
+    p.manifest.payloads[0].compressed_size = huge.len() as u64;
+    p.payload = huge;
+    p.resign();
+    let msg = refused(&dev, &p.bytes(), "corrupt-payload");
+    assert!(msg.contains("Frame requires too much memory"), "{msg}");
+}
+
+#[test]
+fn several_bundles_on_a_stick_the_newest_acceptable_wins_and_bad_ones_never_block() {
+    let dev = Dev::new();
+    let stick = dev.dir.path().join("stick");
+    fs::create_dir(&stick).unwrap();
+    fs::write(stick.join("a-2.0.0.airlock"), bundle_bytes("2.0.0", 2, &v2())).unwrap();
+    fs::write(stick.join("b-3.0.0.airlock"), bundle_bytes("3.0.0", 3, &image("3.0.0", 1000))).unwrap();
+    let mut evil = bundle_bytes("9.0.0", 9, &image("9", 1000));
+    let n = evil.len();
+    evil[n / 2] ^= 1;
+    fs::write(stick.join("c-9.0.0.airlock"), &evil).unwrap();
+    let mut forged = parts("8.0.0", 8, &image("8", 1000));
+    forged.sign(&trust::SecretKey::from_seed([7; 32], [7; 8]), PRODUCT, "8.0.0");
+    fs::write(stick.join("d-8.0.0.airlock"), forged.bytes()).unwrap();
+    fs::write(stick.join("notes.txt"), b"ignored").unwrap();
+    let a = dev.agent().install_dir(&stick, InstallOptions::default()).unwrap();
+    assert_eq!(a.version, "3.0.0");
+    assert!(crate::slot_holds(&dev.slot("b"), &image("3.0.0", 1000)));
+    let refusals = dev.audit().iter().filter(|r| r["event"] == "refused").count();
+    assert_eq!(refusals, 2, "the forged and the corrupt bundle are recorded");
+}

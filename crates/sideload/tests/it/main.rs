@@ -1,0 +1,151 @@
+//! The agent against a simulated device: the THREATS.md corpus for bundles, manifests, tar and
+//! compression (each fixture generated here), anti-rollback, and the power-cut matrix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::new_without_default)]
+
+mod corpus;
+mod powercut;
+
+use std::fs;
+use std::path::PathBuf;
+
+use bundle::{Manifest, Payload};
+use sideload::{Agent, Device, DeviceConfig, InstallOptions};
+use trust::{Prehash, SecretKey, SignatureFile};
+
+pub const PRODUCT: &str = "airlock.test.x86_64";
+pub const SLOT_SIZE: u64 = 1 << 20;
+pub const CHUNK: u64 = 64 << 10;
+
+pub fn key() -> SecretKey {
+    SecretKey::from_seed([5; 32], [1, 2, 3, 4, 5, 6, 7, 8])
+}
+
+pub fn policy_text() -> String {
+    format!(
+        "version = 1\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = [{{ name = \"vendor\", key = \"{}\" }}]\n",
+        key().public().to_base64()
+    )
+}
+
+/// A slot image for a version: deterministic bytes, not compressible to nothing.
+pub fn image(version: &str, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    let mut i = 0u64;
+    while out.len() < size {
+        out.extend_from_slice(blake2b_simd::blake2b(format!("{version}:{i}").as_bytes()).as_bytes());
+        i += 1;
+    }
+    out.truncate(size);
+    out
+}
+
+/// What a bundle is made of, so tests can change any part before it is laid out.
+pub struct Parts {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub sigs: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
+    let mut z = Vec::new();
+    let p: Payload = bundle::compress_payload("root.img", img, &mut z, CHUNK).unwrap();
+    let manifest = Manifest {
+        format: 1,
+        product: PRODUCT.into(),
+        version: version.into(),
+        security_version,
+        channel: "release".into(),
+        previous_manifest: String::new(),
+        build_manifest: format!("sha256:{}", "0".repeat(64)),
+        hash: "sha256".into(),
+        chunk_size: CHUNK,
+        payloads: vec![p],
+    };
+    let manifest_bytes = manifest.to_toml().unwrap().into_bytes();
+    let mut parts = Parts { manifest, manifest_bytes, sigs: Vec::new(), payload: z };
+    parts.sign(&key(), PRODUCT, version);
+    parts
+}
+
+impl Parts {
+    pub fn sign(&mut self, k: &SecretKey, product: &str, version: &str) {
+        let comment = format!("airlock product={product} version={version} role=release file=manifest.toml");
+        let sig = SignatureFile::sign(k, &Prehash::of_bytes(&self.manifest_bytes), &comment).unwrap();
+        self.sigs = vec![(format!("manifest.toml.{}.minisig", k.id), sig.to_file())];
+    }
+
+    /// Re-serialises an edited manifest and signs it again.
+    pub fn resign(&mut self) {
+        self.manifest_bytes = toml::to_string(&self.manifest).unwrap().into_bytes();
+        let (p, v) = (self.manifest.product.clone(), self.manifest.version.clone());
+        self.sign(&key(), &p, &v);
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let p = &self.manifest.payloads[0];
+        let mut r: &[u8] = &self.payload;
+        bundle::write_bundle(&mut out, &self.manifest_bytes, &self.sigs, &mut [(p, &mut r)]).unwrap();
+        out
+    }
+}
+
+pub fn bundle_bytes(version: &str, sv: u64, img: &[u8]) -> Vec<u8> {
+    parts(version, sv, img).bytes()
+}
+
+/// A simulated device whose slot A runs v1 (security version 1).
+pub struct Dev {
+    pub dir: tempfile::TempDir,
+    pub v1: Vec<u8>,
+}
+
+impl Dev {
+    pub fn new() -> Dev {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = image("1.0.0", 300_000);
+        let img = dir.path().join("v1.img");
+        fs::write(&img, &v1).unwrap();
+        let cfg = DeviceConfig { product: PRODUCT.into(), channel: "release".into(), tries: 3 };
+        Device::init_simulated(&dir.path().join("dev"), &cfg, &policy_text(), SLOT_SIZE, &img, "1.0.0", 1).unwrap();
+        Dev { dir, v1 }
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("dev")
+    }
+    pub fn agent(&self) -> Agent {
+        Agent::load(Device::simulated(&self.root()).unwrap()).unwrap()
+    }
+    pub fn write_bundle(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+    pub fn install(&self, bytes: &[u8]) -> Result<sideload::Accepted, sideload::Error> {
+        let p = self.write_bundle("b.airlock", bytes);
+        self.agent().install(&p, InstallOptions::default())
+    }
+    pub fn slot(&self, s: &str) -> Vec<u8> {
+        fs::read(self.root().join("slots").join(format!("root-{s}"))).unwrap()
+    }
+    pub fn state(&self) -> String {
+        fs::read_to_string(self.root().join("data/state.toml")).unwrap()
+    }
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        sideload::audit::verify_chain(&self.root().join("data/audit.jsonl")).unwrap()
+    }
+    pub fn boot(&self) -> sideload::BootState {
+        use sideload::BootControl;
+        sideload::SimBoot { path: self.root().join("boot/state.toml") }.state().unwrap()
+    }
+    pub fn power_on(&self) -> sideload::BootState {
+        sideload::SimBoot { path: self.root().join("boot/state.toml") }.power_on().unwrap()
+    }
+}
+
+pub fn slot_holds(slot: &[u8], img: &[u8]) -> bool {
+    slot.len() >= img.len() && &slot[..img.len()] == img
+}
+
