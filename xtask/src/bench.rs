@@ -17,6 +17,7 @@ use crate::build::{Build, RecipeArgs};
 pub enum Which {
     Build,
     Verify,
+    Install,
 }
 
 #[derive(Args, Debug)]
@@ -28,6 +29,9 @@ pub struct Bench {
     /// Size of the verify benchmark's file, in MiB.
     #[arg(long, default_value_t = 1024)]
     pub verify_mib: u64,
+    /// Size of the install benchmark's root.img, in MiB (a second run uses a quarter of it).
+    #[arg(long, default_value_t = 256)]
+    pub install_mib: u64,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -55,9 +59,11 @@ impl Bench {
         match self.which {
             Some(Which::Build) => self.build(),
             Some(Which::Verify) => self.verify(),
+            Some(Which::Install) => crate::bench_install::run(self.install_mib),
             None => {
                 self.build()?;
-                self.verify()
+                self.verify()?;
+                crate::bench_install::run(self.install_mib)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! the library crates (`image`, `store`, `recipe`, `trust`).
 
 mod bench;
+mod bench_install;
 mod build;
 mod bundle_cmd;
 mod deps;

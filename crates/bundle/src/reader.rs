@@ -176,7 +176,6 @@ impl<R: Read> VerifiedBundle<R> {
             payload: want,
             chunk: 0,
             done: 0,
-            whole: Sha256::new(),
             ended: &mut self.ended,
         }))
     }
@@ -227,13 +226,13 @@ pub struct PayloadReader<'a, R: Read> {
     pub payload: Payload,
     chunk: usize,
     done: u64,
-    whole: Sha256,
     ended: &'a mut bool,
 }
 
 impl<R: Read> PayloadReader<'_, R> {
     /// Fills `buf` with the next verified chunk; `Ok(false)` when the payload is complete
-    /// (its whole hash checked, its compressed entry fully consumed).
+    /// (every chunk checked — together they cover every byte, so the whole-payload sha256 is
+    /// implied — and its compressed entry fully consumed).
     pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, Error> {
         let name = self.payload.entry_name();
         let Some(dec) = self.dec.as_mut() else { return Ok(false) };
@@ -247,10 +246,6 @@ impl<R: Read> PayloadReader<'_, R> {
                     declared: self.payload.size,
                     actual: self.payload.size + 1,
                 });
-            }
-            let hex = hex::encode(std::mem::take(&mut self.whole).finalize());
-            if hex != self.payload.sha256 {
-                return Err(Error::HashMismatch { what: name, chunk: None });
             }
             let Some(dec) = self.dec.take() else { return Ok(false) };
             let buffered = dec.finish();
@@ -286,7 +281,6 @@ impl<R: Read> PayloadReader<'_, R> {
         if h != self.payload.chunks[self.chunk] {
             return Err(Error::HashMismatch { what: name, chunk: Some(self.chunk) });
         }
-        self.whole.update(&buf[..]);
         self.chunk += 1;
         self.done += want as u64;
         Ok(true)

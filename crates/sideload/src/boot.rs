@@ -227,3 +227,64 @@ impl BootControl for Bls {
         self.rewrite(&e, Some((0, 0)), Some(0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn bls_entries_follow_boot_counting() {
+        let d = tempfile::tempdir().unwrap();
+        let e = d.path();
+        fs::write(
+            e.join("slot-a.conf"),
+            "title Airlock slot a\nversion 1\nlinux /a/vmlinuz\noptions root=PARTLABEL=root-a ro\n",
+        )
+        .unwrap();
+        fs::write(
+            e.join("slot-b.conf"),
+            "title Airlock slot b\nversion 0\nlinux /b/vmlinuz\noptions root=PARTLABEL=root-b ro\n",
+        )
+        .unwrap();
+        let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
+        assert_eq!(bls.state().unwrap(), BootState { booted: Slot::A, default: Slot::A, trial: None });
+
+        // Before slot b is rewritten it leaves the rotation; then it is armed with 3 tries and
+        // a version above every other entry, so systemd-boot tries it first.
+        bls.cancel_trial(Slot::B).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b+0.conf"]);
+        bls.arm_trial(Slot::B, 3).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b+3.conf"]);
+        assert!(fs::read_to_string(e.join("slot-b+3.conf")).unwrap().contains("version 2\n"));
+        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 3 }));
+
+        // systemd-boot counts one try down when it boots the entry.
+        fs::rename(e.join("slot-b+3.conf"), e.join("slot-b+2-1.conf")).unwrap();
+        let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::B };
+        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 2 }));
+
+        // Blessed: the counter goes, and the newer blessed entry is the default.
+        bls.bless(Slot::B).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b.conf"]);
+        assert_eq!(bls.state().unwrap(), BootState { booted: Slot::B, default: Slot::B, trial: None });
+    }
+
+    #[test]
+    fn the_simulated_boot_loader_falls_back_when_tries_run_out() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = SimBoot::init(&d.path().join("state.toml"), Slot::A).unwrap();
+        b.arm_trial(Slot::B, 2).unwrap();
+        assert_eq!(b.power_on().unwrap().booted, Slot::B);
+        assert_eq!(b.power_on().unwrap().booted, Slot::B);
+        let s = b.power_on().unwrap();
+        assert_eq!((s.booted, s.trial), (Slot::A, Some(Trial { slot: Slot::B, tries_left: 0 })));
+    }
+}

@@ -502,6 +502,7 @@ impl Agent {
         let accepted = self.accepted(path, &vb);
         let target = boot.booted.other();
         let slot_path = self.dev.slots.get(&target).cloned().ok_or_else(|| Error::State("no such slot".into()))?;
+        let chunk_size = vb.manifest.chunk_size;
         let payload =
             vb.manifest.payloads.first().cloned().ok_or_else(|| Error::Refused("bad-manifest", "no payload".into()))?;
         let slot_size = slot_len(&slot_path)?;
@@ -535,17 +536,9 @@ impl Agent {
         self.save()?;
         failpoint("write-start");
         {
-            let mut out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
-            let mut buf = Vec::with_capacity(vb.manifest.chunk_size as usize);
+            let out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
             let mut p = vb.next_payload()?.ok_or_else(|| Error::Refused("bad-manifest", "payload missing".into()))?;
-            let mut first = true;
-            while p.next_chunk(&mut buf)? {
-                out.write_all(&buf).map_err(|e| Error::io(&slot_path, e))?;
-                if first {
-                    failpoint("mid-write");
-                    first = false;
-                }
-            }
+            stream_to_slot(&mut p, out, &slot_path, chunk_size as usize)?;
             drop(p);
             if vb.next_payload()?.is_some() {
                 return Err(Error::Refused(
@@ -554,12 +547,9 @@ impl Agent {
                 ));
             }
             vb.finish()?;
-            failpoint("before-sync");
-            out.sync_all().map_err(|e| Error::io(&slot_path, e))?;
         }
         failpoint("after-sync");
-        let (sha, _) = hash_prefix(&slot_path, payload.size)?;
-        if sha != payload.sha256 {
+        if !read_back_matches(&slot_path, &payload.chunks, chunk_size, payload.size)? {
             return Err(Error::Refused(
                 "readback-mismatch",
                 format!("slot {} reads back differently from what was written", target.letter()),
@@ -673,6 +663,71 @@ impl Agent {
             }))).collect::<serde_json::Map<_, _>>(),
         }))
     }
+}
+
+/// Writes verified chunks into the slot on a second thread, so decompressing and hashing
+/// overlap with the write; at most 4 chunks are in flight (memory stays constant). Then fsync.
+fn stream_to_slot<R: Read>(
+    p: &mut bundle::PayloadReader<'_, R>,
+    mut out: File,
+    path: &Path,
+    chunk: usize,
+) -> Result<(), Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || -> Result<(), Error> {
+            for buf in rx {
+                out.write_all(&buf).map_err(|e| Error::io(path, e))?;
+                let _ = back_tx.send(buf);
+            }
+            failpoint("before-sync");
+            out.sync_all().map_err(|e| Error::io(path, e))
+        });
+        let mut first = true;
+        let produced = (|| -> Result<(), Error> {
+            loop {
+                let mut buf = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
+                if !p.next_chunk(&mut buf)? {
+                    return Ok(());
+                }
+                if tx.send(buf).is_err() {
+                    return Ok(()); // the writer failed: its error is reported below
+                }
+                if first {
+                    failpoint("mid-write");
+                    first = false;
+                }
+            }
+        })();
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|_| Err(Error::State("slot writer panicked".into())));
+        produced.and(written)
+    })
+}
+
+/// Reads the slot back and checks every chunk against its signed hash, on two threads.
+fn read_back_matches(path: &Path, chunks: &[String], chunk: u64, size: u64) -> Result<bool, Error> {
+    let check = |first: usize, step: usize| -> Result<bool, Error> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut buf = vec![0u8; chunk as usize];
+        for (i, want) in chunks.iter().enumerate().skip(first).step_by(step) {
+            let start = i as u64 * chunk;
+            let len = chunk.min(size - start) as usize;
+            f.seek(SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
+            f.read_exact(&mut buf[..len]).map_err(|e| Error::io(path, e))?;
+            if hex::encode(Sha256::digest(&buf[..len])) != *want {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(1, 2));
+        let mine = check(0, 2)?;
+        let theirs = other.join().unwrap_or_else(|_| Err(Error::State("read-back thread panicked".into())))?;
+        Ok(mine && theirs)
+    })
 }
 
 /// Size of a slot: a file's length or a block device's size.

@@ -148,4 +148,3 @@ impl Dev {
 pub fn slot_holds(slot: &[u8], img: &[u8]) -> bool {
     slot.len() >= img.len() && &slot[..img.len()] == img
 }
-
