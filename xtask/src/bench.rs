@@ -186,7 +186,7 @@ impl Bench {
         let er_t = time_cmd(
             Command::new("mkfs.erofs")
                 .args([
-                    "-q",
+                    "--quiet",
                     "-zlz4hc,9",
                     "-T",
                     &recipe.source_date_epoch.to_string(),

@@ -297,7 +297,13 @@ fn bake_trust_root(recipe: &Recipe, root: &Path, scratch: &Path) -> Result<()> {
     if (parsed.channel == trust::PolicyChannel::Release) != (recipe.channel == recipe::Channel::Release) {
         return Err(Error::Invalid(format!("{}: its channel does not match the recipe's", policy.display())));
     }
-    let device = format!("product = \"{}\"\nchannel = \"{}\"\ntries = 3\n", recipe.product, recipe.channel.as_str());
+    let device = format!(
+        "product = \"{}\"\nchannel = \"{}\"\ntries = 3\nversion = \"{}\"\nsecurity_version = {}\n",
+        recipe.product,
+        recipe.channel.as_str(),
+        recipe.version,
+        recipe.security_version
+    );
     let dev_file = scratch.join("device.toml");
     fs::write(&dev_file, device).map_err(io_err(&dev_file))?;
     overlay::place_file(root, "/etc/airlock/device.toml", &dev_file, 0o644)?;

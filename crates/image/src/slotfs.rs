@@ -33,7 +33,7 @@ pub fn make(recipe: &Recipe, root: &Path, dest: &Path) -> Result<()> {
         SlotFs::Erofs => {
             let uuid = fixed_uuid(recipe, "root");
             let comp = format!("-zlz4hc,{level}");
-            cmd!(sh, "mkfs.erofs -q {comp} -T {sde} -U {uuid} {dest} {root}")
+            cmd!(sh, "mkfs.erofs --quiet {comp} -T {sde} -U {uuid} {dest} {root}")
                 .env("SOURCE_DATE_EPOCH", &sde)
                 .quiet()
                 .run()

@@ -72,6 +72,12 @@ pub struct DeviceConfig {
     /// Boot attempts a new slot gets before the boot loader falls back.
     #[serde(default = "default_tries")]
     pub tries: u32,
+    /// The version of the image this file belongs to (each slot carries its own): adopted as
+    /// the running slot's record on a device's first boot.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub security_version: Option<u64>,
 }
 
 fn default_tries() -> u32 {
@@ -313,8 +319,33 @@ fn open_bundle(path: &Path) -> Result<File, Error> {
 }
 
 impl Agent {
-    /// Loads the state and reconciles it with the boot loader.
+    /// Loads the state and reconciles it with the boot loader. On a device's first boot
+    /// (no state yet) the running slot is adopted as good, with the version its image declares.
     pub fn load(dev: Device) -> Result<Agent, Error> {
+        if !state_path(&dev.data).exists()
+            && let (Some(v), Some(sv)) = (dev.config.version.clone(), dev.config.security_version)
+        {
+            let booted = dev.boot.state()?.booted;
+            fs::create_dir_all(&dev.data).map_err(|e| Error::io(&dev.data, e))?;
+            let mut slots = BTreeMap::new();
+            slots.insert(
+                booted,
+                SlotRecord {
+                    status: SlotStatus::Good,
+                    version: v.clone(),
+                    security_version: sv,
+                    manifest: String::new(),
+                    sha256: String::new(),
+                    size: 0,
+                },
+            );
+            slots.insert(booted.other(), SlotRecord::empty());
+            save_state(&dev.data, &AgentState { security_floor: sv, slots })?;
+            dev.audit().record(
+                "initialised",
+                json!({"slot": booted.letter(), "version": v, "security_version": sv, "first_boot": true}),
+            )?;
+        }
         let state = load_state(&dev.data)?;
         let mut a = Agent { dev, state };
         a.reconcile()?;

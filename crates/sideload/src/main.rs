@@ -78,7 +78,13 @@ fn run(cli: Cli) -> Result<String, Error> {
         Cmd::Init { product, channel, trust, slot_size, image, version, security_version, tries } => {
             let root = cli.root.clone().ok_or_else(|| Error::State("init needs --root DIR".into()))?;
             let text = std::fs::read_to_string(trust).map_err(|e| Error::io(trust, e))?;
-            let cfg = DeviceConfig { product: product.clone(), channel: channel.clone(), tries: *tries };
+            let cfg = DeviceConfig {
+                product: product.clone(),
+                channel: channel.clone(),
+                tries: *tries,
+                version: None,
+                security_version: None,
+            };
             Device::init_simulated(&root, &cfg, &text, *slot_size, image, version, *security_version)?;
             Ok(format!("simulated device in {}: slot a holds {version}", root.display()))
         }

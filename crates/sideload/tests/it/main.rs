@@ -108,7 +108,13 @@ impl Dev {
         let v1 = image("1.0.0", 300_000);
         let img = dir.path().join("v1.img");
         fs::write(&img, &v1).unwrap();
-        let cfg = DeviceConfig { product: PRODUCT.into(), channel: "release".into(), tries: 3 };
+        let cfg = DeviceConfig {
+            product: PRODUCT.into(),
+            channel: "release".into(),
+            tries: 3,
+            version: None,
+            security_version: None,
+        };
         Device::init_simulated(&dir.path().join("dev"), &cfg, &policy_text(), SLOT_SIZE, &img, "1.0.0", 1).unwrap();
         Dev { dir, v1 }
     }

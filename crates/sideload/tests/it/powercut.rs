@@ -141,3 +141,17 @@ fn verify_and_exit_codes() {
     let (code, _, _) = sideload(&dev, &["verify", "/nonexistent.airlock"], None);
     assert_eq!(code, Some(2));
 }
+
+#[test]
+fn a_first_boot_adopts_the_running_slot_from_the_image_it_declares() {
+    let dev = Dev::new();
+    let data = dev.root().join("data");
+    std::fs::remove_file(data.join("state.toml")).unwrap();
+    let cfg = std::fs::read_to_string(dev.root().join("device.toml")).unwrap();
+    std::fs::write(dev.root().join("device.toml"), format!("{cfg}version = \"1.0.0\"\nsecurity_version = 1\n"))
+        .unwrap();
+    let s = status(&dev);
+    assert_eq!(s["slots"]["a"]["status"], "good");
+    assert_eq!(s["security_floor"], 1);
+    assert_eq!(dev.audit().pop().unwrap()["first_boot"], true);
+}
