@@ -7,21 +7,13 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
+use crate::bench::time_cmd;
 use crate::repo_root;
-
-fn time(c: &mut Command) -> Result<Duration> {
-    let t = Instant::now();
-    let o = c.stdout(Stdio::null()).stderr(Stdio::piped()).output().with_context(|| format!("{c:?}"))?;
-    if !o.status.success() {
-        bail!("{c:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    Ok(t.elapsed())
-}
 
 /// Peak RSS in KiB of a command, from GNU time.
 fn peak_rss(args: &[&std::ffi::OsStr]) -> Result<u64> {
@@ -154,7 +146,8 @@ pub fn run(mib: u64) -> Result<()> {
             for _ in 0..3 {
                 let root = device(&dir, &key, size + 16, &sideload)?;
                 settle()?;
-                ours_t.push(time(Command::new(&sideload).arg("--root").arg(&root).arg("install").arg(&made.bundle))?);
+                ours_t
+                    .push(time_cmd(Command::new(&sideload).arg("--root").arg(&root).arg("install").arg(&made.bundle))?);
                 let _ = fs::remove_file(&slot);
                 fs::File::create(&slot)?.set_len((size + 16) << 20)?;
                 settle()?;
@@ -179,7 +172,8 @@ pub fn run(mib: u64) -> Result<()> {
             ref_t.sort();
             let ours = gb / ours_t[1].as_secs_f64();
             let reference = gb / ref_t[1].as_secs_f64();
-            let plain = gb / time(Command::new("zstd").args(["-d", "-c", "-q"]).arg(&made.payload_zst))?.as_secs_f64();
+            let plain =
+                gb / time_cmd(Command::new("zstd").args(["-d", "-c", "-q"]).arg(&made.payload_zst))?.as_secs_f64();
             println!(
                 "  {:<44} airlock {ours:>6.2} GB/s  zstd -d | dd (fsync) {reference:>6.2} GB/s  ratio {:.2}",
                 "verify + write + fsync + read-back",
@@ -232,7 +226,7 @@ fn rauc(dir: &Path, img: &Path, gb: f64) -> Result<()> {
         "[update]\ncompatible=airlock-bench\nversion=2.0.0\n\n[bundle]\nformat=plain\n\n[image.rootfs]\nfilename=root.img\n",
     )?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    time(
+    time_cmd(
         Command::new("openssl")
             .args([
                 "req",
@@ -251,7 +245,7 @@ fn rauc(dir: &Path, img: &Path, gb: f64) -> Result<()> {
             .arg(&cert),
     )?;
     let bundle = dir.join("bench.raucb");
-    time(
+    time_cmd(
         Command::new("rauc")
             .arg("bundle")
             .arg(format!("--cert={}", cert.display()))
@@ -259,7 +253,7 @@ fn rauc(dir: &Path, img: &Path, gb: f64) -> Result<()> {
             .arg(&content)
             .arg(&bundle),
     )?;
-    let t = time(Command::new("rauc").arg("info").arg(format!("--keyring={}", cert.display())).arg(&bundle))?;
+    let t = time_cmd(Command::new("rauc").arg("info").arg(format!("--keyring={}", cert.display())).arg(&bundle))?;
     println!("  {:<44} rauc info (plain bundle, signature over all of it) {:.2} GB/s", "", gb / t.as_secs_f64());
     Ok(())
 }
