@@ -417,3 +417,41 @@ impl Verify {
         if report.accepted { Ok(()) } else { Err(Exit(1, String::new()).into()) }
     }
 }
+
+#[derive(Args, Debug)]
+pub struct Rotate {
+    /// The next trust policy (version N+1), with its signatures `NEW.KEYID.minisig` beside it,
+    /// made by a threshold of the current policy's release keys.
+    pub new: PathBuf,
+    /// The current policy (default: keys/trust.toml); replaced by NEW when the rotation is
+    /// accepted.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+}
+
+impl Rotate {
+    pub fn run(self) -> Result<()> {
+        let current_path = self.trust.clone().unwrap_or_else(|| repo_root().join(RELEASE_TRUST));
+        let current_text =
+            fs::read_to_string(&current_path).with_context(|| format!("reading {}", current_path.display()))?;
+        let current = Policy::parse(&current_text).map_err(|e| Exit(2, format!("{}: {e}", current_path.display())))?;
+        let new_text = fs::read_to_string(&self.new).with_context(|| format!("reading {}", self.new.display()))?;
+        let mut sigs = Vec::new();
+        for p in signature_files(&self.new)? {
+            let text = fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+            sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
+        }
+        let refs: Vec<(String, &str)> = sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
+        let next = current.rotate(&new_text, &refs).map_err(|e| Exit(1, format!("{}: {e}", self.new.display())))?;
+        store::write_atomic(&current_path, new_text.as_bytes())?;
+        println!(
+            "{}: now version {} ({} release key(s), threshold {}; {} revoked)",
+            current_path.display(),
+            next.version,
+            next.release.keys.len(),
+            next.release.threshold,
+            next.revoked.len()
+        );
+        Ok(())
+    }
+}

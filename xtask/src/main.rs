@@ -46,6 +46,9 @@ enum Cmd {
     Keygen(keys::Keygen),
     /// Add one detached minisign-format signature to a file.
     Sign(keys::Sign),
+    /// Accept the next trust policy (version N+1) if a threshold of the current release keys
+    /// signed it, and put it in place.
+    Rotate(keys::Rotate),
     /// Side-by-side figures against the reference tools: `bench build`, `bench verify`.
     Bench(bench::Bench),
     /// Check every signature of a file and each role's threshold (exit 0 accepted, 1 rejected).
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Sign(c) => c.run(),
         Cmd::Verify(c) => c.run(),
         Cmd::Bench(c) => c.run(),
+        Cmd::Rotate(c) => c.run(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -190,3 +190,42 @@ fn signatures_interoperate_with_stock_minisign_both_ways() {
     let (code, out, err) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn rotate_accepts_the_next_policy_only_with_the_old_threshold() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk1, pk1) = keygen(d.path(), "old", None);
+    let (sk2, pk2) = keygen(d.path(), "new", None);
+    let key_line = |p: &Path| fs::read_to_string(p).unwrap().lines().nth(1).unwrap().to_string();
+    let policy = |v: u32, pk: &Path| {
+        format!(
+            "version = {v}\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = [{{ name = \"k\", key = \"{}\" }}]\n",
+            key_line(pk)
+        )
+    };
+    let current = d.path().join("trust.toml");
+    fs::write(&current, policy(1, &pk1)).unwrap();
+
+    // v2 signed by the new key only: refused, nothing changes.
+    let v2 = d.path().join("trust-v2.toml");
+    fs::write(&v2, policy(2, &pk2)).unwrap();
+    assert_eq!(run(xtask().arg("sign").arg(&v2).arg("--key").arg(&sk2)).0, 0);
+    let (code, _, err) = run(xtask().arg("rotate").arg(&v2).arg("--trust").arg(&current));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("new policy is signed by 0 of version 1's release keys, its threshold is 1"), "{err}");
+    assert_eq!(fs::read_to_string(&current).unwrap(), policy(1, &pk1));
+
+    // Signed by the old key: accepted and put in place.
+    assert_eq!(run(xtask().arg("sign").arg(&v2).arg("--key").arg(&sk1)).0, 0);
+    let (code, out, err) = run(xtask().arg("rotate").arg(&v2).arg("--trust").arg(&current));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(fs::read_to_string(&current).unwrap(), policy(2, &pk2));
+
+    // Skipping a version is refused even with the right key.
+    let v4 = d.path().join("trust-v4.toml");
+    fs::write(&v4, policy(4, &pk2)).unwrap();
+    assert_eq!(run(xtask().arg("sign").arg(&v4).arg("--key").arg(&sk2)).0, 0);
+    let (code, _, err) = run(xtask().arg("rotate").arg(&v4).arg("--trust").arg(&current));
+    assert_eq!(code, 1);
+    assert!(err.contains("new policy is version 4, expected 3"), "{err}");
+}
