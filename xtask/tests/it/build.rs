@@ -113,11 +113,10 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     let manifest = img.join("build-manifest.toml");
     let (code, out, err) = run(xtask().arg("verify").arg(&manifest));
     assert_eq!(code, 0, "{out}{err}");
-    let sig = fs::read_dir(&img)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".minisig"))
-        .unwrap();
+    let sig = img.join(format!(
+        "build-manifest.toml.{}.minisig",
+        trust::PublicKey::parse(&fs::read_to_string(repo().join("keys/dev/dev.pub")).unwrap()).unwrap().id
+    ));
     let (code, out, err) = run(Command::new("minisign")
         .arg("-Vm")
         .arg(&manifest)
@@ -131,6 +130,19 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
         let (sha, _) = store::sha256_file(&img.join(o)).unwrap();
         assert!(text.contains(&sha), "manifest lacks the digest of {o}");
     }
+
+    // The update bundle beside it verifies fully offline, and holds root.img.
+    let bundle = img.join("parking-controller-1.0.0.airlock");
+    let (code, out, err) = run(xtask().arg("verify").arg(&bundle));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{} payload bytes verified", fs::metadata(img.join("root.img")).unwrap().len())),
+        "{out}"
+    );
+    assert!(
+        find("usr/bin/sideload").is_some() && find("etc/airlock/trust.toml").is_some(),
+        "the agent and its trust root"
+    );
 
     // The parking controller from the image starts and answers its health endpoint.
     let exe = tmp.path().join("parking-controller");
