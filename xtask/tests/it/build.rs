@@ -253,11 +253,16 @@ fn a_killed_build_leaves_no_output_and_an_intact_store() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("images");
+    // On a fresh machine the store starts empty: fill it (or pin what the registry serves now).
+    let lock = fetch_or_relock(tmp.path());
+    let lock_args: Vec<std::ffi::OsString> =
+        lock.iter().flat_map(|l| ["--lock".into(), l.clone().into_os_string()]).collect();
     // Killed in the middle of the base stage (mmdebstrap running), the whole process group,
     // as Ctrl-C or a killed CI job would do it.
     let mut child = xtask()
         .args(["build", "--offline", "--no-cache", "--out"])
         .arg(&out)
+        .args(&lock_args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0)
@@ -270,10 +275,10 @@ fn a_killed_build_leaves_no_output_and_an_intact_store() {
     assert!(!out.join("parking-controller/1.0.0").exists(), "a killed build published an output");
 
     // The store is intact, and the next build cleans up and completes.
-    let (code, out_text, err) = run(xtask().arg("fetch"));
+    let (code, out_text, err) = run(xtask().arg("fetch").args(&lock_args));
     assert_eq!(code, 0, "{out_text}{err}");
     assert!(out_text.contains("0 inputs fetched"), "{out_text}");
-    let (code, _, err) = run(xtask().args(["build", "--offline", "--out"]).arg(&out));
+    let (code, _, err) = run(xtask().args(["build", "--offline", "--out"]).arg(&out).args(&lock_args));
     assert_eq!(code, 0, "{err}");
     assert!(out.join("parking-controller/1.0.0/root.img").exists());
     let leftovers: Vec<_> = fs::read_dir(out.join("parking-controller"))
