@@ -1,4 +1,4 @@
-//! Fuzz target: secret key files never panic and never allocate without bound (scrypt cost is
+//! Fuzz target: (encrypted) signing key files never panic and never allocate without bound (scrypt cost is
 //! bounded before it runs).
 #![no_main]
 
