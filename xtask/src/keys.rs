@@ -155,8 +155,16 @@ impl Keygen {
         let pdir = self.public_dir.clone().unwrap_or_else(|| repo_root().join("keys"));
         let sk_path = sdir.join(format!("{}.key", self.name));
         let pk_path = pdir.join(format!("{}.pub", self.name));
-        if sk_path.canonicalize().unwrap_or(sk_path.clone()).starts_with(repo_root()) && !self.name.starts_with("dev") {
-            bail!("{}: secret keys are never kept in the repository (only the INSECURE dev key is)", sk_path.display());
+        // Resolve the directory as it will be (relative paths and symlinks included) before
+        // deciding whether it lies inside the repository.
+        let abs = std::env::current_dir()?.join(&sdir);
+        let resolved = abs.canonicalize().unwrap_or(abs);
+        let repo = repo_root().canonicalize().unwrap_or_else(|_| repo_root());
+        if resolved.starts_with(&repo) && !(resolved.ends_with("keys/dev") && self.name.starts_with("dev")) {
+            bail!(
+                "{}: secret keys are never kept in the repository (only the INSECURE dev key, in keys/dev/)",
+                sk_path.display()
+            );
         }
         for p in [&sk_path, &pk_path] {
             if p.exists() && !self.force {

@@ -229,3 +229,15 @@ fn rotate_accepts_the_next_policy_only_with_the_old_threshold() {
     assert_eq!(code, 1);
     assert!(err.contains("new policy is version 4, expected 3"), "{err}");
 }
+
+#[test]
+fn keygen_never_puts_a_secret_key_in_the_repository() {
+    let d = tempfile::tempdir().unwrap();
+    for dir in ["keys", "recipes/../keys", "overlays/base"] {
+        let (code, _, err) =
+            run(xtask().args(["keygen", "leak", "--no-passphrase", "--secret-dir", dir, "--public-dir"]).arg(d.path()));
+        assert_eq!(code, 2, "{dir}: {err}");
+        assert!(err.contains("secret keys are never kept in the repository"), "{err}");
+        assert!(!repo().join(dir).join("leak.key").exists());
+    }
+}
