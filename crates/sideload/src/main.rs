@@ -120,14 +120,20 @@ fn run(cli: Cli) -> Result<String, Error> {
                 }
                 Cmd::InstallDir { dir } => {
                     let a = agent.install_dir(dir, opts(false, false))?;
-                    Ok(format!("{} {}: installed from {}; trial boot armed", a.bundle, a.version, dir.display()))
+                    Ok(if cli.json {
+                        serde_json::to_string(&a).unwrap_or_default()
+                    } else {
+                        format!("{} {}: installed from {}; trial boot armed", a.bundle, a.version, dir.display())
+                    })
                 }
                 Cmd::Status => {
                     let s = agent.status()?;
                     Ok(if cli.json { s.to_string() } else { serde_json::to_string_pretty(&s).unwrap_or_default() })
                 }
-                Cmd::MarkGood => agent.mark_good(),
-                Cmd::Rollback => agent.rollback(),
+                Cmd::MarkGood | Cmd::Rollback => {
+                    let msg = if matches!(cmd, Cmd::MarkGood) { agent.mark_good()? } else { agent.rollback()? };
+                    Ok(if cli.json { agent.status()?.to_string() } else { msg })
+                }
                 _ => unreachable!("handled above"),
             }
         }

@@ -155,3 +155,19 @@ fn a_first_boot_adopts_the_running_slot_from_the_image_it_declares() {
     assert_eq!(s["security_floor"], 1);
     assert_eq!(dev.audit().pop().unwrap()["first_boot"], true);
 }
+
+#[test]
+fn mark_good_and_rollback_answer_in_json() {
+    let dev = Dev::new();
+    let b = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &image("2.0.0", 1000)));
+    assert_eq!(sideload(&dev, &["install", b.to_str().unwrap(), "--json"], None).0, Some(0));
+    dev.power_on();
+    let (code, out, err) = sideload(&dev, &["mark-good", "--json"], None);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["default"].as_str(), v["security_floor"].as_u64()), (Some("b"), Some(2)));
+    // Slot a (security_version 1) is now below the floor: rollback is refused.
+    let (code, _, err) = sideload(&dev, &["rollback", "--json"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("refused (rollback): slot a has security_version 1, below the floor 2"), "{err}");
+}
