@@ -73,17 +73,13 @@ pub fn make_bundle(dir: &Path, previous: Option<&Path>) -> Result<Option<PathBuf
         let key = crate::keys::dev_secret()?;
         crate::keys::sign_file(&mpath, &key, "release", &manifest.product, &manifest.version)?;
     }
-    let policy_path =
-        repo_root().join(if manifest.channel == "dev" { crate::keys::DEV_TRUST } else { crate::keys::RELEASE_TRUST });
-    let policy = trust::Policy::parse(&fs::read_to_string(&policy_path)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_path.display()))?;
-    let mut sigs = Vec::new();
-    for p in crate::keys::signature_files(&mpath)? {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let entry = name.replacen(BUNDLE_MANIFEST, bundle::MANIFEST_ENTRY, 1);
-        sigs.push((entry, fs::read_to_string(&p)?));
-    }
-    let refs: Vec<(String, &str)> = sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
+    let policy = crate::keys::load_policy(&crate::keys::default_policy(manifest.channel == "dev"))?;
+    // Inside the bundle, `bundle-manifest.toml.KEYID.minisig` becomes `manifest.toml.KEYID.minisig`.
+    let sigs: Vec<(String, String)> = crate::keys::read_signatures(&mpath)?
+        .into_iter()
+        .map(|(name, text)| (name.replacen(BUNDLE_MANIFEST, bundle::MANIFEST_ENTRY, 1), text))
+        .collect();
+    let refs = crate::keys::sig_refs(&sigs);
     let expect = trust::Expect { product: Some(&manifest.product), version: Some(&manifest.version) };
     let report = policy.verify(&trust::Prehash::of_bytes(mtext.as_bytes()), &refs, &expect);
     if !report.accepted {

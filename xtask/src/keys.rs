@@ -13,8 +13,8 @@ use trust::{Expect, Kdf, Policy, Prehash, PublicKey, SecretKey, SignatureFile};
 use crate::{Exit, repo_root};
 
 pub const DEV_KEY: &str = "keys/dev/dev.key";
-pub const DEV_TRUST: &str = "keys/dev/trust.toml";
-pub const RELEASE_TRUST: &str = "keys/trust.toml";
+const DEV_TRUST: &str = "keys/dev/trust.toml";
+const RELEASE_TRUST: &str = "keys/trust.toml";
 
 /// Default home of secret keys: `$XDG_CONFIG_HOME/airlock/keys` or `~/.config/airlock/keys`.
 fn secret_dir() -> PathBuf {
@@ -90,6 +90,38 @@ pub fn signature_files(file: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// The signatures of `file`, as (file name, text); a signature file that is not a small
+/// regular file is kept as unparsable text, so the report names it and nothing large is read.
+pub fn read_signatures(file: &Path) -> Result<Vec<(String, String)>> {
+    let mut sigs = Vec::new();
+    for p in signature_files(file)? {
+        let meta = fs::symlink_metadata(&p)?;
+        let text = if meta.is_file() && meta.len() <= trust::MAX_SIG_FILE as u64 {
+            fs::read_to_string(&p).unwrap_or_default()
+        } else {
+            String::from("(not a small regular file)")
+        };
+        sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
+    }
+    Ok(sigs)
+}
+
+/// The borrowed form `trust::Policy::verify` takes.
+pub fn sig_refs(sigs: &[(String, String)]) -> Vec<(String, &str)> {
+    sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect()
+}
+
+/// The default trust policy for a channel: the dev policy for dev, keys/trust.toml otherwise.
+pub fn default_policy(dev: bool) -> PathBuf {
+    repo_root().join(if dev { DEV_TRUST } else { RELEASE_TRUST })
+}
+
+/// Reads and parses a trust policy; a bad policy is a usage error (exit 2).
+pub fn load_policy(path: &Path) -> Result<Policy> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading trust policy {}", path.display()))?;
+    Ok(Policy::parse(&text).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?)
 }
 
 /// Product and version when `file` is a build manifest.
@@ -285,13 +317,9 @@ fn peek_channel(path: &Path) -> Option<String> {
 impl Verify {
     /// Verifies a bundle fully offline: signatures, then every payload chunk, then the end.
     fn verify_bundle(&self) -> Result<()> {
-        let trust_path = self.trust.clone().unwrap_or_else(|| {
-            let dev = peek_channel(&self.path).is_some_and(|c| c == "dev");
-            repo_root().join(if dev { DEV_TRUST } else { RELEASE_TRUST })
-        });
-        let policy_text = fs::read_to_string(&trust_path)
-            .with_context(|| format!("reading trust policy {}", trust_path.display()))?;
-        let policy = Policy::parse(&policy_text).map_err(|e| Exit(2, format!("{}: {e}", trust_path.display())))?;
+        let trust_path =
+            self.trust.clone().unwrap_or_else(|| default_policy(peek_channel(&self.path).is_some_and(|c| c == "dev")));
+        let policy = load_policy(&trust_path)?;
         let f = fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
         let result = (|| -> Result<(bundle::Manifest, String, u64), bundle::Error> {
             let mut vb = bundle::open(std::io::BufReader::with_capacity(1 << 20, f), &policy, Expect::default())?;
@@ -354,26 +382,13 @@ impl Verify {
             return self.verify_bundle();
         }
         let fields = manifest_fields(&self.path);
-        let trust_path = self.trust.clone().unwrap_or_else(|| {
-            let dev = fields.as_ref().is_some_and(|f| f.2 == "dev");
-            repo_root().join(if dev { DEV_TRUST } else { RELEASE_TRUST })
-        });
-        let policy_text = fs::read_to_string(&trust_path)
-            .with_context(|| format!("reading trust policy {}", trust_path.display()))?;
-        let policy = Policy::parse(&policy_text).map_err(|e| Exit(2, format!("{}: {e}", trust_path.display())))?;
+        let trust_path =
+            self.trust.clone().unwrap_or_else(|| default_policy(fields.as_ref().is_some_and(|f| f.2 == "dev")));
+        let policy = load_policy(&trust_path)?;
         let f = fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
         let prehash = Prehash::of_reader(f).with_context(|| format!("reading {}", self.path.display()))?;
-        let mut sigs = Vec::new();
-        for p in signature_files(&self.path)? {
-            let meta = fs::symlink_metadata(&p)?;
-            let text = if meta.is_file() && meta.len() <= trust::MAX_SIG_FILE as u64 {
-                fs::read_to_string(&p).unwrap_or_default()
-            } else {
-                String::from("(not a small regular file)")
-            };
-            sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
-        }
-        let refs: Vec<(String, &str)> = sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
+        let sigs = read_signatures(&self.path)?;
+        let refs = sig_refs(&sigs);
         let expect =
             Expect { product: fields.as_ref().map(|f| f.0.as_str()), version: fields.as_ref().map(|f| f.1.as_str()) };
         let report = policy.verify(&prehash, &refs, &expect);
@@ -439,18 +454,12 @@ pub struct Rotate {
 
 impl Rotate {
     pub fn run(self) -> Result<()> {
-        let current_path = self.trust.clone().unwrap_or_else(|| repo_root().join(RELEASE_TRUST));
-        let current_text =
-            fs::read_to_string(&current_path).with_context(|| format!("reading {}", current_path.display()))?;
-        let current = Policy::parse(&current_text).map_err(|e| Exit(2, format!("{}: {e}", current_path.display())))?;
+        let current_path = self.trust.clone().unwrap_or_else(|| default_policy(false));
+        let current = load_policy(&current_path)?;
         let new_text = fs::read_to_string(&self.new).with_context(|| format!("reading {}", self.new.display()))?;
-        let mut sigs = Vec::new();
-        for p in signature_files(&self.new)? {
-            let text = fs::read_to_string(&p).with_context(|| p.display().to_string())?;
-            sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
-        }
-        let refs: Vec<(String, &str)> = sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
-        let next = current.rotate(&new_text, &refs).map_err(|e| Exit(1, format!("{}: {e}", self.new.display())))?;
+        let sigs = read_signatures(&self.new)?;
+        let next =
+            current.rotate(&new_text, &sig_refs(&sigs)).map_err(|e| Exit(1, format!("{}: {e}", self.new.display())))?;
         store::write_atomic(&current_path, new_text.as_bytes())?;
         println!(
             "{}: now version {} ({} release key(s), threshold {}; {} revoked)",
