@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use crate::build::{Build, RecipeArgs};
+use crate::{Ctx, out};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Which {
@@ -49,47 +50,50 @@ pub fn time_cmd(c: &mut Command) -> Result<Duration> {
 
 fn row(what: &str, airlock: f64, reference: &str, refv: f64, unit: &str) {
     let ratio = if refv > 0.0 { airlock / refv } else { f64::NAN };
-    println!("  {what:<38} airlock {airlock:>9.2} {unit:<5} {reference:<28} {refv:>9.2} {unit:<5} ratio {ratio:>5.2}");
+    out!("  {what:<38} airlock {airlock:>9.2} {unit:<5} {reference:<28} {refv:>9.2} {unit:<5} ratio {ratio:>5.2}");
 }
 
 impl Bench {
-    pub fn run(self) -> Result<()> {
-        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = self.args.load(ctx)?;
+        let mut tools = image::tools::needed(&recipe, false);
+        tools.extend(crate::deps::TEST_TOOLS.iter().copied());
+        crate::deps::ensure(&tools, false)?;
         match self.which {
-            Some(Which::Build) => self.build(),
+            Some(Which::Build) => self.build(ctx),
             Some(Which::Verify) => self.verify(),
-            Some(Which::Install) => crate::bench_install::run(self.install_mib),
+            Some(Which::Install) => crate::bench_install::run(ctx, self.install_mib),
             None => {
-                self.build()?;
+                self.build(ctx)?;
                 self.verify()?;
-                crate::bench_install::run(self.install_mib)
+                crate::bench_install::run(ctx, self.install_mib)
             }
         }
     }
 
-    fn build(&self) -> Result<()> {
+    fn build(&self, ctx: &Ctx) -> Result<()> {
         let tmp = tempfile::Builder::new().prefix("airlock-bench-").tempdir()?;
         let b = Build {
             args: self.args.clone(),
             offline: false,
             no_cache: true,
+            force: false,
             out: Some(tmp.path().join("images")),
             work_dir: None,
             stack_target_dir: None,
-            json: false,
         };
-        let mut opts = b.options();
+        let mut opts = b.options(ctx);
         opts.interactive = false;
         eprintln!("bench build: full build from a warm store (no stage cache)…");
         let full = image::build(&opts)?;
         let total: f64 = full.timings.iter().map(|(_, d)| secs(*d)).sum();
-        println!("build, split by stage ({}):", full.out_dir.display());
+        out!("build, split by stage ({}):", full.out_dir.display());
         for (n, d) in &full.timings {
-            println!("  {n:<12} {:>7.2} s", secs(*d));
+            out!("  {n:<12} {:>7.2} s", secs(*d));
         }
         let after_base: f64 =
             full.timings.iter().skip_while(|(n, _)| *n != "base").skip(1).map(|(_, d)| secs(*d)).sum();
-        println!("  {:<12} {total:>7.2} s; after the base stage {after_base:.2} s", "total");
+        out!("  {:<12} {total:>7.2} s; after the base stage {after_base:.2} s", "total");
 
         // mmdebstrap alone, same package set, same local repository, plain options.
         let (recipe, lock, _) = image::load(&opts)?;
@@ -105,8 +109,8 @@ impl Bench {
                 .arg(format!("deb [trusted=yes] copy://{} ./", repo.display()))
                 .env("SOURCE_DATE_EPOCH", recipe.source_date_epoch.to_string()),
         )?;
-        println!("reference: mmdebstrap alone on the same package set: {:.2} s", secs(mm));
-        println!(
+        out!("reference: mmdebstrap alone on the same package set: {:.2} s", secs(mm));
+        out!(
             "  everything after the base stage adds {:.0}% to mmdebstrap's own time (target ≤ 25%)",
             100.0 * after_base / secs(mm)
         );
@@ -146,7 +150,7 @@ impl Bench {
             bail!("xz failed");
         }
         let xz_size = fs::metadata(&xz_out)?.len() as f64;
-        println!("rootfs.tar ({:.0} MB uncompressed):", raw_size / 1e6);
+        out!("rootfs.tar ({:.0} MB uncompressed):", raw_size / 1e6);
         row(&format!("zstd -{level} time"), secs(ours.0), &format!("zstd -{level} -T0 (CLI)"), secs(z3.0), "s");
         row(
             "size, % of the tar",
@@ -157,7 +161,7 @@ impl Bench {
         );
         row("size, % of the tar", 100.0 * ours.1 / raw_size, "zstd -19 -T0", 100.0 * z19.1 / raw_size, "%");
         row("size, % of the tar", 100.0 * ours.1 / raw_size, "xz -6 -T0", 100.0 * xz_size / raw_size, "%");
-        println!("  (zstd -19 -T0 took {:.1} s, xz -6 -T0 {:.1} s)", secs(z19.0), secs(xz_t));
+        out!("  (zstd -19 -T0 took {:.1} s, xz -6 -T0 {:.1} s)", secs(z19.0), secs(xz_t));
 
         // Slot filesystems on the same tree.
         let tree = tmp.path().join("tree");
@@ -195,7 +199,7 @@ impl Bench {
                 .arg(&er)
                 .arg(&tree),
         )?;
-        println!("root.img ({}):", recipe.output.slot_fs.as_str());
+        out!("root.img ({}):", recipe.output.slot_fs.as_str());
         row("slot fs time", slot, "mksquashfs CLI, same tree", secs(sq_t), "s");
         row("slot fs size", slot_size / 1e6, "mksquashfs CLI, same tree", fs::metadata(&sq)?.len() as f64 / 1e6, "MB");
         row("slot fs time", slot, "mkfs.erofs -zlz4hc,9", secs(er_t), "s");
@@ -208,7 +212,7 @@ impl Bench {
         let t = Instant::now();
         let r = image::build(&again)?;
         let noop = secs(t.elapsed());
-        println!(
+        out!(
             "rebuild with nothing changed: {noop:.2} s ({}), {:.1}% of the full build (target ≤ 10%)",
             if r.up_to_date { "up to date" } else { "rebuilt" },
             100.0 * noop / total
@@ -239,7 +243,7 @@ impl Bench {
         let pk = tmp.path().join("bench.pub");
         fs::write(&sk, key.to_file(None)?)?;
         fs::write(&pk, key.public().to_file())?;
-        let sig = crate::keys::sign_file(&file, &key, "release", "bench", "1")?;
+        let sig = release::sign_file(&file, &key, trust::Role::Release, Some("bench"), Some("1"))?;
         let sigtext = fs::read_to_string(&sig)?;
         // Warm the page cache so every reader starts equal.
         let _ = std::io::copy(&mut fs::File::open(&file)?, &mut std::io::sink())?;
@@ -257,7 +261,7 @@ impl Bench {
         store::sha256_file(&file)?;
         let ours_sha = gb / secs(t.elapsed());
         let coreutils_sha = gb / secs(time_cmd(Command::new("sha256sum").arg(&file))?);
-        println!("verify, {} MiB file (GB/s, higher is better):", self.verify_mib);
+        out!("verify, {} MiB file (GB/s, higher is better):", self.verify_mib);
         row("minisign signature (BLAKE2b prehash)", ours, "minisign -V", mini, "GB/s");
         row("minisign signature (BLAKE2b prehash)", ours, "b2sum", b2, "GB/s");
         row("payload digest (sha256)", ours_sha, "sha256sum (coreutils)", coreutils_sha, "GB/s");

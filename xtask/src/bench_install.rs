@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::bench::time_cmd;
-use crate::repo_root;
+use crate::{Ctx, out};
 
 /// Peak RSS in KiB of a command, from GNU time.
 fn peak_rss(args: &[&std::ffi::OsStr]) -> Result<u64> {
@@ -48,6 +48,7 @@ fn make_bundle(dir: &Path, img: &Path, key: &trust::SecretKey) -> Result<Made> {
     let zst = dir.join("root.img.zst");
     let payload = bundle::compress_payload(
         "root.img",
+        bundle::Target::Root,
         std::io::BufReader::new(fs::File::open(img)?),
         std::io::BufWriter::new(fs::File::create(&zst)?),
         bundle::DEFAULT_CHUNK,
@@ -55,9 +56,9 @@ fn make_bundle(dir: &Path, img: &Path, key: &trust::SecretKey) -> Result<Made> {
     let manifest = bundle::Manifest {
         format: bundle::FORMAT,
         product: "airlock.bench".into(),
-        version: "2.0.0".into(),
+        version: product::Version::parse("2.0.0")?,
         security_version: 2,
-        channel: "release".into(),
+        channel: product::Channel::Release,
         previous_manifest: String::new(),
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
@@ -75,7 +76,7 @@ fn make_bundle(dir: &Path, img: &Path, key: &trust::SecretKey) -> Result<Made> {
     bundle::write_bundle(
         std::io::BufWriter::new(fs::File::create(&out)?),
         text.as_bytes(),
-        &[(format!("manifest.toml.{}.minisig", key.id), sig.to_file())],
+        &[(format!("manifest.toml.{}.minisig", key.id()), sig.to_file())],
         &mut [(&manifest.payloads[0], &mut z)],
     )?;
     Ok(Made { bundle: out, payload_zst: zst })
@@ -109,18 +110,18 @@ fn device(dir: &Path, key: &trust::SecretKey, slot_mib: u64, sideload: &Path) ->
     Ok(root)
 }
 
-pub fn run(mib: u64) -> Result<()> {
+pub fn run(ctx: &Ctx, mib: u64) -> Result<()> {
     let sh = Shell::new()?;
-    sh.change_dir(repo_root());
+    sh.change_dir(&ctx.root);
     cmd!(sh, "cargo build --release --locked --quiet -p sideload").run()?;
-    let sideload = repo_root().join("target/release/sideload");
-    let mut tmp = tempfile::Builder::new().prefix("airlock-bench-install-").tempdir_in(repo_root().join("target"))?;
+    let sideload = ctx.root.join("target/release/sideload");
+    let mut tmp = tempfile::Builder::new().prefix("airlock-bench-install-").tempdir_in(ctx.root.join("target"))?;
     if std::env::var_os("AIRLOCK_BENCH_KEEP").is_some() {
         tmp.disable_cleanup(true);
         eprintln!("keeping {}", tmp.path().display());
     }
     let key = trust::SecretKey::from_seed([11; 32], [1, 1, 2, 3, 5, 8, 13, 21]);
-    println!("install, {mib} MiB root.img (file-backed slot, fsync and read-back included):");
+    out!("install, {mib} MiB root.img (file-backed slot, fsync and read-back included):");
     let mut rss = Vec::new();
     for (i, size) in [mib, (mib / 4).max(8)].into_iter().enumerate() {
         let dir = tmp.path().join(format!("s{size}"));
@@ -174,12 +175,12 @@ pub fn run(mib: u64) -> Result<()> {
             let reference = gb / ref_t[1].as_secs_f64();
             let plain =
                 gb / time_cmd(Command::new("zstd").args(["-d", "-c", "-q"]).arg(&made.payload_zst))?.as_secs_f64();
-            println!(
+            out!(
                 "  {:<44} airlock {ours:>6.2} GB/s  zstd -d | dd (fsync) {reference:>6.2} GB/s  ratio {:.2}",
                 "verify + write + fsync + read-back",
                 ours / reference
             );
-            println!(
+            out!(
                 "  {:<44} airlock {ours:>6.2} GB/s  zstd -d > /dev/null  {plain:>6.2} GB/s  ratio {:.2}",
                 "",
                 ours / plain
@@ -187,7 +188,7 @@ pub fn run(mib: u64) -> Result<()> {
             if image::tools::which("rauc").is_some() {
                 rauc(&dir, &img, gb)?;
             } else {
-                println!("  rauc not installed: `apt-get install rauc` to compare");
+                out!("  rauc not installed: `apt-get install rauc` to compare");
             }
             // A bad signature: refused before the payload is touched.
             let mut bad = fs::read(&made.bundle)?;
@@ -197,7 +198,7 @@ pub fn run(mib: u64) -> Result<()> {
             fs::write(&badp, bad)?;
             let t = Instant::now();
             let o = Command::new(&sideload).arg("--root").arg(&root).arg("install").arg(&badp).output()?;
-            println!(
+            out!(
                 "  {:<44} {:.1} ms (exit {})",
                 format!("rejecting a {size} MiB bundle, bad signature"),
                 t.elapsed().as_secs_f64() * 1e3,
@@ -208,7 +209,7 @@ pub fn run(mib: u64) -> Result<()> {
         rss.push((size, peak_rss(&args)?));
     }
     for (size, kib) in rss {
-        println!(
+        out!(
             "  peak RSS installing a {size:>4} MiB bundle: {:.1} MiB (target ≤ 64 MiB whatever the size)",
             kib as f64 / 1024.0
         );
@@ -254,6 +255,6 @@ fn rauc(dir: &Path, img: &Path, gb: f64) -> Result<()> {
             .arg(&bundle),
     )?;
     let t = time_cmd(Command::new("rauc").arg("info").arg(format!("--keyring={}", cert.display())).arg(&bundle))?;
-    println!("  {:<44} rauc info (plain bundle, signature over all of it) {:.2} GB/s", "", gb / t.as_secs_f64());
+    out!("  {:<44} rauc info (plain bundle, signature over all of it) {:.2} GB/s", "", gb / t.as_secs_f64());
     Ok(())
 }

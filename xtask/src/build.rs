@@ -1,23 +1,27 @@
-//! `build`, `lock` and `fetch`: flags in, calls into `image`, a summary out.
+//! `build`, `lock` and `fetch`: flags in, calls into `image` and `release`, a summary out.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use product::Channel;
 use recipe::{Lock, Recipe};
 use store::Store;
 
-use crate::repo_root;
+use crate::bundle_cmd::{Round, channel_policy, make_bundle};
+use crate::output::capped;
+use crate::{Ctx, Exit, out};
 
 pub const DEFAULT_RECIPE: &str = "recipes/parking-controller.toml";
 
 /// Flags shared by the commands that read a recipe.
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct RecipeArgs {
     /// The recipe (default: recipes/parking-controller.toml).
     pub recipe: Option<PathBuf>,
-    /// The lock file (default: NAME.lock beside the recipe).
+    /// The lock file (default: NAME.lock beside the recipe, or the lock of the recipe it
+    /// extends when the [base] is the same).
     #[arg(long)]
     pub lock: Option<PathBuf>,
     /// The input store (default: $AIRLOCK_STORE or ~/.cache/airlock/store).
@@ -26,27 +30,63 @@ pub struct RecipeArgs {
 }
 
 impl RecipeArgs {
-    pub fn recipe_path(&self) -> PathBuf {
-        self.recipe.clone().unwrap_or_else(|| repo_root().join(DEFAULT_RECIPE))
+    pub fn recipe_path(&self, ctx: &Ctx) -> PathBuf {
+        self.recipe.as_deref().map(|r| ctx.path(r)).unwrap_or_else(|| ctx.root.join(DEFAULT_RECIPE))
     }
-    pub fn store_path(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(Store::default_root)
+    pub fn store_path(&self, ctx: &Ctx) -> PathBuf {
+        self.store.as_deref().map(|s| ctx.path(s)).unwrap_or_else(Store::default_root)
     }
-    pub fn load(&self) -> Result<Recipe> {
-        Ok(Recipe::load(&self.recipe_path(), &repo_root())?)
+    pub fn lock_path(&self, ctx: &Ctx) -> Option<PathBuf> {
+        self.lock.as_deref().map(|l| ctx.path(l))
     }
+    pub fn load(&self, ctx: &Ctx) -> Result<Recipe> {
+        Ok(Recipe::load(&self.recipe_path(ctx), &ctx.root)?)
+    }
+    /// The recipe and flags as the user gave them, for hints that can be pasted as they are.
+    pub fn shown(&self, _ctx: &Ctx) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.recipe {
+            parts.push(quote(&r.display().to_string()));
+        }
+        if let Some(l) = &self.lock {
+            parts.push(format!("--lock {}", quote(&l.display().to_string())));
+        }
+        if let Some(s) = &self.store {
+            parts.push(format!("--store {}", quote(&s.display().to_string())));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Quotes a path for a shell when it needs it.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `cargo xtask CMD ARGS`, with no double space when ARGS is empty.
+pub fn command(cmd: &str, args: &str) -> String {
+    if args.is_empty() { format!("cargo xtask {cmd}") } else { format!("cargo xtask {cmd} {args}") }
 }
 
 #[derive(Args, Debug)]
 pub struct Build {
     #[command(flatten)]
     pub args: RecipeArgs,
-    /// Never touch the network: every input must already be in the store.
+    /// Never touch the network: every input must already be in the store, and missing host
+    /// tools are named with the command that installs them (nothing is installed).
     #[arg(long)]
     pub offline: bool,
     /// Rebuild every stage, ignoring caches.
     #[arg(long)]
     pub no_cache: bool,
+    /// Replace a published version built from other inputs (deletes it, its signatures and
+    /// its bundle, and says so).
+    #[arg(long)]
+    pub force: bool,
     /// Output root (default: images/).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -56,79 +96,98 @@ pub struct Build {
     /// Cargo target directory for the stack crates (default: target/airlock-stack).
     #[arg(long)]
     pub stack_target_dir: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl Build {
-    pub fn options(&self) -> image::BuildOptions {
+    pub fn options(&self, ctx: &Ctx) -> image::BuildOptions {
         image::BuildOptions {
-            recipe: self.args.recipe_path(),
-            repo_root: repo_root(),
-            lock: self.args.lock.clone(),
-            store: self.args.store_path(),
-            images_dir: self.out.clone().unwrap_or_else(|| repo_root().join("images")),
+            recipe: self.args.recipe_path(ctx),
+            repo_root: ctx.root.clone(),
+            lock: self.args.lock_path(ctx),
+            store: self.args.store_path(ctx),
+            images_dir: self.out.as_deref().map(|o| ctx.path(o)).unwrap_or_else(|| ctx.root.join("images")),
             offline: self.offline,
             use_cache: !self.no_cache,
-            stack_target_dir: self.stack_target_dir.clone().unwrap_or_else(|| repo_root().join("target/airlock-stack")),
-            work_parent: self.work_dir.clone(),
-            interactive: std::io::stderr().is_terminal(),
+            force: self.force,
+            stack_target_dir: self
+                .stack_target_dir
+                .as_deref()
+                .map(|d| ctx.path(d))
+                .unwrap_or_else(|| ctx.root.join("target/airlock-stack")),
+            work_parent: self.work_dir.as_deref().map(|d| ctx.path(d)),
+            interactive: std::io::stderr().is_terminal() && !ctx.json,
+            hint_args: self.args.shown(ctx),
         }
     }
 
-    pub fn run(self) -> Result<()> {
-        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
-        let report = image::build(&self.options())?;
-        let manifest_path = report.out_dir.join(image::MANIFEST_NAME);
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = self.args.load(ctx)?;
+        crate::deps::ensure(&image::tools::needed(&recipe, self.offline), self.offline)?;
+        let report = image::build(&self.options(ctx))?;
         let m = &report.manifest;
-        let signed = if m.image.channel == "dev" {
+        let manifest_path = report.out_dir.join(image::MANIFEST_NAME);
+        let channel = recipe.channel;
+        if channel == Channel::Dev {
             // dev recipes: signed with the INSECURE dev key, verifiable with keys/dev/trust.toml.
-            let key = crate::keys::dev_secret()?;
-            Some(crate::keys::sign_file(&manifest_path, &key, "release", &m.image.product, &m.image.version)?)
-        } else {
-            None
-        };
-        let bundle = crate::bundle_cmd::make_bundle(&report.out_dir, None)?;
-        if self.json {
+            let key = crate::keys::dev_secret(&ctx.root)?;
+            release::sign_file(&manifest_path, &key, trust::Role::Release, None, None)?;
+        }
+        let lp = channel_policy(ctx, channel)?;
+        let build_round =
+            Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report };
+        let (bundle, bundle_round) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
+        let complete = build_round.report.accepted() && bundle.is_some();
+        if ctx.json {
             let out = serde_json::json!({
+                "ok": complete,
                 "out_dir": report.out_dir,
+                "channel": channel,
                 "up_to_date": report.up_to_date,
-                "signature": signed,
                 "bundle": bundle,
-                "build_key": report.manifest.build_key,
-                "outputs": report.manifest.outputs.iter().map(|(k, o)| (k.clone(), serde_json::json!({"sha256": o.sha256, "size": o.size}))).collect::<serde_json::Map<_, _>>(),
+                "build_key": m.build_key,
+                "outputs": m.outputs.iter().map(|(k, o)| (k.clone(), serde_json::json!({"sha256": o.sha256, "size": o.size}))).collect::<serde_json::Map<_, _>>(),
+                "build_manifest": build_round.json(),
+                "bundle_manifest": bundle_round.json(),
                 "timings": report.timings.iter().map(|(k, d)| serde_json::json!({"stage": k, "seconds": d.as_secs_f64()})).collect::<Vec<_>>(),
             });
-            println!("{out}");
-            return Ok(());
-        }
-        let total: f64 = report.timings.iter().map(|(_, d)| d.as_secs_f64()).sum();
-        let state = if report.up_to_date { "up to date" } else { "built" };
-        println!(
-            "{} {} ({}, channel {}) {state} in {total:.1}s",
-            m.image.name, m.image.version, m.image.product, m.image.channel
-        );
-        println!("  {}", report.out_dir.display());
-        for (name, o) in &m.outputs {
-            println!("  {name:<16} {:>12} bytes  sha256:{}", o.size, o.sha256);
-        }
-        println!("  {:<16} build key {}", image::MANIFEST_NAME, m.build_key);
-        if let Some(b) = &bundle {
-            println!("  update bundle    {}", b.display());
-        }
-        match signed {
-            Some(sig) => println!("  signed with the INSECURE dev key: {}", sig.display()),
-            None => {
-                println!(
-                    "  release channel: not signed here. Carry {} to the offline signing machine;",
-                    manifest_path.display()
-                );
-                println!("  each signer runs `cargo xtask sign build-manifest.toml --key THEIR.key`; bring the");
-                println!("  .minisig files back beside it, then `cargo xtask verify {}`.", manifest_path.display());
+            out!("{out}");
+        } else {
+            let total: f64 = report.timings.iter().map(|(_, d)| d.as_secs_f64()).sum();
+            let state = if report.up_to_date { "up to date" } else { "built" };
+            out!(
+                "{} {} ({}, channel {channel}) {state} in {total:.1}s",
+                m.image.name,
+                m.image.version,
+                m.image.product
+            );
+            out!("  {}", report.out_dir.display());
+            for (name, o) in &m.outputs {
+                out!("  {name:<16} {:>12} bytes  sha256:{}", o.size, o.sha256);
+            }
+            out!("  {:<16} build key {}", image::MANIFEST_NAME, m.build_key);
+            if lp.policy.trusts_dev_key() {
+                out!("  signed with the INSECURE dev key (channel dev): anyone can sign with it");
+            }
+            for l in build_round.lines().iter().chain(bundle_round.lines().iter()) {
+                out!("  {l}");
+            }
+            match &bundle {
+                Some(b) => out!("  update bundle    {}", b.display()),
+                None => {
+                    out!("  waiting for the offline signers (README, \"The release flow\"): carry");
+                    out!(
+                        "    {}",
+                        capped(&[manifest_path.display().to_string(), bundle_round.file.display().to_string()], 2, "")
+                            .replace('\n', "\n    ")
+                    );
+                    out!(
+                        "  to the signing machine, bring the .minisig files back beside them, then run `{}`",
+                        crate::build::command("bundle", &self.args.shown(ctx))
+                    );
+                }
             }
         }
-        Ok(())
+        if complete { Ok(()) } else { Err(Exit(1, String::new()).into()) }
     }
 }
 
@@ -142,14 +201,14 @@ pub struct LockCmd {
 }
 
 impl LockCmd {
-    pub fn run(self) -> Result<()> {
-        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
-        let recipe = self.args.load()?;
-        let lock_path = self.args.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::deps::ensure(&image::tools::resolve_tools(), false)?;
+        let recipe = self.args.load(ctx)?;
+        let lock_path = self.args.lock_path(ctx).unwrap_or_else(|| recipe.default_lock_path());
         if !self.update && lock_path.exists() {
             match Lock::load_for(&recipe, &lock_path) {
                 Ok(lock) => {
-                    println!(
+                    out!(
                         "{} is up to date: {} packages, {} MiB (use --update to resolve again)",
                         lock_path.display(),
                         lock.packages.len(),
@@ -163,16 +222,17 @@ impl LockCmd {
                 Err(e) => return Err(e.into()),
             }
         }
-        let store = Store::open(&self.args.store_path())?;
+        let store = Store::open(&self.args.store_path(ctx))?;
+        image::resolve::check_names(&recipe)?;
         eprintln!(
-            "resolving {} packages of {} with the host's apt sources (mmdebstrap)…",
+            "resolving {} packages of {} with the host's apt sources (mmdebstrap, about a minute)…",
             recipe.base.packages.len(),
             recipe.path.display()
         );
         let lock = image::resolve::resolve(&recipe, &store)?;
-        store::write_atomic(&lock_path, lock.to_toml().as_bytes())
+        release::files::write_atomic(&lock_path, lock.to_toml().as_bytes())
             .with_context(|| format!("writing {}", lock_path.display()))?;
-        println!("{}: {} packages, {} MiB pinned", lock_path.display(), lock.packages.len(), lock.total_size() >> 20);
+        out!("{}: {} packages, {} MiB pinned", lock_path.display(), lock.packages.len(), lock.total_size() >> 20);
         Ok(())
     }
 }
@@ -184,16 +244,20 @@ pub struct Fetch {
 }
 
 impl Fetch {
-    pub fn run(self) -> Result<()> {
-        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
-        let recipe = self.args.load()?;
-        let lock_path = self.args.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::deps::ensure(&image::tools::fetch_tools(), false)?;
+        let recipe = self.args.load(ctx)?;
+        let lock_path = image::lock_path(&recipe, self.args.lock_path(ctx).as_deref())?;
         let lock = Lock::load_for(&recipe, &lock_path)?;
-        let store = Store::open(&self.args.store_path())?;
+        let store = Store::open(&self.args.store_path(ctx))?;
         let n = image::fetch(&recipe, &lock, &store)?;
         let wanted = image::wanted(&recipe, &lock);
         store.verify_all(&wanted)?;
-        println!("store {}: {} inputs fetched, all {} verified", store.root().display(), n, wanted.len());
+        if ctx.json {
+            out!("{}", serde_json::json!({"ok": true, "store": store.root(), "fetched": n, "verified": wanted.len()}));
+        } else {
+            out!("store {}: {} inputs fetched, all {} verified", store.root().display(), n, wanted.len());
+        }
         Ok(())
     }
 }

@@ -1,18 +1,16 @@
-//! `bundle`: packs a built image into `NAME-VERSION.airlock` beside it — root.img compressed,
-//! chunk-hashed, a signed bundle manifest. Dev recipes are signed with the dev key; release
-//! bundles are assembled once the offline signers' `.minisig` files are beside the manifest.
+//! `bundle`: packs a built image into `NAME-VERSION.airlock` beside it (the work is
+//! `release::assemble`). Dev bundles are signed with the dev key; release bundles are written
+//! once the offline signers' `bundle-manifest.toml.KEYID.minisig` files meet the policy.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Args;
-use sha2::Digest;
+use product::Channel;
+use release::{Assembled, PolicySource};
 
 use crate::build::RecipeArgs;
-use crate::{Exit, repo_root};
-
-pub const BUNDLE_MANIFEST: &str = "bundle-manifest.toml";
+use crate::{Ctx, Exit, out};
 
 #[derive(Args, Debug)]
 pub struct BundleCmd {
@@ -24,108 +22,100 @@ pub struct BundleCmd {
     /// The previous release's bundle manifest, to chain releases.
     #[arg(long)]
     pub previous: Option<PathBuf>,
+    /// Replace a signed bundle manifest that differs (deletes its signatures, and says so).
+    #[arg(long)]
+    pub force: bool,
 }
 
-/// Writes the bundle for the image in `dir`; returns its path, or `None` when a release
-/// bundle still waits for its signatures.
-pub fn make_bundle(dir: &Path, previous: Option<&Path>) -> Result<Option<PathBuf>> {
-    let build_manifest_path = dir.join(image::MANIFEST_NAME);
-    let text = fs::read_to_string(&build_manifest_path)
-        .with_context(|| format!("reading {}", build_manifest_path.display()))?;
-    let bm = image::manifest::BuildManifest::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", build_manifest_path.display()))?;
-    let previous_manifest = match previous {
-        Some(p) => format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(fs::read(p).with_context(|| p.display().to_string())?))
-        ),
-        None => String::new(),
-    };
-    let zst = dir.join(".root.img.zst.part");
-    let payload = {
-        let input = fs::File::open(dir.join(image::SLOT_NAME)).context("opening root.img")?;
-        let out = std::io::BufWriter::new(fs::File::create(&zst)?);
-        bundle::compress_payload("root.img", std::io::BufReader::new(input), out, bundle::DEFAULT_CHUNK)?
-    };
-    let manifest = bundle::Manifest {
-        format: bundle::FORMAT,
-        product: bm.image.product.clone(),
-        version: bm.image.version.clone(),
-        security_version: bm.image.security_version,
-        channel: bm.image.channel.clone(),
-        previous_manifest,
-        build_manifest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(text.as_bytes()))),
-        hash: "sha256".into(),
-        chunk_size: bundle::DEFAULT_CHUNK,
-        payloads: vec![payload],
-    };
-    let mpath = dir.join(BUNDLE_MANIFEST);
-    let mtext = manifest.to_toml()?;
-    let unchanged = fs::read_to_string(&mpath).is_ok_and(|t| t == mtext);
-    if !unchanged {
-        // A new manifest: signatures of an older one no longer apply.
-        for s in crate::keys::signature_files(&mpath).unwrap_or_default() {
-            fs::remove_file(&s)?;
+/// The signature state of one signed file, for people and for `--json`.
+pub struct Round {
+    pub file: PathBuf,
+    pub report: trust::Report,
+}
+
+impl Round {
+    pub fn json(&self) -> serde_json::Value {
+        let (signers, roles) = bundle::signer_lines(&self.report);
+        serde_json::json!({
+            "file": self.file,
+            "accepted": self.report.accepted(),
+            "summary": self.report.summary(),
+            "signers": signers,
+            "roles": roles,
+            "hints": release::policy::hints(&self.report, &self.file),
+        })
+    }
+
+    /// Each signer with its reason, every role's count, and what is still needed.
+    pub fn lines(&self) -> Vec<String> {
+        let name = self.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut v = vec![format!("{name}: {}", self.report.summary())];
+        for s in self.report.signers() {
+            let id = s.key_id.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
+            v.push(match (&s.role, &s.reason) {
+                (Some(r), _) => format!(
+                    "  signed by {id} ({r}{})",
+                    s.key_name.as_deref().map(|n| format!(" `{n}`")).unwrap_or_default()
+                ),
+                (None, why) => format!("  {} from {id} does not count: {}", s.file, why.as_deref().unwrap_or("?")),
+            });
         }
-        store::write_atomic(&mpath, mtext.as_bytes())?;
+        v.extend(release::policy::hints(&self.report, &self.file).into_iter().map(|h| format!("  {h}")));
+        v
     }
-    if manifest.channel == "dev" {
-        let key = crate::keys::dev_secret()?;
-        crate::keys::sign_file(&mpath, &key, "release", &manifest.product, &manifest.version)?;
-    }
-    let policy = crate::keys::load_policy(&crate::keys::default_policy(manifest.channel == "dev"))?;
-    // Inside the bundle, `bundle-manifest.toml.KEYID.minisig` becomes `manifest.toml.KEYID.minisig`.
-    let sigs: Vec<(String, String)> = crate::keys::read_signatures(&mpath)?
-        .into_iter()
-        .map(|(name, text)| (name.replacen(BUNDLE_MANIFEST, bundle::MANIFEST_ENTRY, 1), text))
-        .collect();
-    let refs = crate::keys::sig_refs(&sigs);
-    let expect = trust::Expect { product: Some(&manifest.product), version: Some(&manifest.version) };
-    let report = policy.verify(&trust::Prehash::of_bytes(mtext.as_bytes()), &refs, &expect);
-    if !report.accepted {
-        let _ = fs::remove_file(&zst);
-        eprintln!(
-            "{}: release bundle waits for signatures ({} of {} release signers so far).",
-            mpath.display(),
-            report.roles[0].valid,
-            report.roles[0].threshold
-        );
-        eprintln!(
-            "Carry it to the offline signing machine; each signer runs `cargo xtask sign {BUNDLE_MANIFEST} --key THEIR.key`;"
-        );
-        eprintln!("bring the .minisig files back beside it and run `cargo xtask bundle` again.");
-        return Ok(None);
-    }
-    let name = format!("{}-{}.airlock", bm.image.name, bm.image.version);
-    let dest = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.part"));
-    {
-        let out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
-        let mut z = fs::File::open(&zst)?;
-        let p = &manifest.payloads[0];
-        bundle::write_bundle(out, mtext.as_bytes(), &sigs, &mut [(p, &mut z)])?;
-    }
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, &dest)?;
-    fs::remove_file(&zst)?;
-    store::sync_dir(dir)?;
-    Ok(Some(dest))
+}
+
+/// The policy a channel's artefacts are checked against: the builder's choice, by channel.
+pub fn channel_policy(ctx: &Ctx, channel: Channel) -> Result<release::LoadedPolicy> {
+    let src = if channel == Channel::Dev { PolicySource::Dev } else { PolicySource::Default };
+    Ok(release::policy::load(&ctx.root, &src)?)
+}
+
+/// Assembles the bundle of the build in `dir`: (bundle path if written, the signature round).
+pub fn make_bundle(
+    ctx: &Ctx,
+    dir: &Path,
+    channel: Channel,
+    previous: Option<&Path>,
+    force: bool,
+) -> Result<(Option<PathBuf>, Round)> {
+    let lp = channel_policy(ctx, channel)?;
+    let dev_key = if channel == Channel::Dev { Some(crate::keys::dev_secret(&ctx.root)?) } else { None };
+    Ok(match release::assemble(dir, previous, &lp.policy, dev_key.as_ref(), force)? {
+        Assembled::Written { path, manifest, report } => (Some(path), Round { file: manifest, report }),
+        Assembled::Waiting { manifest, report } => (None, Round { file: manifest, report }),
+    })
 }
 
 impl BundleCmd {
-    pub fn run(self) -> Result<()> {
-        let recipe = self.args.load()?;
-        let dir =
-            self.out.clone().unwrap_or_else(|| repo_root().join("images")).join(&recipe.name).join(&recipe.version);
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = self.args.load(ctx)?;
+        let images = self.out.as_deref().map(|o| ctx.path(o)).unwrap_or_else(|| ctx.root.join("images"));
+        let dir = image::out_dir(&images, &recipe);
         if !dir.join(image::MANIFEST_NAME).exists() {
-            bail!("{}: no build here: run `cargo xtask build` first", dir.display());
+            return Err(Exit(
+                2,
+                format!("{}: no build here: run `cargo xtask build {}` first", dir.display(), self.args.shown(ctx)),
+            )
+            .into());
         }
-        match make_bundle(&dir, self.previous.as_deref())? {
-            Some(p) => {
-                println!("{} ({} bytes)", p.display(), fs::metadata(&p)?.len());
-                Ok(())
+        let previous = self.previous.as_deref().map(|p| ctx.path(p));
+        let (bundle, round) = make_bundle(ctx, &dir, recipe.channel, previous.as_deref(), self.force)?;
+        if ctx.json {
+            out!("{}", serde_json::json!({"ok": bundle.is_some(), "bundle": bundle, "bundle_manifest": round.json()}));
+        } else {
+            for l in round.lines() {
+                out!("{l}");
             }
-            None => Err(Exit(1, String::new()).into()),
+            match &bundle {
+                Some(p) => out!("{} ({} bytes)", p.display(), std::fs::metadata(p)?.len()),
+                None => out!(
+                    "waiting for signatures: bring the .minisig files back beside {} and run `cargo xtask bundle {}` again",
+                    round.file.display(),
+                    self.args.shown(ctx)
+                ),
+            }
         }
+        if bundle.is_some() { Ok(()) } else { Err(Exit(1, String::new()).into()) }
     }
 }

@@ -1,14 +1,16 @@
-//! Host tools: `deps` checks them and installs the missing ones with apt-get (saying so);
-//! `test` does that, then runs the whole suite.
+//! Host tools: `deps` checks the ones a recipe needs and installs the missing ones with
+//! apt-get (saying so); `--offline` never does — it names each missing tool and prints the
+//! exact command to install it. `test` installs what the whole suite needs, then runs it.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use image::tools::{self, HostTool};
 use xshell::{Shell, cmd};
 
-use crate::repo_root;
+use crate::build::RecipeArgs;
+use crate::{Ctx, Exit, out};
 
-/// Tools only the tests need (the independent judges).
+/// Tools only the tests need (the independent judges and the real peers).
 pub const TEST_TOOLS: &[HostTool] = &[
     HostTool { bin: "minisign", package: "minisign", why: "interoperability tests of signatures" },
     HostTool {
@@ -17,11 +19,20 @@ pub const TEST_TOOLS: &[HostTool] = &[
         why: "names what differs when `repro` finds a difference",
     },
     HostTool { bin: "unsquashfs", package: "squashfs-tools", why: "reads root.img in tests" },
+    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "the erofs slot filesystem, tested too" },
+    HostTool { bin: "dpkg", package: "dpkg", why: "the independent judge of the version order" },
 ];
 
-/// Installs what is missing from `wanted` with apt-get when running as root; otherwise says
-/// which command would.
-pub fn ensure(wanted: &[HostTool]) -> Result<()> {
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Makes sure `wanted` are on this host. Online and as root, installs the missing ones with
+/// apt-get (saying which and why); offline or without root, refuses with the exact command.
+pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
     let missing = tools::missing(wanted);
     if missing.is_empty() {
         return Ok(());
@@ -32,12 +43,19 @@ pub fn ensure(wanted: &[HostTool]) -> Result<()> {
     for t in &missing {
         eprintln!("airlock: `{}` is missing ({}): it comes with the Debian package {}", t.bin, t.why, t.package);
     }
-    let is_root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false);
-    if !is_root || tools::which("apt-get").is_none() {
-        bail!("missing host tools; install them with: sudo apt-get install -y {}", pkgs.join(" "));
+    let install = format!("apt-get install -y {}", pkgs.join(" "));
+    if offline {
+        return Err(Exit(
+            2,
+            format!(
+                "missing host tools ({}); --offline installs nothing: run `{install}` as root (from the site's Debian mirror or DVD), then the build again",
+                missing.iter().map(|t| t.bin).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .into());
+    }
+    if !is_root() || tools::which("apt-get").is_none() {
+        return Err(Exit(2, format!("missing host tools; install them with: sudo {install}")).into());
     }
     eprintln!("airlock: installing {} with apt-get (apt-get update first)", pkgs.join(" "));
     let sh = Shell::new()?;
@@ -47,20 +65,35 @@ pub fn ensure(wanted: &[HostTool]) -> Result<()> {
         .run()?;
     let still = tools::missing(wanted);
     if !still.is_empty() {
-        bail!("still missing after apt-get install: {}", still.iter().map(|t| t.bin).collect::<Vec<_>>().join(", "));
+        return Err(Exit(
+            2,
+            format!(
+                "still missing after apt-get install: {}",
+                still.iter().map(|t| t.bin).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .into());
     }
     Ok(())
 }
 
 #[derive(Args, Debug)]
-pub struct Deps {}
+pub struct Deps {
+    #[command(flatten)]
+    pub args: RecipeArgs,
+    /// Check only; name what is missing and how to install it.
+    #[arg(long)]
+    pub offline: bool,
+}
 
 impl Deps {
-    pub fn run(self) -> Result<()> {
-        let all: Vec<HostTool> = tools::BUILD_TOOLS.iter().chain(TEST_TOOLS).copied().collect();
-        ensure(&all)?;
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = self.args.load(ctx)?;
+        let mut all = tools::needed(&recipe, self.offline);
+        all.extend(TEST_TOOLS.iter().copied());
+        ensure(&all, self.offline)?;
         for t in &all {
-            println!("{:<12} {}", t.bin, tools::which(t.bin).map(|p| p.display().to_string()).unwrap_or_default());
+            out!("{:<14} {}", t.bin, tools::which(t.bin).map(|p| p.display().to_string()).unwrap_or_default());
         }
         Ok(())
     }
@@ -74,11 +107,14 @@ pub struct Test {
 }
 
 impl Test {
-    pub fn run(self) -> Result<()> {
-        let all: Vec<HostTool> = tools::BUILD_TOOLS.iter().chain(TEST_TOOLS).copied().collect();
-        ensure(&all)?;
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = recipe::Recipe::load(&ctx.root.join(crate::build::DEFAULT_RECIPE), &ctx.root)?;
+        let mut all = tools::needed(&recipe, false);
+        all.extend(tools::resolve_tools());
+        all.extend(TEST_TOOLS.iter().copied());
+        ensure(&all, false)?;
         let sh = Shell::new()?;
-        sh.change_dir(repo_root());
+        sh.change_dir(&ctx.root);
         let rest = &self.rest;
         // System tests (real mmdebstrap builds, offline, twice) are `#[ignore]`d for a plain
         // `cargo test`; this runs them too, one at a time so builds do not fight for 2 cores.

@@ -1,20 +1,40 @@
-//! `keygen`, `sign`, `verify`: the file side of the trust layer (the `trust` crate itself does
-//! no I/O). Secret keys live outside the repository, mode 0600; the tools refuse one that
-//! group or others can read.
+//! `keygen`, `sign`, `verify`, `rotate`: flags in, calls into `release` (the file side of
+//! trust), a report out. Secret keys live outside the repository, mode 0600; the tools refuse
+//! one that group or others can read (except the committed INSECURE dev key, recognised by its
+//! key bytes). Passphrases are asked on the terminal without echo, as minisign does;
+//! `--passphrase-file` and `$AIRLOCK_PASSPHRASE` are for automation.
 
 use std::fs;
+use std::io::{IsTerminal, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
-use trust::{Expect, Kdf, Policy, Prehash, PublicKey, SecretKey, SignatureFile};
+use clap::{Args, ValueEnum};
+use release::PolicySource;
+use trust::{Kdf, SecretKey};
 
-use crate::{Exit, repo_root};
+use crate::{Ctx, Exit, out};
 
 pub const DEV_KEY: &str = "keys/dev/dev.key";
-const DEV_TRUST: &str = "keys/dev/trust.toml";
-const RELEASE_TRUST: &str = "keys/trust.toml";
+
+/// A signing role, as given on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// The vendor's release signers.
+    Release,
+    /// The asset owner's approval.
+    Approval,
+}
+
+impl From<RoleArg> for trust::Role {
+    fn from(r: RoleArg) -> trust::Role {
+        match r {
+            RoleArg::Release => trust::Role::Release,
+            RoleArg::Approval => trust::Role::Approval,
+        }
+    }
+}
 
 /// Default home of secret keys: `$XDG_CONFIG_HOME/airlock/keys` or `~/.config/airlock/keys`.
 fn secret_dir() -> PathBuf {
@@ -24,13 +44,27 @@ fn secret_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".config/airlock/keys")
 }
 
-/// The passphrase from `--passphrase-file` or `$AIRLOCK_PASSPHRASE`, if any.
-fn passphrase(file: &Option<PathBuf>) -> Result<Option<Vec<u8>>> {
+/// The passphrase: `--passphrase-file`, else `$AIRLOCK_PASSPHRASE`, else asked on the
+/// terminal without echo (twice when `confirm`); `None` with no terminal.
+fn passphrase(file: &Option<PathBuf>, what: &str, confirm: bool) -> Result<Option<Vec<u8>>> {
     if let Some(f) = file {
         let text = fs::read_to_string(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
         return Ok(Some(text.lines().next().unwrap_or("").as_bytes().to_vec()));
     }
-    Ok(std::env::var("AIRLOCK_PASSPHRASE").ok().filter(|s| !s.is_empty()).map(String::into_bytes))
+    if let Some(p) = std::env::var("AIRLOCK_PASSPHRASE").ok().filter(|s| !s.is_empty()) {
+        return Ok(Some(p.into_bytes()));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = rpassword::prompt_password(format!("Passphrase for {what}: "))?;
+    if confirm {
+        let again = rpassword::prompt_password("Passphrase (again): ")?;
+        if again != first {
+            bail!("the passphrases do not match: nothing was written");
+        }
+    }
+    Ok(Some(first.into_bytes()))
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -39,10 +73,23 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// Reads a secret key, refusing a file that group or others can read.
+/// Reads a secret key, refusing a file that group or others can read — unless it is the
+/// INSECURE dev key, which protects nothing and is public in the repository.
 pub fn load_secret(path: &Path, pass_file: &Option<PathBuf>) -> Result<SecretKey> {
-    let meta = fs::metadata(path).with_context(|| format!("secret key {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
+    let mut text = String::new();
+    fs::File::open(path)
+        .with_context(|| format!("secret key {}", path.display()))?
+        .take(trust::MAX_KEY_FILE as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading secret key {}", path.display()))?;
+    let encrypted = SecretKey::is_encrypted(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if !encrypted
+        && let Ok(k) = SecretKey::parse(&text, None)
+        && trust::is_dev_key(&k.public())
+    {
+        return Ok(k);
+    }
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Exit(
             2,
@@ -54,104 +101,19 @@ pub fn load_secret(path: &Path, pass_file: &Option<PathBuf>) -> Result<SecretKey
         )
         .into());
     }
-    let text = fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
-    let pass = if SecretKey::is_encrypted(&text).with_context(|| path.display().to_string())? {
-        passphrase(pass_file)?
-    } else {
-        None
-    };
+    let pass = if encrypted { passphrase(pass_file, &path.display().to_string(), false)? } else { None };
     SecretKey::parse(&text, pass.as_deref()).map_err(|e| match e {
-        trust::Error::PassphraseNeeded => {
-            anyhow::anyhow!("{}: {e} (--passphrase-file FILE or $AIRLOCK_PASSPHRASE)", path.display())
-        }
+        trust::Error::PassphraseNeeded => anyhow::anyhow!(
+            "{}: {e}: run it on a terminal, or give --passphrase-file FILE or $AIRLOCK_PASSPHRASE",
+            path.display()
+        ),
         e => anyhow::anyhow!("{}: {e}", path.display()),
     })
 }
 
-/// The committed INSECURE dev key, made 0600 first (git checks files out 0644).
-pub fn dev_secret() -> Result<SecretKey> {
-    let p = repo_root().join(DEV_KEY);
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 600 {}", p.display()))?;
-    load_secret(&p, &None)
-}
-
-/// Signature files of `file`: `FILE.minisig` and `FILE.<KEYID>.minisig`, sorted.
-pub fn signature_files(file: &Path) -> Result<Vec<PathBuf>> {
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let base = file.file_name().context("not a file path")?.to_string_lossy().into_owned();
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            n.starts_with(&format!("{base}.")) && n.ends_with(".minisig")
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// The signatures of `file`, as (file name, text); a signature file that is not a small
-/// regular file is kept as unparsable text, so the report names it and nothing large is read.
-pub fn read_signatures(file: &Path) -> Result<Vec<(String, String)>> {
-    let mut sigs = Vec::new();
-    for p in signature_files(file)? {
-        let meta = fs::symlink_metadata(&p)?;
-        let text = if meta.is_file() && meta.len() <= trust::MAX_SIG_FILE as u64 {
-            fs::read_to_string(&p).unwrap_or_default()
-        } else {
-            String::from("(not a small regular file)")
-        };
-        sigs.push((p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), text));
-    }
-    Ok(sigs)
-}
-
-/// The borrowed form `trust::Policy::verify` takes.
-pub fn sig_refs(sigs: &[(String, String)]) -> Vec<(String, &str)> {
-    sigs.iter().map(|(n, t)| (n.clone(), t.as_str())).collect()
-}
-
-/// The default trust policy for a channel: the dev policy for dev, keys/trust.toml otherwise.
-pub fn default_policy(dev: bool) -> PathBuf {
-    repo_root().join(if dev { DEV_TRUST } else { RELEASE_TRUST })
-}
-
-/// Reads and parses a trust policy; a bad policy is a usage error (exit 2).
-pub fn load_policy(path: &Path) -> Result<Policy> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading trust policy {}", path.display()))?;
-    Ok(Policy::parse(&text).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?)
-}
-
-/// Product and version when `file` is a build manifest.
-fn manifest_fields(file: &Path) -> Option<(String, String, String)> {
-    let text = fs::read_to_string(file).ok()?;
-    let v: toml::Table = toml::from_str(&text).ok()?;
-    let img = v.get("image")?.as_table()?;
-    Some((
-        img.get("product")?.as_str()?.to_string(),
-        img.get("version")?.as_str()?.to_string(),
-        img.get("channel")?.as_str()?.to_string(),
-    ))
-}
-
-/// Signs `file` with `key`, writing `FILE.<KEYID>.minisig` atomically. Returns its path.
-pub fn sign_file(file: &Path, key: &SecretKey, role: &str, product: &str, version: &str) -> Result<PathBuf> {
-    let f = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let prehash = Prehash::of_reader(f).with_context(|| format!("reading {}", file.display()))?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let safe = |s: &str| s.chars().all(|c| c.is_ascii_graphic() && c != '=');
-    if !safe(product) || !safe(version) || !safe(&name) {
-        bail!(
-            "product, version and file name must be printable ASCII without spaces or `=` to go into a trusted comment"
-        );
-    }
-    let comment = format!("airlock product={product} version={version} role={role} file={name}");
-    let sig = SignatureFile::sign(key, &prehash, &comment)?;
-    let out = file.with_file_name(format!("{name}.{}.minisig", key.id));
-    store::write_atomic(&out, sig.to_file().as_bytes())?;
-    Ok(out)
+/// The committed INSECURE dev key (read as it is: no chmod, no permission check).
+pub fn dev_secret(root: &Path) -> Result<SecretKey> {
+    load_secret(&root.join(DEV_KEY), &None)
 }
 
 #[derive(Args, Debug)]
@@ -164,10 +126,11 @@ pub struct Keygen {
     /// Directory for the public key (default: keys/).
     #[arg(long)]
     pub public_dir: Option<PathBuf>,
-    /// Encrypt the secret key with the passphrase in this file (or $AIRLOCK_PASSPHRASE).
+    /// Encrypt the secret key with the passphrase in this file (or $AIRLOCK_PASSPHRASE, or
+    /// asked twice on the terminal).
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
-    /// Leave the secret key unencrypted even without a passphrase (not for release keys).
+    /// Leave the secret key unencrypted (not for release keys).
     #[arg(long)]
     pub no_passphrase: bool,
     /// Replace existing key files.
@@ -176,22 +139,21 @@ pub struct Keygen {
 }
 
 impl Keygen {
-    pub fn run(self) -> Result<()> {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
         if self.name.is_empty()
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             || self.name.starts_with('.')
         {
             bail!("key name `{}`: use letters, digits, - _ .", self.name.escape_debug());
         }
-        let sdir = self.secret_dir.clone().unwrap_or_else(secret_dir);
-        let pdir = self.public_dir.clone().unwrap_or_else(|| repo_root().join("keys"));
+        let sdir = self.secret_dir.as_deref().map(|d| ctx.path(d)).unwrap_or_else(secret_dir);
+        let pdir = self.public_dir.as_deref().map(|d| ctx.path(d)).unwrap_or_else(|| ctx.root.join("keys"));
         let sk_path = sdir.join(format!("{}.key", self.name));
         let pk_path = pdir.join(format!("{}.pub", self.name));
         // Resolve the directory as it will be (relative paths and symlinks included) before
         // deciding whether it lies inside the repository.
-        let abs = std::env::current_dir()?.join(&sdir);
-        let resolved = abs.canonicalize().unwrap_or(abs);
-        let repo = repo_root().canonicalize().unwrap_or_else(|_| repo_root());
+        let resolved = sdir.canonicalize().unwrap_or_else(|_| sdir.clone());
+        let repo = ctx.root.canonicalize().unwrap_or_else(|_| ctx.root.clone());
         if resolved.starts_with(&repo) && !(resolved.ends_with("keys/dev") && self.name.starts_with("dev")) {
             bail!(
                 "{}: secret keys are never kept in the repository (only the INSECURE dev key, in keys/dev/)",
@@ -203,36 +165,48 @@ impl Keygen {
                 bail!("{} exists: pass --force to replace it", p.display());
             }
         }
-        let pass = passphrase(&self.passphrase_file)?;
+        let pass = if self.no_passphrase { None } else { passphrase(&self.passphrase_file, "the new key", true)? };
         if pass.is_none() && !self.no_passphrase {
             bail!(
-                "give a passphrase (--passphrase-file FILE or $AIRLOCK_PASSPHRASE), or --no-passphrase for an unencrypted key"
+                "no passphrase: run it on a terminal (asked twice, not echoed), give --passphrase-file FILE or $AIRLOCK_PASSPHRASE, or --no-passphrase for an unencrypted key"
             );
         }
         let key = SecretKey::from_seed(random::<32>()?, random::<8>()?);
-        let kdf = pass.as_deref().map(|p| -> Result<Kdf<'_>> {
-            Ok(Kdf {
+        let kdf = match pass.as_deref() {
+            Some(p) => Some(Kdf {
                 passphrase: p,
                 salt: random::<32>()?,
                 opslimit: trust::DEFAULT_OPSLIMIT,
                 memlimit: trust::DEFAULT_MEMLIMIT,
-            })
-        });
-        let text = key.to_file(kdf.transpose()?)?;
+            }),
+            None => None,
+        };
+        let text = key.to_file(kdf)?;
         fs::create_dir_all(&sdir).with_context(|| format!("creating {}", sdir.display()))?;
         fs::set_permissions(&sdir, fs::Permissions::from_mode(0o700)).ok();
         write_secret(&sk_path, text.as_bytes())?;
         fs::create_dir_all(&pdir).with_context(|| format!("creating {}", pdir.display()))?;
         let public = key.public();
-        store::write_atomic(&pk_path, public.to_file().as_bytes())?;
-        println!("key id      {}", public.id);
-        println!("public key  {}", pk_path.display());
-        println!(
+        release::files::write_atomic(&pk_path, public.to_file().as_bytes())?;
+        if ctx.json {
+            out!(
+                "{}",
+                serde_json::json!({"ok": true, "key_id": public.id().to_string(), "public_key": pk_path, "secret_key": sk_path, "encrypted": pass.is_some(), "key": public.to_base64()})
+            );
+            return Ok(());
+        }
+        out!("key id      {}", public.id());
+        out!("public key  {}", pk_path.display());
+        out!(
             "secret key  {} (mode 0600{})",
             sk_path.display(),
             if pass.is_some() { ", encrypted" } else { ", NOT encrypted" }
         );
-        println!("add to keys/trust.toml:\n  {{ name = \"{}\", key = \"{}\" }},", self.name, public.to_base64());
+        out!(
+            "add to keys/trust.toml, under [release] or [approval]:\n  {{ name = \"{}\", key = \"{}\" }},",
+            self.name,
+            public.to_base64()
+        );
         Ok(())
     }
 }
@@ -252,24 +226,24 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    store::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    release::files::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct Sign {
-    /// The file to sign (a build manifest, a trust policy, a bundle manifest…).
+    /// The file to sign (a build manifest, a bundle manifest, a trust policy…).
     pub path: PathBuf,
     /// The secret key.
     #[arg(long)]
     pub key: PathBuf,
-    /// The role this signature is made in: release (vendor) or approval (asset owner).
-    #[arg(long, default_value = "release")]
-    pub role: String,
-    /// Product id for the trusted comment (default: from the build manifest).
+    /// The role this signature is made in.
+    #[arg(long, value_enum, default_value_t = RoleArg::Release)]
+    pub role: RoleArg,
+    /// Product id for the trusted comment (default: from the build or bundle manifest).
     #[arg(long)]
     pub product: Option<String>,
-    /// Version for the trusted comment (default: from the build manifest).
+    /// Version for the trusted comment (default: from the build or bundle manifest).
     #[arg(long)]
     pub version: Option<String>,
     #[arg(long)]
@@ -277,167 +251,77 @@ pub struct Sign {
 }
 
 impl Sign {
-    pub fn run(self) -> Result<()> {
-        if !matches!(self.role.as_str(), "release" | "approval") {
-            bail!("--role must be release or approval");
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let path = ctx.path(&self.path);
+        let key = load_secret(&ctx.path(&self.key), &self.passphrase_file)?;
+        let role = trust::Role::from(self.role);
+        let sig = release::sign_file(&path, &key, role, self.product.as_deref(), self.version.as_deref())?;
+        if ctx.json {
+            out!(
+                "{}",
+                serde_json::json!({"ok": true, "file": path, "key_id": key.id().to_string(), "role": role.as_str(), "signature": sig})
+            );
+        } else {
+            out!("signed {} with key {} ({role}): {}", path.display(), key.id(), sig.display());
         }
-        let key = load_secret(&self.key, &self.passphrase_file)?;
-        let fields = manifest_fields(&self.path);
-        if let Some((_, _, channel)) = &fields {
-            let dev = PublicKey::parse(trust::DEV_PUBLIC_KEY)?;
-            if channel == "release" && key.id == dev.id {
-                return Err(Exit(
-                    1,
-                    format!("{}: a release manifest is never signed with the INSECURE dev key", self.path.display()),
-                )
-                .into());
-            }
-        }
-        let product = self.product.or_else(|| fields.as_ref().map(|f| f.0.clone())).unwrap_or_else(|| "-".into());
-        let version = self.version.or_else(|| fields.as_ref().map(|f| f.1.clone())).unwrap_or_else(|| "-".into());
-        let out = sign_file(&self.path, &key, &self.role, &product, &version)?;
-        println!("signed {} with key {} ({}): {}", self.path.display(), key.id, self.role, out.display());
         Ok(())
-    }
-}
-
-/// The channel a bundle's (not yet verified) manifest claims: only picks the default policy.
-fn peek_channel(path: &Path) -> Option<String> {
-    let mut f = std::io::BufReader::new(fs::File::open(path).ok()?);
-    let h = bundle::tar::read_header(&mut f, 0).ok()??;
-    if h.size > 1 << 20 {
-        return None;
-    }
-    let mut buf = vec![0u8; h.size as usize];
-    std::io::Read::read_exact(&mut f, &mut buf).ok()?;
-    let v: toml::Table = toml::from_str(std::str::from_utf8(&buf).ok()?).ok()?;
-    v.get("channel")?.as_str().map(str::to_string)
-}
-
-impl Verify {
-    /// Verifies a bundle fully offline: signatures, then every payload chunk, then the end.
-    fn verify_bundle(&self) -> Result<()> {
-        let trust_path =
-            self.trust.clone().unwrap_or_else(|| default_policy(peek_channel(&self.path).is_some_and(|c| c == "dev")));
-        let policy = load_policy(&trust_path)?;
-        let f = fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        let result = (|| -> Result<(bundle::Manifest, String, u64), bundle::Error> {
-            let mut vb = bundle::open(std::io::BufReader::with_capacity(1 << 20, f), &policy, Expect::default())?;
-            let mut buf = Vec::new();
-            let mut bytes = 0;
-            while let Some(mut p) = vb.next_payload()? {
-                while p.next_chunk(&mut buf)? {}
-                bytes += p.verified();
-            }
-            let (m, d) = (vb.manifest.clone(), vb.digest.clone());
-            vb.finish()?;
-            Ok((m, d, bytes))
-        })();
-        match result {
-            Ok((m, digest, bytes)) => {
-                if self.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"file": self.path, "policy": trust_path, "accepted": true, "product": m.product, "version": m.version, "security_version": m.security_version, "channel": m.channel, "manifest": digest, "payload_bytes": bytes})
-                    );
-                } else {
-                    println!("{}: accepted (policy {})", self.path.display(), trust_path.display());
-                    println!(
-                        "  {} {} security_version {} channel {}; {bytes} payload bytes verified chunk by chunk",
-                        m.product, m.version, m.security_version, m.channel
-                    );
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if self.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"file": self.path, "policy": trust_path, "accepted": false, "reason": e.code(), "message": e.to_string()})
-                    );
-                } else {
-                    println!("{}: rejected ({}): {e}", self.path.display(), e.code());
-                }
-                Err(Exit(1, String::new()).into())
-            }
-        }
     }
 }
 
 #[derive(Args, Debug)]
 pub struct Verify {
-    /// The signed file; its signatures are FILE.minisig and FILE.<KEYID>.minisig beside it.
+    /// The signed file (its signatures FILE.KEYID.minisig beside it), or a .airlock bundle.
     pub path: PathBuf,
-    /// Trust policy (default: keys/dev/trust.toml for a dev build manifest, else keys/trust.toml).
-    #[arg(long)]
+    /// Trust policy to verify against (default: keys/trust.toml). The file being verified
+    /// never chooses it.
+    #[arg(long, conflicts_with = "dev")]
     pub trust: Option<PathBuf>,
-    /// Print the report as JSON (schema in README.md).
+    /// Verify against the INSECURE dev policy (keys/dev/trust.toml): proves nothing about who
+    /// signed, since the dev secret key is public.
     #[arg(long)]
-    pub json: bool,
+    pub dev: bool,
 }
 
 impl Verify {
-    pub fn run(self) -> Result<()> {
-        if self.path.extension().is_some_and(|x| x == "airlock") {
-            return self.verify_bundle();
-        }
-        let fields = manifest_fields(&self.path);
-        let trust_path =
-            self.trust.clone().unwrap_or_else(|| default_policy(fields.as_ref().is_some_and(|f| f.2 == "dev")));
-        let policy = load_policy(&trust_path)?;
-        let f = fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        let prehash = Prehash::of_reader(f).with_context(|| format!("reading {}", self.path.display()))?;
-        let sigs = read_signatures(&self.path)?;
-        let refs = sig_refs(&sigs);
-        let expect =
-            Expect { product: fields.as_ref().map(|f| f.0.as_str()), version: fields.as_ref().map(|f| f.1.as_str()) };
-        let report = policy.verify(&prehash, &refs, &expect);
-        if self.json {
-            let j = serde_json::json!({
-                "file": self.path,
-                "policy": trust_path,
-                "policy_version": policy.version,
-                "accepted": report.accepted,
-                "signers": report.signers.iter().map(|s| serde_json::json!({
-                    "file": s.file,
-                    "key_id": s.key_id.map(|k| k.to_string()),
-                    "roles": s.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                    "verified": s.verified,
-                    "reason": s.reason,
-                })).collect::<Vec<_>>(),
-                "roles": report.roles.iter().map(|r| serde_json::json!({
-                    "role": r.role.as_str(), "threshold": r.threshold, "valid": r.valid, "met": r.met,
-                })).collect::<Vec<_>>(),
-            });
-            println!("{j}");
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let src = match (&self.trust, self.dev) {
+            (Some(t), _) => PolicySource::File(ctx.path(t)),
+            (None, true) => PolicySource::Dev,
+            (None, false) => PolicySource::Default,
+        };
+        let lp = release::policy::load(&ctx.root, &src)?;
+        // The caller's own policy file is the root they chose; the repository's policy must be
+        // reached by its rotation chain.
+        let chain_required = !matches!(src, PolicySource::File(_));
+        let chain_broken = chain_required && !lp.chain.is_ok();
+        let path = ctx.path(&self.path);
+        let (accepted, text, json) = if path.extension().is_some_and(|x| x == "airlock") {
+            let f = release::files::open_regular(&path)?;
+            let (mut report, _) = bundle::verify_stream(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                &path.display().to_string(),
+                &lp.label(),
+                &lp.policy,
+                trust::Expect::default(),
+            );
+            report.policy_chain = Some(lp.chain.describe());
+            if chain_broken {
+                report.refuse("policy-chain", &lp.chain.describe());
+            }
+            (report.accepted, report.render_text(), serde_json::to_value(&report)?)
         } else {
-            println!("{} (policy {} version {})", self.path.display(), trust_path.display(), policy.version);
-            if report.signers.is_empty() {
-                println!("  no signature files ({}.*.minisig)", self.path.display());
+            let mut report = release::verify_file(&path, &lp)?;
+            if chain_broken {
+                report.accepted = false;
             }
-            for s in &report.signers {
-                let id = s.key_id.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
-                match &s.reason {
-                    None => println!(
-                        "  verified  {id}  {}  ({})",
-                        s.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("+"),
-                        s.file
-                    ),
-                    Some(r) => println!("  REJECTED  {id}  {}: {r}", s.file),
-                }
-            }
-            for r in &report.roles {
-                println!(
-                    "  role {:<9} {} of {} needed: {}",
-                    r.role.as_str(),
-                    r.valid,
-                    r.threshold,
-                    if r.met { "met" } else { "NOT met" }
-                );
-            }
-            println!("{}", if report.accepted { "accepted" } else { "rejected" });
+            (report.accepted, report.render_text(), serde_json::to_value(&report)?)
+        };
+        if ctx.json {
+            out!("{json}");
+        } else {
+            out!("{text}");
         }
-        if report.accepted { Ok(()) } else { Err(Exit(1, String::new()).into()) }
+        if accepted { Ok(()) } else { Err(Exit(1, String::new()).into()) }
     }
 }
 
@@ -447,28 +331,39 @@ pub struct Rotate {
     /// made by a threshold of the current policy's release keys.
     pub new: PathBuf,
     /// The current policy (default: keys/trust.toml); replaced by NEW when the rotation is
-    /// accepted.
+    /// accepted, both kept in history/ beside it.
     #[arg(long)]
     pub trust: Option<PathBuf>,
 }
 
 impl Rotate {
-    pub fn run(self) -> Result<()> {
-        let current_path = self.trust.clone().unwrap_or_else(|| default_policy(false));
-        let current = load_policy(&current_path)?;
-        let new_text = fs::read_to_string(&self.new).with_context(|| format!("reading {}", self.new.display()))?;
-        let sigs = read_signatures(&self.new)?;
-        let next =
-            current.rotate(&new_text, &sig_refs(&sigs)).map_err(|e| Exit(1, format!("{}: {e}", self.new.display())))?;
-        store::write_atomic(&current_path, new_text.as_bytes())?;
-        println!(
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let current = self
+            .trust
+            .as_deref()
+            .map(|p| ctx.path(p))
+            .unwrap_or_else(|| ctx.root.join(release::policy::RELEASE_POLICY));
+        let r = release::rotate(&current, &ctx.path(&self.new))?;
+        let (ids, keys) = r.policy.revoked();
+        if ctx.json {
+            out!(
+                "{}",
+                serde_json::json!({"ok": true, "policy": current, "version": r.policy.version(), "history": r.history})
+            );
+            return Ok(());
+        }
+        let release_role = r.policy.role(trust::Role::Release);
+        out!(
             "{}: now version {} ({} release key(s), threshold {}; {} revoked)",
-            current_path.display(),
-            next.version,
-            next.release.keys.len(),
-            next.release.threshold,
-            next.revoked.len()
+            current.display(),
+            r.policy.version(),
+            release_role.map_or(0, |x| x.keys().len()),
+            release_role.map_or(0, |x| x.threshold()),
+            ids.len() + keys.len()
         );
+        for h in &r.history {
+            out!("  kept {}", h.display());
+        }
         Ok(())
     }
 }

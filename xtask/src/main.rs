@@ -1,5 +1,9 @@
 //! `cargo xtask`: the release engineer's CLI. Parses flags and dispatches; the work is done by
-//! the library crates (`image`, `store`, `recipe`, `trust`).
+//! the library crates (`image`, `store`, `recipe`, `release`, `trust`, `bundle`).
+//!
+//! Exit codes: 0 success; 1 rejected (a check failed: signature, threshold, tampered input,
+//! reproducibility…); 2 usage or I/O error. With `--json`, failures print one JSON object
+//! `{"ok": false, "exit_code": N, "error": "…"}` on stdout.
 
 mod bench;
 mod bench_install;
@@ -7,26 +11,34 @@ mod build;
 mod bundle_cmd;
 mod deps;
 mod keys;
+mod output;
 mod repro;
 mod store_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes: 0 success; 1 rejected (a check failed: signature, reproducibility…);
-/// 2 usage or I/O error.
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Airlock: reproducible, signed, offline-updatable appliance images")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "Airlock: reproducible, signed, offline-updatable appliance images",
+    after_help = "Exit codes: 0 success; 1 rejected (bad or missing signatures, tampered input, not reproducible); 2 usage or I/O error."
+)]
 struct Cli {
+    /// Machine-readable output: one JSON document on stdout (errors included).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the image of a recipe into images/NAME/VERSION/.
+    /// Build the image of a recipe into images/NAME/VERSION/ (release: images/NAME/release/VERSION/).
     Build(build::Build),
     /// Resolve a recipe's packages and pin them in its lock (online).
     Lock(build::LockCmd),
@@ -38,7 +50,7 @@ enum Cmd {
     Store(store_cmd::StoreCmd),
     /// Build twice under varied conditions and compare every output byte for byte.
     Repro(repro::Repro),
-    /// Check the host tools the build needs and install the missing ones with apt-get.
+    /// Check the host tools a recipe needs and install the missing ones with apt-get.
     Deps(deps::Deps),
     /// Install host tools, then run the whole test suite (what CI runs).
     Test(deps::Test),
@@ -47,22 +59,45 @@ enum Cmd {
     /// Add one detached minisign-format signature to a file.
     Sign(keys::Sign),
     /// Accept the next trust policy (version N+1) if a threshold of the current release keys
-    /// signed it, and put it in place.
+    /// signed it; keep it and its signatures in keys/history/.
     Rotate(keys::Rotate),
-    /// Side-by-side figures against the reference tools: `bench build`, `bench verify`.
+    /// Side-by-side figures against the reference tools: `bench build`, `bench verify`, `bench install`.
     Bench(bench::Bench),
-    /// Check every signature of a file and each role's threshold (exit 0 accepted, 1 rejected).
+    /// Check every signature of a file (or a whole .airlock bundle) against the trust policy
+    /// you choose: exit 0 accepted, 1 rejected.
     Verify(keys::Verify),
 }
 
-/// The repository root: xtask lives at `ROOT/xtask`; `AIRLOCK_REPO_ROOT` overrides it (the
-/// second `repro` build reads a copy of the tree).
-pub fn repo_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("AIRLOCK_REPO_ROOT").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+/// What every command gets: the checkout it acts on, and the output mode.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub json: bool,
+}
+
+impl Ctx {
+    /// A path the user gave, relative to where they ran the command.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
     }
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// The Airlock checkout the user is in: the nearest directory, from the current one up,
+/// holding a `Cargo.toml` with `[workspace]` and an `xtask/` crate (as cargo finds it).
+pub fn find_root() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir()?;
+    for d in cwd.ancestors() {
+        let manifest = d.join("Cargo.toml");
+        if d.join("xtask/Cargo.toml").is_file()
+            && std::fs::read_to_string(&manifest).is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+        {
+            return Ok(d.to_path_buf());
+        }
+    }
+    Err(Exit(
+        2,
+        format!("{}: not inside an Airlock checkout (no Cargo.toml with [workspace] and xtask/ above it): cd into the repository", cwd.display()),
+    )
+    .into())
 }
 
 /// An error that carries its exit code.
@@ -78,42 +113,53 @@ impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Build(c) => c.run(),
-        Cmd::Lock(c) => c.run(),
-        Cmd::Fetch(c) => c.run(),
-        Cmd::Bundle(c) => c.run(),
-        Cmd::Store(c) => c.run(),
-        Cmd::Repro(c) => c.run(),
-        Cmd::Deps(c) => c.run(),
-        Cmd::Test(c) => c.run(),
-        Cmd::Keygen(c) => c.run(),
-        Cmd::Sign(c) => c.run(),
-        Cmd::Verify(c) => c.run(),
-        Cmd::Bench(c) => c.run(),
-        Cmd::Rotate(c) => c.run(),
-    };
+    let json = cli.json;
+    let r = find_root().and_then(|root| {
+        let ctx = Ctx { root, json };
+        match cli.cmd {
+            Cmd::Build(c) => c.run(&ctx),
+            Cmd::Lock(c) => c.run(&ctx),
+            Cmd::Fetch(c) => c.run(&ctx),
+            Cmd::Bundle(c) => c.run(&ctx),
+            Cmd::Store(c) => c.run(&ctx),
+            Cmd::Repro(c) => c.run(&ctx),
+            Cmd::Deps(c) => c.run(&ctx),
+            Cmd::Test(c) => c.run(&ctx),
+            Cmd::Keygen(c) => c.run(&ctx),
+            Cmd::Sign(c) => c.run(&ctx),
+            Cmd::Verify(c) => c.run(&ctx),
+            Cmd::Bench(c) => c.run(&ctx),
+            Cmd::Rotate(c) => c.run(&ctx),
+        }
+    });
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(Exit(code, msg)) = e.downcast_ref::<Exit>() {
-                if !msg.is_empty() {
-                    eprintln!("error: {msg}");
-                }
-                return ExitCode::from(*code);
+            let (code, msg) = match e.downcast_ref::<Exit>() {
+                Some(Exit(code, msg)) => (*code, msg.clone()),
+                None => (exit_code(&e), format!("{e:#}")),
+            };
+            // An empty message: the command already printed its (JSON) report.
+            if json && !msg.is_empty() {
+                out!("{}", serde_json::json!({"ok": false, "exit_code": code, "error": msg}));
             }
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(code)
         }
     }
 }
 
-/// 1 for rejected inputs (tampered objects, bad exports), 2 for usage and I/O (recipes too).
+/// 1 for rejected inputs (tampered objects, bad exports, refused signatures), 2 for usage and
+/// I/O (recipes too).
 fn exit_code(e: &anyhow::Error) -> u8 {
     let is_rejection = |s: &store::Error| matches!(s, store::Error::Tampered { .. } | store::Error::BadExport { .. });
     let rejected = e.chain().any(|c| {
         c.downcast_ref::<store::Error>().is_some_and(is_rejection)
             || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Store(s)) if is_rejection(s))
+            || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Rejected(_)))
+            || c.downcast_ref::<release::Error>().is_some_and(|r| r.exit_code() == 1)
     });
     if rejected { 1 } else { 2 }
 }

@@ -1,6 +1,7 @@
 //! `repro`: two full builds (no caches) under different conditions — build path, source tree
-//! path and creation order, TZ, locale, umask, HOME/USER, hostname — then every output is
-//! compared byte for byte. On a difference it names the files inside that differ.
+//! path (with a space and non-ASCII characters) and creation order, TZ, locale, umask,
+//! HOME/USER, hostname — then every output is compared byte for byte. On a difference it
+//! names the files inside that differ.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::build::RecipeArgs;
-use crate::{Exit, repo_root};
+use crate::{Ctx, Exit, out};
 
 #[derive(Args, Debug)]
 pub struct Repro {
@@ -60,8 +61,11 @@ const VARIANTS: [Variant; 2] = [
 ];
 
 impl Repro {
-    pub fn run(self) -> Result<()> {
-        crate::deps::ensure(image::tools::BUILD_TOOLS)?;
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let recipe = self.args.load(ctx)?;
+        let mut tools = image::tools::needed(&recipe, self.offline);
+        tools.extend(image::tools::resolve_tools().into_iter().filter(|t| t.bin == "unshare"));
+        crate::deps::ensure(&tools, self.offline)?;
         let tmp;
         let top = match &self.keep {
             Some(d) => {
@@ -73,9 +77,8 @@ impl Repro {
                 tmp.path().to_path_buf()
             }
         };
-        let recipe = self.args.load()?;
-        let rel_recipe = self.args.recipe_path();
-        let rel_recipe = rel_recipe.strip_prefix(repo_root()).unwrap_or(&rel_recipe).to_path_buf();
+        let rel_recipe = self.args.recipe_path(ctx);
+        let rel_recipe = rel_recipe.strip_prefix(&ctx.root).unwrap_or(&rel_recipe).to_path_buf();
         let exe = std::env::current_exe()?;
         let mut outs = Vec::new();
         for v in &VARIANTS {
@@ -85,11 +88,12 @@ impl Repro {
             }
             fs::create_dir_all(dir.join("home"))?;
             let src = if v.copy_tree {
-                let s = dir.join("source-tree");
-                copy_tree_reversed(&repo_root(), &s)?;
+                // A path a real user may have: a space and non-ASCII characters.
+                let s = dir.join("source tree ü");
+                copy_tree_reversed(&ctx.root, &s)?;
                 s
             } else {
-                repo_root()
+                ctx.root.clone()
             };
             eprintln!(
                 "repro: build {} (TZ={}, LANG={}, umask {}, hostname {}, source {})",
@@ -103,12 +107,12 @@ impl Repro {
             let mut c = Command::new("unshare");
             c.args(["--uts", "sh", "-c", "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"", "sh"]);
             c.args([v.hostname, v.umask]);
-            c.arg(&exe).arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
+            c.arg(&exe).arg("--json").arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
             c.arg("--out").arg(dir.join("images"));
             c.arg("--work-dir").arg(dir.join("work"));
             c.arg("--stack-target-dir").arg(dir.join("target"));
-            c.arg("--store").arg(self.args.store_path());
-            if let Some(l) = &self.args.lock {
+            c.arg("--store").arg(self.args.store_path(ctx));
+            if let Some(l) = self.args.lock_path(ctx) {
                 c.arg("--lock").arg(l);
             }
             if self.offline {
@@ -122,13 +126,20 @@ impl Repro {
             c.env("HOME", dir.join("home")).env("USER", v.user).env("LOGNAME", v.user);
             c.env("TZ", v.tz).env("LANG", v.lang).env("LC_ALL", v.lang).env("TMPDIR", dir.join("work"));
             fs::create_dir_all(dir.join("work"))?;
-            // xtask's own repo root is compiled in; the copied tree is only read through the recipe.
-            c.env("AIRLOCK_REPO_ROOT", &src);
-            let status = c.status().context("running the build (is util-linux's unshare installed?)")?;
-            if !status.success() {
-                bail!("build {} failed ({status})", v.name);
+            // The builder finds its checkout from the directory it runs in: the copy, for b.
+            c.current_dir(&src);
+            c.stdout(std::process::Stdio::piped());
+            let o = c.output().context("running the build (is util-linux's unshare installed?)")?;
+            // A release build ends with exit 1 while it waits for its offline signatures: its
+            // outputs are complete all the same.
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let out_dir = report["out_dir"].as_str().map(PathBuf::from);
+            match (o.status.code(), out_dir) {
+                (Some(0 | 1), Some(d)) if d.join(image::MANIFEST_NAME).exists() => outs.push(d),
+                _ => {
+                    bail!("build {} failed ({}): {}", v.name, o.status, report["error"].as_str().unwrap_or("see above"))
+                }
             }
-            outs.push(dir.join("images").join(&recipe.name).join(&recipe.version));
         }
         compare(&outs[0], &outs[1])
     }
@@ -174,27 +185,27 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
         }
         let (db, sb) = store::sha256_file(&pb)?;
         if da == db {
-            println!("identical  {n:<24} {sa:>12} bytes  sha256:{da}");
+            out!("identical  {n:<24} {sa:>12} bytes  sha256:{da}");
         } else {
-            println!(
+            out!(
                 "DIFFERENT  {n:<24} a: {sa} bytes sha256:{da}\n                                    b: {sb} bytes sha256:{db}"
             );
             differ.push(n.clone());
         }
     }
     if differ.is_empty() {
-        println!("reproducible: both builds gave identical outputs");
+        out!("reproducible: both builds gave identical outputs");
         return Ok(());
     }
     for n in &differ {
         if n == image::ROOTFS_NAME {
             for line in tar_diff(&a.join(n), &b.join(n))?.iter().take(50) {
-                println!("  {line}");
+                out!("  {line}");
             }
         }
     }
     if image::tools::which("diffoscope").is_some() {
-        println!("for details: diffoscope {} {}", a.display(), b.display());
+        out!("for details: diffoscope {} {}", a.display(), b.display());
     }
     Err(Exit(1, format!("not reproducible: {} differ", differ.join(", "))).into())
 }

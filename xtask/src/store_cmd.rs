@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use store::Store;
 
+use crate::{Ctx, out};
+
 #[derive(Args, Debug)]
 pub struct StoreCmd {
     #[command(subcommand)]
@@ -24,16 +26,16 @@ enum Sub {
 }
 
 impl StoreCmd {
-    pub fn run(self) -> Result<()> {
-        let store = Store::open(&self.store.unwrap_or_else(Store::default_root))?;
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let store = Store::open(&self.store.as_deref().map(|s| ctx.path(s)).unwrap_or_else(Store::default_root))?;
         match self.cmd {
             Sub::Export { dir } => {
-                let (n, bytes) = store.export(&dir)?;
-                println!("exported {n} objects ({} MiB) to {}", bytes >> 20, dir.display());
+                let (n, bytes) = store.export(&ctx.path(&dir))?;
+                out!("exported {n} objects ({} MiB) to {}", bytes >> 20, dir.display());
             }
             Sub::Import { dir } => {
-                let (n, bytes) = store.import(&dir)?;
-                println!(
+                let (n, bytes) = store.import(&ctx.path(&dir))?;
+                out!(
                     "imported {n} objects ({} MiB) into {}, every digest checked",
                     bytes >> 20,
                     store.root().display()

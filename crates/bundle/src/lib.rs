@@ -6,12 +6,14 @@
 mod manifest;
 mod name;
 mod reader;
+mod report;
 pub mod tar;
 mod writer;
 
 pub use manifest::{DEFAULT_CHUNK, FORMAT, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, Manifest, Payload, Target};
 pub use name::{EntryName, escape};
 pub use reader::{MANIFEST_ENTRY, MAX_SIGNATURES, MAX_WINDOW_LOG, PayloadReader, VerifiedBundle, open};
+pub use report::{BundleFacts, RoleLine, SignerLine, VerifyReport, signer_lines, verify_stream};
 pub use writer::{ZSTD_LEVEL, ZSTD_WORKERS, compress_payload, write_bundle};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +46,18 @@ pub enum Error {
     WrongProduct { bundle: String, device: String },
     #[error("manifest: {0}")]
     Manifest(String),
+    #[error("payload `{}` is empty: a bundle installs something or is refused", escape(.0))]
+    EmptyPayload(String),
     #[error("read error: {0}")]
     Io(String),
 }
 
 fn summary(r: &trust::Report) -> String {
     let roles: Vec<String> =
-        r.roles.iter().map(|x| format!("{} {}/{}", x.role.as_str(), x.valid, x.threshold)).collect();
+        r.roles().iter().map(|x| format!("{} {}/{}", x.role.as_str(), x.valid, x.threshold)).collect();
     let reasons: Vec<String> =
-        r.signers.iter().filter_map(|s| s.reason.as_ref().map(|why| format!("{}: {why}", escape(&s.file)))).collect();
-    if r.signers.is_empty() {
+        r.signers().iter().filter_map(|s| s.reason.as_ref().map(|why| format!("{}: {why}", escape(&s.file)))).collect();
+    if r.signers().is_empty() {
         format!("no signatures ({})", roles.join(", "))
     } else if reasons.is_empty() {
         roles.join(", ")
@@ -62,23 +66,88 @@ fn summary(r: &trust::Report) -> String {
     }
 }
 
-impl Error {
-    /// A stable reason code for audit records and `--json`.
-    pub fn code(&self) -> &'static str {
+/// Why a bundle was refused, as a stable code for audit records and `--json` (README lists
+/// each one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    Truncated,
+    BadTar,
+    UndeclaredEntry,
+    DuplicateEntry,
+    TooLarge,
+    SizeMismatch,
+    HashMismatch,
+    CorruptPayload,
+    TrailingData,
+    BadSignature,
+    WrongProduct,
+    BadManifest,
+    EmptyPayload,
+    Io,
+}
+
+impl Code {
+    pub const ALL: [Code; 14] = [
+        Code::Truncated,
+        Code::BadTar,
+        Code::UndeclaredEntry,
+        Code::DuplicateEntry,
+        Code::TooLarge,
+        Code::SizeMismatch,
+        Code::HashMismatch,
+        Code::CorruptPayload,
+        Code::TrailingData,
+        Code::BadSignature,
+        Code::WrongProduct,
+        Code::BadManifest,
+        Code::EmptyPayload,
+        Code::Io,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Truncated { .. } => "truncated",
-            Error::Tar { .. } | Error::BadEntry { .. } => "bad-tar",
-            Error::Unexpected { .. } | Error::Undeclared(_) => "undeclared-entry",
-            Error::Duplicate(_) => "duplicate-entry",
-            Error::TooLarge { .. } => "too-large",
-            Error::SizeMismatch { .. } => "size-mismatch",
-            Error::HashMismatch { .. } => "hash-mismatch",
-            Error::Corrupt { .. } => "corrupt-payload",
-            Error::TrailingData { .. } => "trailing-data",
-            Error::Rejected(_) => "bad-signature",
-            Error::WrongProduct { .. } => "wrong-product",
-            Error::Manifest(_) => "bad-manifest",
-            Error::Io(_) => "io",
+            Code::Truncated => "truncated",
+            Code::BadTar => "bad-tar",
+            Code::UndeclaredEntry => "undeclared-entry",
+            Code::DuplicateEntry => "duplicate-entry",
+            Code::TooLarge => "too-large",
+            Code::SizeMismatch => "size-mismatch",
+            Code::HashMismatch => "hash-mismatch",
+            Code::CorruptPayload => "corrupt-payload",
+            Code::TrailingData => "trailing-data",
+            Code::BadSignature => "bad-signature",
+            Code::WrongProduct => "wrong-product",
+            Code::BadManifest => "bad-manifest",
+            Code::EmptyPayload => "empty-payload",
+            Code::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The stable reason code of this refusal.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Truncated { .. } => Code::Truncated,
+            Error::Tar { .. } | Error::BadEntry { .. } => Code::BadTar,
+            Error::Unexpected { .. } | Error::Undeclared(_) => Code::UndeclaredEntry,
+            Error::Duplicate(_) => Code::DuplicateEntry,
+            Error::TooLarge { .. } => Code::TooLarge,
+            Error::SizeMismatch { .. } => Code::SizeMismatch,
+            Error::HashMismatch { .. } => Code::HashMismatch,
+            Error::Corrupt { .. } => Code::CorruptPayload,
+            Error::TrailingData { .. } => Code::TrailingData,
+            Error::Rejected(_) => Code::BadSignature,
+            Error::WrongProduct { .. } => Code::WrongProduct,
+            Error::Manifest(_) => Code::BadManifest,
+            Error::EmptyPayload(_) => Code::EmptyPayload,
+            Error::Io(_) => Code::Io,
         }
     }
 }

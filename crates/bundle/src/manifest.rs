@@ -1,6 +1,7 @@
 //! The bundle manifest: what a bundle holds and why it may be installed. Signed as its exact
 //! bytes; parsed only after its signatures are verified, and checked field by field.
 
+use product::{Channel, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -20,8 +21,12 @@ pub const DEFAULT_CHUNK: u64 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// The inactive root slot.
+    /// The inactive root slot (always the first payload).
     Root,
+    /// The slot's kernel, on the ESP beside the slot's boot entry.
+    Kernel,
+    /// The slot's initrd, on the ESP.
+    Initrd,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,9 +34,9 @@ pub enum Target {
 pub struct Manifest {
     pub format: u32,
     pub product: String,
-    pub version: String,
+    pub version: Version,
     pub security_version: u64,
-    pub channel: String,
+    pub channel: Channel,
     /// `sha256:…` of the previous release's bundle manifest, empty for the first release.
     pub previous_manifest: String,
     /// `sha256:…` of the build manifest this bundle was made from (provenance).
@@ -84,7 +89,7 @@ impl Manifest {
             return Err(Error::TooLarge { what: "manifest".into(), size: bytes.len() as u64, max: MAX_MANIFEST });
         }
         let text = std::str::from_utf8(bytes).map_err(|_| Error::Manifest("not UTF-8".into()))?;
-        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest(e.message().trim().to_string()))?;
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest(crate::escape(e.message().trim())))?;
         m.check()?;
         Ok(m)
     }
@@ -103,8 +108,8 @@ impl Manifest {
                 self.hash.escape_debug()
             )));
         }
-        if !plain(&self.product, 128) || !plain(&self.version, 64) || !plain(&self.channel, 16) {
-            return bad("product, version or channel has characters outside A-Z a-z 0-9 . _ + ~ -");
+        if !plain(&self.product, 128) {
+            return bad("product has characters outside A-Z a-z 0-9 . _ + ~ -");
         }
         if !(self.previous_manifest.is_empty() || is_tagged_digest(&self.previous_manifest))
             || !is_tagged_digest(&self.build_manifest)
@@ -120,8 +125,14 @@ impl Manifest {
         if self.payloads.is_empty() || self.payloads.len() > MAX_PAYLOADS {
             return Err(Error::Manifest(format!("{} payloads: a bundle has 1 to {MAX_PAYLOADS}", self.payloads.len())));
         }
+        if self.payloads[0].target != Target::Root {
+            return bad("the first payload must be the root slot (target = \"root\")");
+        }
         for (i, p) in self.payloads.iter().enumerate() {
             EntryName::new(&p.entry_name()).map_err(|e| Error::Manifest(format!("payload {i}: {e}")))?;
+            if self.payloads[..i].iter().any(|q| q.target == p.target) {
+                return Err(Error::Manifest(format!("two payloads for target {:?}", p.target)));
+            }
             if self.payloads[..i].iter().any(|q| q.name == p.name) {
                 return Err(Error::Manifest(format!("payload `{}` is listed twice", p.name)));
             }
@@ -141,6 +152,9 @@ impl Manifest {
             }
             if !is_digest(&p.sha256) || !p.chunks.iter().all(|c| is_digest(c)) {
                 return Err(Error::Manifest(format!("payload `{}`: digests must be 64 lowercase hex digits", p.name)));
+            }
+            if p.size == 0 {
+                return Err(Error::EmptyPayload(p.name.clone()));
             }
             let want = p.size.div_ceil(self.chunk_size);
             if p.chunks.len() as u64 != want {

@@ -73,7 +73,7 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
     read_full(&mut r, &mut manifest_bytes, at, "manifest")?;
     skip(&mut r, tar::padding(first.size), "padding")?;
 
-    let mut signatures: Vec<(String, String)> = Vec::new();
+    let mut signatures: Vec<(String, Vec<u8>)> = Vec::new();
     let pending = loop {
         let Some(h) = next_header(&mut r)? else { break None };
         let name = h.name.as_str();
@@ -104,14 +104,13 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
         let at = r.offset;
         read_full(&mut r, &mut buf, at, "signature")?;
         skip(&mut r, tar::padding(h.size), "padding")?;
-        signatures.push((name.to_string(), String::from_utf8_lossy(&buf).into_owned()));
+        signatures.push((name.to_string(), buf));
     };
 
-    let refs: Vec<(String, &str)> = signatures.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
-    let report = policy.verify(&Prehash::of_bytes(&manifest_bytes), &refs, &expect);
-    if !report.accepted {
-        return Err(Error::Rejected(Box::new(report)));
-    }
+    let accepted = policy
+        .require(&Prehash::of_bytes(&manifest_bytes), &signatures, &expect)
+        .map_err(|rejected| Error::Rejected(Box::new(rejected.into_report())))?;
+    let report = accepted.report().clone();
     // Trusted from here on.
     let manifest = Manifest::parse(&manifest_bytes)?;
     if let Some(p) = expect.product.filter(|p| *p != manifest.product) {
@@ -176,6 +175,7 @@ impl<R: Read> VerifiedBundle<R> {
             payload: want,
             chunk: 0,
             done: 0,
+            whole: Sha256::new(),
             ended: &mut self.ended,
         }))
     }
@@ -226,13 +226,15 @@ pub struct PayloadReader<'a, R: Read> {
     pub payload: Payload,
     chunk: usize,
     done: u64,
+    /// sha256 of every verified byte so far: the signed whole-payload digest is checked too.
+    whole: Sha256,
     ended: &'a mut bool,
 }
 
 impl<R: Read> PayloadReader<'_, R> {
-    /// Fills `buf` with the next verified chunk; `Ok(false)` when the payload is complete
-    /// (every chunk checked — together they cover every byte, so the whole-payload sha256 is
-    /// implied — and its compressed entry fully consumed).
+    /// Fills `buf` with the next verified chunk; `Ok(false)` when the payload is complete:
+    /// every chunk checked, the whole-payload sha256 checked (a signed manifest whose chunks
+    /// and whole digest disagree is refused), its compressed entry fully consumed.
     pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, Error> {
         let name = self.payload.entry_name();
         let Some(dec) = self.dec.as_mut() else { return Ok(false) };
@@ -257,6 +259,10 @@ impl<R: Read> PayloadReader<'_, R> {
             let r = take.get_mut();
             let pad = tar::padding(self.payload.compressed_size);
             skip(r, pad, "padding")?;
+            let whole = hex::encode(std::mem::take(&mut self.whole).finalize());
+            if whole != self.payload.sha256 {
+                return Err(Error::HashMismatch { what: name, chunk: None });
+            }
             *self.ended = true;
             return Ok(false);
         }
@@ -281,6 +287,7 @@ impl<R: Read> PayloadReader<'_, R> {
         if h != self.payload.chunks[self.chunk] {
             return Err(Error::HashMismatch { what: name, chunk: Some(self.chunk) });
         }
+        self.whole.update(&buf[..]);
         self.chunk += 1;
         self.done += want as u64;
         Ok(true)

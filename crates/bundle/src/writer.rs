@@ -35,7 +35,13 @@ impl<W: Write> Write for CountingWriter<W> {
 }
 
 /// Compresses `input` into `out` and describes it for the manifest.
-pub fn compress_payload(name: &str, mut input: impl Read, out: impl Write, chunk_size: u64) -> Result<Payload, Error> {
+pub fn compress_payload(
+    name: &str,
+    target: Target,
+    mut input: impl Read,
+    out: impl Write,
+    chunk_size: u64,
+) -> Result<Payload, Error> {
     EntryName::new(&format!("{name}.zst"))?;
     let counting = CountingWriter { inner: out, n: 0 };
     let mut enc = zstd::stream::Encoder::new(counting, ZSTD_LEVEL).map_err(|e| Error::Io(e.to_string()))?;
@@ -70,7 +76,7 @@ pub fn compress_payload(name: &str, mut input: impl Read, out: impl Write, chunk
     let counting = enc.finish().map_err(|e| Error::Io(e.to_string()))?;
     Ok(Payload {
         name: name.to_string(),
-        target: Target::Root,
+        target,
         compression: "zstd".into(),
         size,
         compressed_size: counting.n,

@@ -32,6 +32,10 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Reuse cached stages and an up-to-date output; off for `repro`.
     pub use_cache: bool,
+    /// Replace a published version built from other inputs (it is deleted, and said so).
+    pub force: bool,
+    /// The recipe and flags as the user gave them, for hints (`cargo xtask build ARGS`).
+    pub hint_args: String,
     /// Cargo target directory for the stack crates.
     pub stack_target_dir: PathBuf,
     /// Where scratch work happens; defaults to `images/NAME/`.
@@ -51,7 +55,8 @@ pub struct BuildReport {
     pub timings: Vec<(&'static str, Duration)>,
 }
 
-/// Shows one spinner per stage on a terminal; nothing in a log.
+/// Shows one spinner per stage on a terminal; in a log, one plain line as each stage starts
+/// and one when it ends.
 struct Stages {
     interactive: bool,
     timings: Vec<(&'static str, Duration)>,
@@ -65,18 +70,49 @@ impl Stages {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
+        if !self.interactive {
+            eprintln!("airlock: {name}: {what}…");
+        }
         let t = Instant::now();
         let r = f();
         let d = t.elapsed();
         if let Some(b) = bar {
             b.finish_and_clear();
-            if r.is_ok() {
-                eprintln!("  {name:<10} {:>6.1}s  {what}", d.as_secs_f64());
-            }
+        }
+        if r.is_ok() {
+            eprintln!("  {name:<10} {:>6.1}s  {what}", d.as_secs_f64());
         }
         self.timings.push((name, d));
         r
     }
+}
+
+/// Where a recipe's outputs go: `images/NAME/VERSION/` for dev builds,
+/// `images/NAME/release/VERSION/` for release builds — a dev and a release build of the same
+/// version never share a directory.
+pub fn out_dir(images: &Path, recipe: &Recipe) -> PathBuf {
+    match recipe.channel {
+        recipe::Channel::Dev => images.join(&recipe.name).join(&recipe.version),
+        recipe::Channel::Release => images.join(&recipe.name).join("release").join(&recipe.version),
+    }
+}
+
+/// The lock to use: the one given, else the recipe's own `NAME.lock`, else the lock of the
+/// recipe it extends when that lock was made from the same `[base]`.
+pub fn lock_path(recipe: &Recipe, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(l) = explicit {
+        return Ok(l.to_path_buf());
+    }
+    let own = recipe.default_lock_path();
+    if own.exists() {
+        return Ok(own);
+    }
+    for l in recipe.lock_candidates().into_iter().skip(1) {
+        if Lock::load(&l).is_ok_and(|lock| lock.recipe_digest == recipe.base.digest()) {
+            return Ok(l);
+        }
+    }
+    Ok(own)
 }
 
 /// The store objects a lock and recipe need.
@@ -103,7 +139,7 @@ pub fn fetch(recipe: &Recipe, lock: &Lock, store: &Store) -> Result<usize> {
 
 pub fn load(opts: &BuildOptions) -> Result<(Recipe, Lock, PathBuf)> {
     let recipe = Recipe::load(&opts.recipe, &opts.repo_root)?;
-    let lock_path = opts.lock.clone().unwrap_or_else(|| recipe.default_lock_path());
+    let lock_path = lock_path(&recipe, opts.lock.as_deref())?;
     let lock = Lock::load_for(&recipe, &lock_path)?;
     base::check_lock_matches(&lock, &recipe)?;
     Ok((recipe, lock, lock_path))
@@ -131,12 +167,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         fetched = stages.run("fetch", "downloading pinned inputs into the store", || fetch(&recipe, &lock, &store))?;
     }
     stages.run("verify", "checking every input against the lock", || store.verify_all(&wanted).map_err(Error::from))?;
-    let mut need = vec!["mmdebstrap", "dpkg-deb", "tar", "chroot"];
-    need.push(match recipe.output.slot_fs {
-        recipe::SlotFs::Squashfs => "mksquashfs",
-        recipe::SlotFs::Erofs => "mkfs.erofs",
-    });
-    let missing: Vec<String> = need.iter().filter(|b| tools::which(b).is_none()).map(|s| s.to_string()).collect();
+    let missing: Vec<String> =
+        tools::missing(&tools::needed(&recipe, true)).iter().map(|t| t.bin.to_string()).collect();
     if !missing.is_empty() {
         return Err(Error::MissingTools(missing));
     }
@@ -151,7 +183,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let mmdebstrap_v = tool_versions.get("mmdebstrap").cloned().unwrap_or_default();
     let base_key = base::base_key(&recipe, &lock, &mmdebstrap_v);
 
-    let images_dir = opts.images_dir.join(&recipe.name);
+    let out_dir = out_dir(&opts.images_dir, &recipe);
+    let images_dir = out_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| opts.images_dir.clone());
     fs::create_dir_all(&images_dir).map_err(io_err(&images_dir))?;
     let work_parent = opts.work_parent.clone().unwrap_or_else(|| images_dir.clone());
     fs::create_dir_all(&work_parent).map_err(io_err(&work_parent))?;
@@ -163,9 +196,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let (base_tar, base_cached) = stages.run("base", "mmdebstrap from the local repository (offline)", || {
         base::ensure_base(&recipe, &lock, &store, &base_key, opts.use_cache, work.path())
     })?;
-    let stack_files = stages.run("stack", "building the stack crates (--locked, paths remapped)", || {
-        stack::build(&recipe.repo_root, &recipe.stack, &opts.stack_target_dir, opts.offline)
-    })?;
+    let stack_files = stages.run(
+        "stack",
+        "compiling the stack crates (cargo --release --locked; minutes on a cold target)",
+        || stack::build(&recipe.repo_root, &recipe.stack, &opts.stack_target_dir, opts.offline),
+    )?;
 
     let mut overlays = BTreeMap::new();
     for o in &recipe.overlays {
@@ -203,7 +238,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         name: recipe.name.clone(),
         version: recipe.version.clone(),
         product: recipe.product.clone(),
-        channel: recipe.channel.as_str().to_string(),
+        channel: recipe.channel.to_string(),
         security_version: recipe.security_version,
         source_date_epoch: recipe.source_date_epoch,
     };
@@ -219,11 +254,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             .map_err(|e| Error::Invalid(format!("build key: {e}")))?;
     let build_key = hash_parts(&[&key_material]);
 
-    let out_dir = images_dir.join(&recipe.version);
     // The builder itself is an input too, but one that differs between machines (paths in
     // debug info): it is kept beside the output, not in the signed manifest.
     let builder = builder_digest()?;
     let builder_file = images_dir.join(format!(".{}.builder", recipe.version));
+    // A published version is never replaced by other bytes.
+    let published = published_key(&out_dir);
+    match &published {
+        Some(key) if *key != build_key && !opts.force => {
+            let cmd = if opts.hint_args.is_empty() { String::new() } else { format!(" {}", opts.hint_args) };
+            return Err(Error::Rejected(format!(
+                "{}: version {} already exists with another build key ({key}; this build: {build_key}): a published version is never replaced by other bytes. Bump image.version in {}, or rebuild with `cargo xtask build{cmd} --force`, which deletes {}",
+                out_dir.display(),
+                recipe.version,
+                recipe.path.display(),
+                describe_dir(&out_dir)
+            )));
+        }
+        Some(key) if *key != build_key => {
+            eprintln!("airlock: --force: deleting {} ({})", out_dir.display(), describe_dir(&out_dir));
+        }
+        _ => {}
+    }
     if opts.use_cache
         && fs::read_to_string(&builder_file).is_ok_and(|b| b.trim() == builder)
         && let Some(m) = up_to_date(&out_dir, &build_key)?
@@ -275,7 +327,22 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     let manifest =
         BuildManifest { format: MANIFEST_FORMAT, build_key, image, inputs, tools: tool_versions, settings, outputs };
-    store::write_atomic(&out.join(MANIFEST_NAME), manifest.to_toml().as_bytes())?;
+    let manifest_text = manifest.to_toml();
+    if published.as_deref() == Some(manifest.build_key.as_str()) {
+        // Same inputs, built again (another builder binary, or no cache): the bytes must be
+        // the same, and then the published directory — signatures and bundle included — stays.
+        let old = fs::read_to_string(out_dir.join(MANIFEST_NAME)).unwrap_or_default();
+        if old != manifest_text {
+            return Err(Error::Rejected(format!(
+                "{}: rebuilding version {} from the same inputs gave other bytes than the published build: not reproducible; the published outputs are kept (`cargo xtask repro` names what differs)",
+                out_dir.display(),
+                recipe.version
+            )));
+        }
+        store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
+        return Ok(BuildReport { out_dir, manifest, up_to_date: true, base_cached, fetched, timings: stages.timings });
+    }
+    store::write_atomic(&out.join(MANIFEST_NAME), manifest_text.as_bytes())?;
     publish(&out, &out_dir, work.path())?;
     store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
     Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
@@ -290,22 +357,21 @@ fn trust_policy_path(recipe: &Recipe) -> PathBuf {
 
 /// The device's identity and trust root for the update agent: `/etc/airlock/device.toml` and
 /// `/etc/airlock/trust.toml` (the dev policy for dev recipes, `keys/trust.toml` for release).
+/// A release image never carries a policy that trusts the dev key.
 fn bake_trust_root(recipe: &Recipe, root: &Path, scratch: &Path) -> Result<()> {
     let policy = trust_policy_path(recipe);
     let text = fs::read_to_string(&policy).map_err(io_err(&policy))?;
     let parsed = trust::Policy::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
-    if (parsed.channel == trust::PolicyChannel::Release) != (recipe.channel == recipe::Channel::Release) {
-        return Err(Error::Invalid(format!("{}: its channel does not match the recipe's", policy.display())));
-    }
-    let device = format!(
-        "product = \"{}\"\nchannel = \"{}\"\ntries = 3\nversion = \"{}\"\nsecurity_version = {}\n",
-        recipe.product,
-        recipe.channel.as_str(),
-        recipe.version,
-        recipe.security_version
-    );
+    let device = sideload::DeviceConfig {
+        product: recipe.product.clone(),
+        channel: recipe.channel,
+        tries: sideload::config::DEFAULT_TRIES,
+        version: Some(product::Version::parse(&recipe.version).map_err(|e| Error::Invalid(e.to_string()))?),
+        security_version: Some(recipe.security_version),
+    };
+    device.check_policy(&parsed).map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
     let dev_file = scratch.join("device.toml");
-    fs::write(&dev_file, device).map_err(io_err(&dev_file))?;
+    fs::write(&dev_file, device.to_toml()).map_err(io_err(&dev_file))?;
     overlay::place_file(root, "/etc/airlock/device.toml", &dev_file, 0o644)?;
     overlay::place_file(root, "/etc/airlock/trust.toml", &policy, 0o644)
 }
@@ -397,6 +463,28 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The build key of a published output directory, if there is one.
+fn published_key(out_dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(out_dir.join(MANIFEST_NAME)).ok()?;
+    BuildManifest::parse(&text).ok().map(|m| m.build_key)
+}
+
+/// What a `--force` would delete in a published directory, in words.
+fn describe_dir(dir: &Path) -> String {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let sigs = names.iter().filter(|n| n.ends_with(".minisig")).count();
+    let bundles: Vec<&String> = names.iter().filter(|n| n.ends_with(".airlock")).collect();
+    format!(
+        "{} file(s): {} signature(s){}",
+        names.len(),
+        sigs,
+        bundles.first().map(|b| format!(", the bundle {b}")).unwrap_or_default()
+    )
 }
 
 /// The manifest of an existing output, when it was built from the same key and its outputs

@@ -22,6 +22,9 @@ pub enum Error {
     Overlay { path: PathBuf, why: String },
     #[error("{}", .0)]
     Invalid(String),
+    /// A check refused the build's inputs or outputs (exit code 1).
+    #[error("{}", .0)]
+    Rejected(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,5 +13,7 @@ pub mod slotfs;
 pub mod stack;
 pub mod tools;
 
-pub use build::{BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, wanted};
+pub use build::{
+    BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, lock_path, out_dir, wanted,
+};
 pub use error::{Error, Result};

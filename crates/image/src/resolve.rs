@@ -52,13 +52,32 @@ pub fn resolve(recipe: &Recipe, store: &Store) -> Result<Lock> {
     let hook_debs = format!("--customize-hook=sync-out /var/cache/apt/archives {}", debs.display());
     let hook_lists = format!("--customize-hook=sync-out /var/lib/apt/lists {}", lists.display());
     let suite = &base.suite;
-    cmd!(
+    let out = cmd!(
         sh,
         "mmdebstrap -q {variant} {arch} {include} --skip=essential/unlink {hook_debs} {hook_lists} {suite} /dev/null {sources...}"
     )
     .quiet()
-    .run()
+    .ignore_status()
+    .output()
     .map_err(tool_err("mmdebstrap (resolving the package closure)"))?;
+    if !out.status.success() {
+        // apt's own words ("Unable to locate package …"), not mmdebstrap's command line.
+        let err = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("E:") || l.contains("Unable to locate") || l.contains("unmet"))
+            .take(10)
+            .collect();
+        let said = if said.is_empty() {
+            err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect()
+        } else {
+            said
+        };
+        return Err(Error::Tool {
+            what: "resolving the package closure (mmdebstrap with the host's apt sources)".into(),
+            message: said.join("\n  "),
+        });
+    }
 
     let index = archive_index(&lists)?;
     let mut packages = Vec::new();
@@ -108,7 +127,55 @@ pub fn resolve(recipe: &Recipe, store: &Store) -> Result<Lock> {
         architecture: base.architecture.clone(),
         tools,
         packages,
+        requested: base.packages.clone(),
     })
+}
+
+/// Checks the recipe's package names against the host's apt lists before resolving, so a
+/// typo is named at once with a suggestion (`nftabels` → `nftables`) instead of after a
+/// minute of mmdebstrap. Skipped when the host's lists are for another suite or empty.
+pub fn check_names(recipe: &Recipe) -> Result<()> {
+    let base = &recipe.base;
+    let codename = fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_default();
+    if codename != base.suite {
+        return Ok(());
+    }
+    let sh = Shell::new().map_err(tool_err("shell"))?;
+    let names = cmd!(sh, "apt-cache --no-generate pkgnames").quiet().ignore_stderr().read().unwrap_or_default();
+    let known: std::collections::BTreeSet<&str> = names.lines().collect();
+    if known.len() < 1000 {
+        return Ok(());
+    }
+    for p in &base.packages {
+        if known.contains(p.as_str()) {
+            continue;
+        }
+        let best = known
+            .iter()
+            .filter(|k| k.len().abs_diff(p.len()) <= 2)
+            .map(|k| (strsim::levenshtein(p, k), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        let hint = best.map(|(_, k)| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+        let at = recipe
+            .files
+            .iter()
+            .find_map(|f| {
+                let text = fs::read_to_string(f).ok()?;
+                let off = text.find(&format!("\"{p}\""))?;
+                Some(recipe::Location::from_offset(f, &text, off + 1).to_string())
+            })
+            .unwrap_or_else(|| recipe.path.display().to_string());
+        return Err(Error::Invalid(format!(
+            "{at}: package `{p}` not found in {}/{}{hint}; fix the recipe, or run `apt-get update` if the host's package lists are old",
+            base.suite, base.architecture
+        )));
+    }
+    Ok(())
 }
 
 /// (Package, Version, Architecture) → (Priority, Section).

@@ -61,20 +61,22 @@ pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path, offline: bo
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
-    let rustflags = format!(
-        "--remap-path-prefix={}=/airlock --remap-path-prefix={}=/cargo --remap-path-prefix={}=/target",
-        repo_root.display(),
-        cargo_home,
-        target_dir.display()
-    );
+    // One flag per 0x1f-separated field: a checkout path with spaces or non-ASCII characters
+    // stays one argument (RUSTFLAGS would split it on the space).
+    let rustflags = [
+        format!("--remap-path-prefix={}=/airlock", repo_root.display()),
+        format!("--remap-path-prefix={cargo_home}=/cargo"),
+        format!("--remap-path-prefix={}=/target", target_dir.display()),
+    ]
+    .join("\x1f");
     let mut pkgs: Vec<String> = crates.iter().flat_map(|c| ["-p".to_string(), c.clone()]).collect();
     if offline {
         pkgs.push("--offline".into());
     }
     cmd!(sh, "cargo build --release --locked --quiet --bins --target-dir {target_dir} {pkgs...}")
-        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         .env("CARGO_HOME", &cargo_home)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
         .env_remove("RUSTC_WRAPPER")
         .env("SOURCE_DATE_EPOCH", "0")
         .quiet()

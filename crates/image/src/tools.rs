@@ -1,8 +1,10 @@
-//! Host tools the build runs, and the versions of those that shape output bytes.
+//! Host tools the build runs — only the ones a recipe needs — and the versions of those that
+//! shape output bytes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use recipe::{Recipe, SlotFs};
 use xshell::{Shell, cmd};
 
 /// A program the build needs on the host, and the Debian package that ships it.
@@ -13,21 +15,47 @@ pub struct HostTool {
     pub why: &'static str,
 }
 
-/// What `lock`, `fetch` and `build` run.
-pub const BUILD_TOOLS: &[HostTool] = &[
-    HostTool {
-        bin: "mmdebstrap",
-        package: "mmdebstrap",
-        why: "installs the base rootfs from the local apt repository",
-    },
-    HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" },
-    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" },
-    HostTool { bin: "dpkg-deb", package: "dpkg", why: "reads package control data" },
-    HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" },
-    HostTool { bin: "tar", package: "tar", why: "unpacks the cached base stage" },
-    HostTool { bin: "unshare", package: "util-linux", why: "runs offline builds in an empty network namespace" },
-    HostTool { bin: "zstd", package: "zstd", why: "the reference compressor for `cargo xtask bench`" },
-];
+const MMDEBSTRAP: HostTool = HostTool {
+    bin: "mmdebstrap",
+    package: "mmdebstrap",
+    why: "installs the base rootfs from the local apt repository",
+};
+const DPKG_DEB: HostTool = HostTool { bin: "dpkg-deb", package: "dpkg", why: "reads package control data" };
+const DPKG_SCAN: HostTool =
+    HostTool { bin: "dpkg-scanpackages", package: "dpkg-dev", why: "indexes the local apt repository" };
+const TAR: HostTool = HostTool { bin: "tar", package: "tar", why: "unpacks the cached base stage" };
+const CHROOT: HostTool = HostTool { bin: "chroot", package: "coreutils", why: "enables services inside the image" };
+const MKSQUASHFS: HostTool =
+    HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" };
+const MKFS_EROFS: HostTool =
+    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" };
+const APT_GET: HostTool = HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" };
+const UNSHARE: HostTool =
+    HostTool { bin: "unshare", package: "util-linux", why: "runs repro builds in their own hostname namespace" };
+
+/// What `build` runs for `recipe`: only the tools this recipe needs (`fetch` adds apt-get
+/// when the build may go online).
+pub fn needed(recipe: &Recipe, offline: bool) -> Vec<HostTool> {
+    let mut v = vec![MMDEBSTRAP, DPKG_DEB, DPKG_SCAN, TAR, CHROOT];
+    v.push(match recipe.output.slot_fs {
+        SlotFs::Squashfs => MKSQUASHFS,
+        SlotFs::Erofs => MKFS_EROFS,
+    });
+    if !offline {
+        v.push(APT_GET);
+    }
+    v
+}
+
+/// What `lock` runs.
+pub fn resolve_tools() -> Vec<HostTool> {
+    vec![MMDEBSTRAP, DPKG_DEB, APT_GET, UNSHARE]
+}
+
+/// What `fetch` runs.
+pub fn fetch_tools() -> Vec<HostTool> {
+    vec![APT_GET, DPKG_DEB]
+}
 
 /// Looks `bin` up in `$PATH` (and the sbin directories, which a non-root PATH may lack).
 pub fn which(bin: &str) -> Option<PathBuf> {

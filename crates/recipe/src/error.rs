@@ -48,10 +48,10 @@ pub enum Error {
     Missing { path: PathBuf, field: &'static str },
     /// The lock does not belong to the recipe any more.
     #[error(
-        "{}: lock is older than its recipe {}: the recipe's [base] now digests to {now}, the lock was made from {locked}; run `cargo xtask lock` to resolve it again",
-        lock.display(), recipe.display()
+        "{}: lock is older than its recipe {}: {changes}. Resolve it again with `cargo xtask lock {}` (online); on an offline builder, run that and `cargo xtask fetch {}` then `cargo xtask store export DIR` on a connected machine, and `cargo xtask store import DIR` here",
+        lock.display(), recipe.display(), recipe.display(), recipe.display()
     )]
-    StaleLock { lock: PathBuf, recipe: PathBuf, locked: String, now: String },
+    StaleLock { lock: PathBuf, recipe: PathBuf, changes: String },
     #[error("{}: no lock file: run `cargo xtask lock {}` (online, once) to resolve the recipe's packages", lock.display(), recipe.display())]
     NoLock { lock: PathBuf, recipe: PathBuf },
 }

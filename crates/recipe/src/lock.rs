@@ -21,6 +21,10 @@ pub struct Lock {
     pub architecture: String,
     /// Versions of the host tools that resolved the closure and shape the output bytes.
     pub tools: BTreeMap<String, String>,
+    /// The packages the recipe asked for when the lock was made (so a stale lock can say
+    /// what changed since).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested: Vec<String>,
     #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
 }
@@ -126,11 +130,46 @@ impl Lock {
             return Err(Error::StaleLock {
                 lock: path.to_path_buf(),
                 recipe: recipe.path.clone(),
-                locked: self.recipe_digest.clone(),
-                now,
+                changes: self.changes_since(recipe),
             });
         }
         Ok(())
+    }
+
+    /// What changed in the recipe's `[base]` since this lock was made, in words.
+    pub fn changes_since(&self, recipe: &Recipe) -> String {
+        let mut parts = Vec::new();
+        if self.suite != recipe.base.suite || self.architecture != recipe.base.architecture {
+            parts.push(format!(
+                "the base is now {}/{}, the lock is for {}/{}",
+                recipe.base.suite, recipe.base.architecture, self.suite, self.architecture
+            ));
+        }
+        if self.requested.is_empty() {
+            parts.push(format!(
+                "its [base] now digests to {}, the lock was made from {}",
+                recipe.base.digest(),
+                self.recipe_digest
+            ));
+        } else {
+            let added: Vec<&str> =
+                recipe.base.packages.iter().filter(|p| !self.requested.contains(p)).map(String::as_str).collect();
+            let removed: Vec<&str> =
+                self.requested.iter().filter(|p| !recipe.base.packages.contains(p)).map(String::as_str).collect();
+            let list = |v: &[&str]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                }
+            };
+            if added.is_empty() && removed.is_empty() {
+                parts.push(format!("its [base] variant is now `{}`", recipe.base.variant));
+            } else {
+                parts.push(format!("packages added since the lock: {}; removed: {}", list(&added), list(&removed)));
+            }
+        }
+        parts.join("; ")
     }
 
     /// The canonical text form: packages sorted, a header saying where it came from.

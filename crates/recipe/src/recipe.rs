@@ -14,21 +14,7 @@ use crate::error::{Error, Location};
 /// Longest `extends` chain accepted; deeper chains are almost surely a mistake.
 const MAX_EXTENDS: usize = 8;
 
-/// The release channel: `dev` images are signed with the INSECURE dev key, `release` never.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Channel {
-    Dev,
-    Release,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Dev => "dev",
-            Channel::Release => "release",
-        }
-    }
-}
+pub use product::Channel;
 
 /// The read-only slot filesystem written as `root.img`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +275,12 @@ impl Recipe {
     pub fn default_lock_path(&self) -> PathBuf {
         self.path.with_extension("lock")
     }
+
+    /// Where a lock for this recipe may be: its own, then those of the recipes it extends
+    /// (a recipe with the same `[base]` as its parent reuses the parent's lock).
+    pub fn lock_candidates(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.with_extension("lock")).collect()
+    }
 }
 
 fn parse_file(path: &Path, src: &str) -> Result<RawFile, Error> {
@@ -410,9 +402,8 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     let version = plain(ctx, l, &v, "image.version", "A-Z a-z 0-9 . + ~ -", 64, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-')
     })?;
-    if !version.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(ctx.invalid(l, v.span(), "image.version must start with a digit, like `1.4.0`"));
-    }
+    // One version order for the builder and the agent (product::Version).
+    product::Version::parse(&version).map_err(|e| ctx.invalid(l, v.span(), format!("image.{e}")))?;
     let (v, l) = ctx.require("image.security_version", |r| r.image.as_ref()?.security_version.as_ref())?;
     let security_version = u64::try_from(*v.get_ref())
         .map_err(|_| ctx.invalid(l, v.span(), "image.security_version must be 0 or more"))?;
@@ -420,17 +411,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     let product =
         plain(ctx, l, &v, "image.product", "a-z 0-9 . _ -", 128, |c| lower_alnum(c) || matches!(c, '.' | '_' | '-'))?;
     let (v, l) = str_field("image.channel", &|r| r.image.as_ref()?.channel.as_ref())?;
-    let channel = match v.get_ref().as_str() {
-        "dev" => Channel::Dev,
-        "release" => Channel::Release,
-        other => {
-            return Err(ctx.invalid(
-                l,
-                v.span(),
-                format!("image.channel `{}` is not a channel: use \"dev\" or \"release\"", other.escape_debug()),
-            ));
-        }
-    };
+    let channel: Channel = v.get_ref().parse().map_err(|e: String| ctx.invalid(l, v.span(), format!("image.{e}")))?;
     let (v, l) = ctx.require("image.source_date_epoch", |r| r.image.as_ref()?.source_date_epoch.as_ref())?;
     let source_date_epoch = u64::try_from(*v.get_ref()).ok().filter(|&t| t <= 253_402_300_799).ok_or_else(|| {
         ctx.invalid(l, v.span(), "image.source_date_epoch must be seconds since 1970, 0 to 253402300799")

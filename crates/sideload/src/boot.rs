@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::fsutil::write_atomic;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     A,
@@ -18,6 +18,8 @@ pub enum Slot {
 }
 
 impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
     pub fn other(self) -> Slot {
         match self {
             Slot::A => Slot::B,
@@ -39,12 +41,21 @@ impl Slot {
     }
 }
 
-/// A slot armed for a trial boot, and how many boots it has left.
+/// A slot armed for a trial boot: boots it has left, and boots it already used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trial {
     pub slot: Slot,
     pub tries_left: u32,
+    #[serde(default)]
+    pub tries_done: u32,
+}
+
+impl Trial {
+    /// Tried and out of tries: the boot loader fell back.
+    pub fn ran_out(&self) -> bool {
+        self.tries_left == 0 && self.tries_done > 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,16 +65,33 @@ pub struct BootState {
     pub booted: Slot,
     /// The blessed slot the boot loader falls back to.
     pub default: Slot,
+    /// A trial that is armed, running, or ran out (never one that was cancelled).
     pub trial: Option<Trial>,
+}
+
+impl BootState {
+    /// The slot the next boot starts: a trial with tries left, else the default.
+    pub fn next(&self) -> Slot {
+        match self.trial {
+            Some(t) if t.tries_left > 0 => t.slot,
+            _ => self.default,
+        }
+    }
+
+    /// The booted slot is on its trial boot.
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some_and(|t| t.slot == self.booted) && self.default != self.booted
+    }
 }
 
 pub trait BootControl {
     fn state(&self) -> Result<BootState, Error>;
     /// Makes `slot` the next boot, `tries` times at most, then back to the default.
     fn arm_trial(&mut self, slot: Slot, tries: u32) -> Result<(), Error>;
-    /// Makes `slot` the default and ends its trial.
+    /// Makes `slot` the default (ahead of every other blessed slot) and ends any trial.
     fn bless(&mut self, slot: Slot) -> Result<(), Error>;
-    /// Takes `slot` out of any trial (before its contents are overwritten).
+    /// Takes `slot` out of the rotation (before its contents are overwritten, or when an
+    /// operator rolls back from it).
     fn cancel_trial(&mut self, slot: Slot) -> Result<(), Error>;
 }
 
@@ -84,13 +112,14 @@ impl SimBoot {
         Ok(b)
     }
 
-    /// What the boot loader does at power-on: a trial slot with tries left boots (and loses a
-    /// try); otherwise the default boots.
+    /// What the firmware and boot loader do at power-on: a trial slot with tries left boots
+    /// (and loses a try); otherwise the default boots.
     pub fn power_on(&mut self) -> Result<BootState, Error> {
         let mut s = self.state()?;
         match &mut s.trial {
             Some(t) if t.tries_left > 0 => {
                 t.tries_left -= 1;
+                t.tries_done += 1;
                 s.booted = t.slot;
             }
             _ => s.booted = s.default,
@@ -103,11 +132,11 @@ impl SimBoot {
 impl BootControl for SimBoot {
     fn state(&self) -> Result<BootState, Error> {
         let text = fs::read_to_string(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        toml::from_str(&text).map_err(|e| Error::State(format!("{}: {e}", self.path.display())))
+        toml::from_str(&text).map_err(|e| Error::State(format!("{}: {}", self.path.display(), e.message().trim())))
     }
     fn arm_trial(&mut self, slot: Slot, tries: u32) -> Result<(), Error> {
         let mut s = self.state()?;
-        s.trial = Some(Trial { slot, tries_left: tries });
+        s.trial = Some(Trial { slot, tries_left: tries, tries_done: 0 });
         self.write(&s)
     }
     fn bless(&mut self, slot: Slot) -> Result<(), Error> {
@@ -126,10 +155,11 @@ impl BootControl for SimBoot {
     }
 }
 
-/// systemd-boot on a real ESP: `loader/entries/slot-a.conf` (blessed) and
-/// `slot-b+TRIES.conf` / `slot-b+LEFT-DONE.conf` (counting). No `default` line: systemd-boot
-/// prefers entries with tries left and sorts by version, so the trial entry gets a higher
-/// version; when its tries run out it sorts last and the blessed entry boots (FIELD-NOTES.md).
+/// systemd-boot on a real ESP: one Boot Loader Specification entry per slot,
+/// `loader/entries/slot-a.conf` (blessed) or `slot-b+LEFT[-DONE].conf` (counting), all with the
+/// same `sort-key` so that systemd-boot orders them by `version`, newest first, after moving
+/// entries with no tries left to the end (FIELD-NOTES.md: no `default` line, which would stop
+/// the fallback). Arming or blessing a slot gives its entry the highest version.
 pub struct Bls {
     pub entries: PathBuf,
     /// The booted slot, from the kernel command line (`root=PARTLABEL=root-X`).
@@ -143,6 +173,9 @@ struct Entry {
     text: String,
 }
 
+/// Largest boot entry read.
+const MAX_ENTRY: u64 = 16 * 1024;
+
 impl Bls {
     fn entries(&self) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
@@ -155,47 +188,71 @@ impl Bls {
                 None => (stem, None),
                 Some((l, c)) => {
                     let (left, done) = c.split_once('-').unwrap_or((c, "0"));
-                    let parse =
-                        |s: &str| s.parse::<u32>().map_err(|_| Error::State(format!("boot entry {name}: bad counter")));
+                    let parse = |s: &str| {
+                        s.parse::<u32>()
+                            .map_err(|_| Error::State(format!("boot entry {}: bad counter", bundle::escape(&name))))
+                    };
                     (l, Some((parse(left)?, parse(done)?)))
                 }
             };
             let Some(slot) = Slot::parse(letter) else { continue };
-            let text = fs::read_to_string(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-            out.push(Entry { slot, file: e.path(), counter, text });
+            if out.iter().any(|o: &Entry| o.slot == slot) {
+                return Err(Error::State(format!(
+                    "two boot entries for slot {} in {}: remove the stale one",
+                    slot.letter(),
+                    self.entries.display()
+                )));
+            }
+            let path = e.path();
+            if fs::metadata(&path).map_err(|err| Error::io(&path, err))?.len() > MAX_ENTRY {
+                return Err(Error::State(format!("boot entry {} is larger than 16 KiB", path.display())));
+            }
+            let text = fs::read_to_string(&path).map_err(|err| Error::io(&path, err))?;
+            out.push(Entry { slot, file: path, counter, text });
         }
         out.sort_by_key(|e| e.slot);
         Ok(out)
     }
 
     fn entry(&self, slot: Slot) -> Result<Entry, Error> {
-        self.entries()?
-            .into_iter()
-            .find(|e| e.slot == slot)
-            .ok_or_else(|| Error::State(format!("no boot entry for slot {}", slot.letter())))
+        self.entries()?.into_iter().find(|e| e.slot == slot).ok_or_else(|| {
+            Error::State(format!("no boot entry for slot {} in {}", slot.letter(), self.entries.display()))
+        })
     }
 
     fn version_of(text: &str) -> u64 {
         text.lines().find_map(|l| l.strip_prefix("version ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     }
 
+    /// The entry text with `version V` and `sort-key airlock` (every other line kept).
     fn with_version(text: &str, v: u64) -> String {
-        let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("version ")).map(str::to_string).collect();
-        lines.insert(1.min(lines.len()), format!("version {v}"));
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("version ") && !l.starts_with("sort-key "))
+            .map(str::to_string)
+            .collect();
+        let at = 1.min(lines.len());
+        lines.insert(at, format!("version {v}"));
+        lines.insert(at, "sort-key airlock".to_string());
         lines.join("\n") + "\n"
     }
 
-    fn rewrite(&self, e: &Entry, counter: Option<(u32, u32)>, version: Option<u64>) -> Result<(), Error> {
+    /// The highest version among the other slots' entries.
+    fn top_other(&self, slot: Slot) -> Result<u64, Error> {
+        Ok(self.entries()?.iter().filter(|e| e.slot != slot).map(|e| Self::version_of(&e.text)).max().unwrap_or(0))
+    }
+
+    fn rewrite(&self, e: &Entry, counter: Option<(u32, u32)>, version: u64) -> Result<(), Error> {
         let name = match counter {
             None => format!("slot-{}.conf", e.slot.letter()),
             Some((left, 0)) => format!("slot-{}+{left}.conf", e.slot.letter()),
             Some((left, done)) => format!("slot-{}+{left}-{done}.conf", e.slot.letter()),
         };
         let dest = self.entries.join(name);
-        let text = version.map_or_else(|| e.text.clone(), |v| Self::with_version(&e.text, v));
-        write_atomic(&dest, text.as_bytes())?;
+        write_atomic(&dest, Self::with_version(&e.text, version).as_bytes())?;
         if dest != e.file {
             fs::remove_file(&e.file).map_err(|err| Error::io(&e.file, err))?;
+            crate::fsutil::fsync_dir(&self.entries)?;
         }
         Ok(())
     }
@@ -204,7 +261,13 @@ impl Bls {
 impl BootControl for Bls {
     fn state(&self) -> Result<BootState, Error> {
         let entries = self.entries()?;
-        let trial = entries.iter().find_map(|e| e.counter.map(|(left, _)| Trial { slot: e.slot, tries_left: left }));
+        // `+0` with no try done is an entry taken out of the rotation, not a trial.
+        let trial = entries.iter().find_map(|e| match e.counter {
+            Some((left, done)) if left > 0 || done > 0 => {
+                Some(Trial { slot: e.slot, tries_left: left, tries_done: done })
+            }
+            _ => None,
+        });
         let default = entries
             .iter()
             .filter(|e| e.counter.is_none())
@@ -213,18 +276,27 @@ impl BootControl for Bls {
         Ok(BootState { booted: self.booted, default, trial })
     }
     fn arm_trial(&mut self, slot: Slot, tries: u32) -> Result<(), Error> {
-        let top = self.entries()?.iter().map(|e| Self::version_of(&e.text)).max().unwrap_or(0);
+        let top = self.top_other(slot)?;
         let e = self.entry(slot)?;
-        self.rewrite(&e, Some((tries, 0)), Some(top + 1))
+        self.rewrite(&e, Some((tries, 0)), top + 1)
     }
     fn bless(&mut self, slot: Slot) -> Result<(), Error> {
+        let top = self.top_other(slot)?;
         let e = self.entry(slot)?;
-        self.rewrite(&e, None, None)
+        self.rewrite(&e, None, top.max(Self::version_of(&e.text).saturating_sub(1)) + 1)?;
+        // Any other slot still counting tries leaves the rotation: the blessed one boots next.
+        for other in self.entries()?.into_iter().filter(|o| o.slot != slot && o.counter.is_some_and(|(l, _)| l > 0)) {
+            let v = Self::version_of(&other.text);
+            self.rewrite(&other, Some((0, 0)), v)?;
+        }
+        Ok(())
     }
     fn cancel_trial(&mut self, slot: Slot) -> Result<(), Error> {
-        // Zero tries left: systemd-boot never picks it while its slot is rewritten.
+        // Zero tries left: systemd-boot sorts it last and never picks it while a slot with
+        // tries (or a blessed one) exists.
         let e = self.entry(slot)?;
-        self.rewrite(&e, Some((0, 0)), Some(0))
+        let v = Self::version_of(&e.text);
+        self.rewrite(&e, Some((0, 0)), v)
     }
 }
 
@@ -240,41 +312,76 @@ mod tests {
         v
     }
 
+    fn esp() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("slot-a.conf"),
+            "title Airlock slot a\nsort-key airlock\nversion 1\nlinux /a/vmlinuz\noptions root=PARTLABEL=root-a ro\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("slot-b+0.conf"),
+            "title Airlock slot b\nsort-key airlock\nversion 0\nlinux /b/vmlinuz\noptions root=PARTLABEL=root-b ro\n",
+        )
+        .unwrap();
+        d
+    }
+
     #[test]
     fn bls_entries_follow_boot_counting() {
-        let d = tempfile::tempdir().unwrap();
+        let d = esp();
         let e = d.path();
-        fs::write(
-            e.join("slot-a.conf"),
-            "title Airlock slot a\nversion 1\nlinux /a/vmlinuz\noptions root=PARTLABEL=root-a ro\n",
-        )
-        .unwrap();
-        fs::write(
-            e.join("slot-b.conf"),
-            "title Airlock slot b\nversion 0\nlinux /b/vmlinuz\noptions root=PARTLABEL=root-b ro\n",
-        )
-        .unwrap();
         let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
         assert_eq!(bls.state().unwrap(), BootState { booted: Slot::A, default: Slot::A, trial: None });
 
-        // Before slot b is rewritten it leaves the rotation; then it is armed with 3 tries and
-        // a version above every other entry, so systemd-boot tries it first.
+        // Armed with 3 tries and a version above every other entry: systemd-boot tries it first.
         bls.cancel_trial(Slot::B).unwrap();
         assert_eq!(names(e), ["slot-a.conf", "slot-b+0.conf"]);
         bls.arm_trial(Slot::B, 3).unwrap();
         assert_eq!(names(e), ["slot-a.conf", "slot-b+3.conf"]);
-        assert!(fs::read_to_string(e.join("slot-b+3.conf")).unwrap().contains("version 2\n"));
-        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 3 }));
+        let b = fs::read_to_string(e.join("slot-b+3.conf")).unwrap();
+        assert!(b.contains("sort-key airlock\nversion 2\n"), "{b}");
+        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 3, tries_done: 0 }));
 
         // systemd-boot counts one try down when it boots the entry.
         fs::rename(e.join("slot-b+3.conf"), e.join("slot-b+2-1.conf")).unwrap();
         let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::B };
-        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 2 }));
+        assert!(bls.state().unwrap().on_trial());
 
         // Blessed: the counter goes, and the newer blessed entry is the default.
         bls.bless(Slot::B).unwrap();
         assert_eq!(names(e), ["slot-a.conf", "slot-b.conf"]);
         assert_eq!(bls.state().unwrap(), BootState { booted: Slot::B, default: Slot::B, trial: None });
+
+        // Rolling back blesses A above B.
+        bls.bless(Slot::A).unwrap();
+        assert_eq!(bls.state().unwrap().default, Slot::A);
+        assert!(fs::read_to_string(e.join("slot-a.conf")).unwrap().contains("version 3\n"));
+    }
+
+    #[test]
+    fn a_trial_that_ran_out_is_told_from_one_that_was_cancelled() {
+        let d = esp();
+        let e = d.path();
+        fs::rename(e.join("slot-b+0.conf"), e.join("slot-b+0-3.conf")).unwrap();
+        let bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
+        let t = bls.state().unwrap().trial.unwrap();
+        assert!(t.ran_out());
+        fs::rename(e.join("slot-b+0-3.conf"), e.join("slot-b+0.conf")).unwrap();
+        assert_eq!(bls.state().unwrap().trial, None);
+    }
+
+    #[test]
+    fn blessing_one_slot_ends_the_other_slots_trial() {
+        let d = esp();
+        let e = d.path();
+        let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
+        bls.arm_trial(Slot::B, 3).unwrap();
+        fs::rename(e.join("slot-b+3.conf"), e.join("slot-b+2-1.conf")).unwrap();
+        let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::B };
+        bls.bless(Slot::A).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b+0.conf"]);
+        assert_eq!(bls.state().unwrap().next(), Slot::A);
     }
 
     #[test]
@@ -285,6 +392,7 @@ mod tests {
         assert_eq!(b.power_on().unwrap().booted, Slot::B);
         assert_eq!(b.power_on().unwrap().booted, Slot::B);
         let s = b.power_on().unwrap();
-        assert_eq!((s.booted, s.trial), (Slot::A, Some(Trial { slot: Slot::B, tries_left: 0 })));
+        assert_eq!((s.booted, s.trial), (Slot::A, Some(Trial { slot: Slot::B, tries_left: 0, tries_done: 2 })));
+        assert!(s.trial.unwrap().ran_out());
     }
 }

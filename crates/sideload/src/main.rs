@@ -1,52 +1,72 @@
 //! `sideload`: the appliance's update agent. Exit codes: 0 success, 1 refused, 2 usage or I/O.
+//! With `--json`, every outcome (refusals and errors included) is one JSON document on stdout.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sideload::{Agent, Device, DeviceConfig, Error, InstallOptions, SimBoot};
+use serde_json::json;
+use sideload::console::{self, ConsoleProgress};
+use sideload::{Agent, Device, DeviceConfig, Error, InstallOptions, SimBoot, agent, audit, simfs};
 
 #[derive(Parser)]
-#[command(name = "sideload", about = "Airlock's offline update agent")]
+#[command(
+    name = "sideload",
+    version,
+    about = "Airlock's offline update agent: verifies bundles against the device's own trust policy and installs them into the inactive A/B slot"
+)]
 struct Cli {
     /// Run against a simulated device in DIR (file-backed slots) instead of this machine.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Machine-readable output.
+    /// One JSON document on stdout for every outcome (`audit --json`: JSON Lines).
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to wait for another sideload to finish before refusing.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    wait: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Verify a bundle fully (signatures, product, channel, versions, every payload byte).
+    /// Verify a bundle fully (signatures, product, every payload byte) and say whether this
+    /// device would accept it now. Changes nothing.
     Verify { bundle: PathBuf },
     /// Verify and install a bundle into the inactive slot, then arm a trial boot.
     Install {
         bundle: PathBuf,
+        /// Install even when this version is already running.
         #[arg(long)]
         reinstall: bool,
+        /// Install an older version (the security floor still applies).
         #[arg(long)]
         downgrade: bool,
     },
     /// Install the newest acceptable bundle found in DIR (a mounted USB stick).
     InstallDir { dir: PathBuf },
-    /// The slots, the boot state and the security floor.
+    /// Slots, versions, the next boot, trial tries left, the security floor, the last audit
+    /// records. Changes nothing.
     Status,
-    /// The health check passed: bless the booted slot, then raise the security floor.
+    /// Record this boot in the audit log (once per boot, by airlock-boot.service), after
+    /// reconciling with what the boot loader did.
+    Booted,
+    /// The health check passed on a trial boot: bless the booted slot, then raise the floor.
     MarkGood,
-    /// Make the other slot the default again (if good and not below the floor).
+    /// Make the other slot the default again (if good and not below the floor); during a
+    /// trial, the trial is cancelled.
     Rollback,
-    /// Check the audit log's hash chain and print it.
+    /// Check the audit log's hash chain against the device state and print it. Changes nothing.
     Audit,
-    /// Set up a simulated device (with --root): slot A holds IMAGE, blessed.
+    /// Simulated device only (with --root): set it up; slot A holds IMAGE, blessed.
     Init {
         #[arg(long)]
         product: String,
-        #[arg(long, default_value = "dev")]
-        channel: String,
+        #[arg(long, value_enum, default_value_t = product::Channel::Dev)]
+        channel: product::Channel,
         #[arg(long)]
         trust: PathBuf,
         #[arg(long)]
@@ -59,9 +79,13 @@ enum Cmd {
         security_version: u64,
         #[arg(long, default_value_t = 3)]
         tries: u32,
+        /// Keep unsynced writes apart, so that `simulate-boot` loses them as a power cut would.
+        #[arg(long)]
+        simulate_power_loss: bool,
     },
-    /// Simulated device only: what the boot loader does at power-on.
-    #[command(hide = true)]
+    /// Simulated device only (with --root): what the firmware and boot loader do at power-on —
+    /// unsynced writes are lost (with --simulate-power-loss at init), then a trial slot with
+    /// tries left boots and loses a try, else the default slot boots.
     SimulateBoot,
 }
 
@@ -72,82 +96,186 @@ fn device(cli: &Cli) -> Result<Device, Error> {
     }
 }
 
-fn run(cli: Cli) -> Result<String, Error> {
+/// What a command prints: text for people, JSON for machines.
+struct Out {
+    text: String,
+    json: serde_json::Value,
+    code: u8,
+}
+
+fn ok(text: String, json: serde_json::Value) -> Out {
+    Out { text, json, code: 0 }
+}
+
+fn policy_label(cli: &Cli) -> String {
+    match &cli.root {
+        Some(r) => r.join("trust.toml").display().to_string(),
+        None => "/etc/airlock/trust.toml".to_string(),
+    }
+}
+
+fn run(cli: &Cli) -> Result<Out, Error> {
+    let wait = Duration::from_secs(cli.wait);
     let opts = |reinstall, downgrade| InstallOptions { reinstall, downgrade };
     match &cli.cmd {
-        Cmd::Init { product, channel, trust, slot_size, image, version, security_version, tries } => {
+        Cmd::Init {
+            product,
+            channel,
+            trust,
+            slot_size,
+            image,
+            version,
+            security_version,
+            tries,
+            simulate_power_loss,
+        } => {
             let root = cli.root.clone().ok_or_else(|| Error::State("init needs --root DIR".into()))?;
             let text = std::fs::read_to_string(trust).map_err(|e| Error::io(trust, e))?;
             let cfg = DeviceConfig {
                 product: product.clone(),
-                channel: channel.clone(),
+                channel: *channel,
                 tries: *tries,
                 version: None,
                 security_version: None,
             };
-            Device::init_simulated(&root, &cfg, &text, *slot_size, image, version, *security_version)?;
-            Ok(format!("simulated device in {}: slot a holds {version}", root.display()))
+            DeviceConfig::parse(&cfg.to_toml()).map_err(Error::State)?;
+            Device::init_simulated(
+                &root,
+                &cfg,
+                &text,
+                *slot_size,
+                image,
+                version,
+                *security_version,
+                *simulate_power_loss,
+            )?;
+            Ok(ok(
+                format!("simulated device in {}: slot a holds {version}", root.display()),
+                json!({"ok": true, "root": root, "version": version}),
+            ))
         }
         Cmd::SimulateBoot => {
             let root = cli.root.clone().ok_or_else(|| Error::State("simulate-boot needs --root DIR".into()))?;
+            simfs::power_cut(&root)?;
             let s = SimBoot { path: root.join("boot/state.toml") }.power_on()?;
-            Ok(format!("booted slot {}", s.booted.letter()))
+            Ok(ok(format!("booted slot {}", s.booted.letter()), json!({"ok": true, "booted": s.booted.letter()})))
+        }
+        Cmd::Status => {
+            let dev = device(cli)?;
+            let v = agent::view(&dev)?;
+            let recent = agent::recent(&dev, 5);
+            Ok(ok(console::status_text(&dev.config, &v, &recent), console::status_json(&dev.config, &v, &recent)))
         }
         Cmd::Audit => {
-            let dev = device(&cli)?;
-            let records = sideload::audit::verify_chain(&dev.data.join("audit.jsonl"))?;
-            let lines: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-            Ok(format!("{}\naudit chain intact: {} records", lines.join("\n"), records.len()))
+            let dev = device(cli)?;
+            let head = sideload::state::load(&dev.data)?.map(|s| s.audit);
+            let mut stdout = std::io::stdout().lock();
+            let mut write_err = None;
+            let checked = audit::check(&dev.data.join("audit.jsonl"), head.as_ref(), |line, v| {
+                let printed = if cli.json { line.to_string() } else { console::record_line(v) };
+                if write_err.is_none()
+                    && let Err(e) = writeln!(stdout, "{printed}")
+                {
+                    write_err = Some(e);
+                }
+            })?;
+            if let Some(e) = write_err {
+                return Err(Error::io(&dev.data.join("audit.jsonl"), e));
+            }
+            // Records went to stdout as they were read; the verdict goes to stderr.
+            match checked.broken {
+                None => {
+                    eprintln!("sideload: audit chain intact: {} records", checked.records);
+                    Ok(Out { text: String::new(), json: serde_json::Value::Null, code: 0 })
+                }
+                Some((line, why)) => Err(Error::Refused(
+                    sideload::Reason::AuditBroken,
+                    format!("audit chain broken at record {line}: {why}"),
+                )),
+            }
+        }
+        Cmd::Verify { bundle } => {
+            let dev = device(cli)?;
+            let report = agent::verify(&dev, bundle, &policy_label(cli), opts(false, false))?;
+            let code = if report.accepted { 0 } else { 1 };
+            Ok(Out { text: report.render_text(), json: serde_json::to_value(&report).unwrap_or_default(), code })
         }
         cmd => {
-            let mut agent = Agent::load(device(&cli)?)?;
+            let mut agent = Agent::open(device(cli)?, wait)?;
             match cmd {
-                Cmd::Verify { bundle } => {
-                    let a = agent.check(bundle, opts(false, false), true)?;
-                    Ok(if cli.json {
-                        serde_json::to_string(&a).unwrap_or_default()
-                    } else {
-                        format!("{} {}: verified (signers {})", a.bundle, a.version, a.signers.join(", "))
-                    })
-                }
                 Cmd::Install { bundle, reinstall, downgrade } => {
-                    let a = agent.install(bundle, opts(*reinstall, *downgrade))?;
-                    Ok(if cli.json {
-                        serde_json::to_string(&a).unwrap_or_default()
-                    } else {
-                        format!("{} {}: installed; trial boot armed — reboot to try it", a.bundle, a.version)
-                    })
+                    let mut progress = ConsoleProgress::new(cli.json);
+                    let a = agent.install(bundle, opts(*reinstall, *downgrade), &mut progress)?;
+                    progress.finish();
+                    Ok(ok(
+                        format!(
+                            "{} {}: installed into slot {}; trial boot armed — reboot to try it",
+                            a.bundle, a.version, a.slot
+                        ),
+                        json!({"ok": true, "installed": a}),
+                    ))
                 }
                 Cmd::InstallDir { dir } => {
-                    let a = agent.install_dir(dir, opts(false, false))?;
-                    Ok(if cli.json {
-                        serde_json::to_string(&a).unwrap_or_default()
-                    } else {
-                        format!("{} {}: installed from {}; trial boot armed", a.bundle, a.version, dir.display())
-                    })
+                    let mut progress = ConsoleProgress::new(cli.json);
+                    let a = agent.install_dir(dir, opts(false, false), &mut progress)?;
+                    progress.finish();
+                    Ok(ok(
+                        format!(
+                            "{} {}: installed into slot {}; trial boot armed — reboot to try it",
+                            a.bundle, a.version, a.slot
+                        ),
+                        json!({"ok": true, "installed": a}),
+                    ))
                 }
-                Cmd::Status => {
-                    let s = agent.status()?;
-                    Ok(if cli.json { s.to_string() } else { serde_json::to_string_pretty(&s).unwrap_or_default() })
+                Cmd::Booted => {
+                    let msg = agent.booted()?;
+                    Ok(ok(msg.clone(), json!({"ok": true, "message": msg})))
                 }
                 Cmd::MarkGood | Cmd::Rollback => {
                     let msg = if matches!(cmd, Cmd::MarkGood) { agent.mark_good()? } else { agent.rollback()? };
-                    Ok(if cli.json { agent.status()?.to_string() } else { msg })
+                    let v = agent::view(&agent.dev)?;
+                    let mut j = console::status_json(&agent.dev.config, &v, &[]);
+                    j["ok"] = json!(true);
+                    j["message"] = json!(msg);
+                    Ok(ok(msg, j))
                 }
-                _ => unreachable!("handled above"),
+                _ => Err(Error::State("unreachable command".into())),
             }
         }
     }
 }
 
+/// Prints, ending quietly when stdout is a closed pipe (`sideload audit | head`).
+fn print(s: &str) {
+    if s.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{s}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    match run(&cli) {
         Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
+            if cli.json {
+                if !out.json.is_null() {
+                    print(&out.json.to_string());
+                }
+            } else {
+                print(&out.text);
+            }
+            ExitCode::from(out.code)
         }
         Err(e) => {
+            if cli.json {
+                print(
+                    &json!({"ok": false, "reason": e.code(), "message": e.to_string(), "exit_code": e.exit_code()})
+                        .to_string(),
+                );
+            }
             eprintln!("sideload: {e}");
             ExitCode::from(e.exit_code())
         }

@@ -6,7 +6,9 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+#[cfg(feature = "sign")]
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::VerifyingKey;
 
 use crate::Error;
 
@@ -14,18 +16,24 @@ use crate::Error;
 pub const MAX_KEY_FILE: usize = 4096;
 
 const SIG_ALG: [u8; 2] = *b"Ed";
+#[cfg(feature = "sign")]
 const KDF_SCRYPT: [u8; 2] = *b"Sc";
+#[cfg(feature = "sign")]
 const KDF_NONE: [u8; 2] = [0, 0];
+#[cfg(feature = "sign")]
 const CHK_ALG: [u8; 2] = *b"B2";
+#[cfg(feature = "sign")]
 const SK_BLOB_LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 104;
 
 /// minisign's scrypt cost (libsodium's "sensitive" limits): N = 2^20, r = 8, p = 1, 1 GiB.
+#[cfg(feature = "sign")]
 pub const DEFAULT_OPSLIMIT: u64 = 33_554_432;
+#[cfg(feature = "sign")]
 pub const DEFAULT_MEMLIMIT: u64 = 1_073_741_824;
 
 /// The 8-byte key id minisign puts in keys and signatures, shown as 16 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KeyId(pub [u8; 8]);
+pub struct KeyId([u8; 8]);
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,6 +48,14 @@ impl fmt::Debug for KeyId {
 }
 
 impl KeyId {
+    pub const fn new(bytes: [u8; 8]) -> KeyId {
+        KeyId(bytes)
+    }
+
+    pub fn bytes(&self) -> [u8; 8] {
+        self.0
+    }
+
     pub fn parse_hex(s: &str) -> Option<KeyId> {
         if s.len() != 16 {
             return None;
@@ -49,11 +65,21 @@ impl KeyId {
 }
 
 /// A public key that passed every check: right length, decodable point, not of small order.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Its identity is its 32 key bytes; the id is only a label that minisign puts beside it.
+#[derive(Clone, Copy)]
 pub struct PublicKey {
-    pub id: KeyId,
-    pub key: VerifyingKey,
+    id: KeyId,
+    key: VerifyingKey,
 }
+
+/// Two public keys are the same key when their key bytes are equal, whatever their ids.
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.key.as_bytes() == other.key.as_bytes()
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,6 +100,25 @@ pub(crate) fn decode_b64(s: &str, what: &str) -> Result<Vec<u8>, Error> {
 }
 
 impl PublicKey {
+    /// The 8-byte label minisign writes beside the key and into each signature.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The key itself: what identifies it.
+    pub fn bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// The same key under another id (a key can be listed under an alias).
+    pub fn with_id(&self, id: KeyId) -> PublicKey {
+        PublicKey { id, key: self.key }
+    }
+
+    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
     /// Parses the base64 line of a public key (`RWQ…`): 42 bytes, `Ed`, key id, key.
     pub fn from_base64(s: &str) -> Result<PublicKey, Error> {
         let raw = decode_b64(s, "public key")?;
@@ -133,11 +178,13 @@ impl PublicKey {
 }
 
 /// A secret key, decrypted. Never printed: `Debug` shows the key id only.
+#[cfg(feature = "sign")]
 pub struct SecretKey {
-    pub id: KeyId,
+    id: KeyId,
     pub(crate) signing: SigningKey,
 }
 
+#[cfg(feature = "sign")]
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretKey({}, redacted)", self.id)
@@ -145,6 +192,7 @@ impl fmt::Debug for SecretKey {
 }
 
 /// How a new secret key file is protected.
+#[cfg(feature = "sign")]
 #[derive(Debug, Clone, Copy)]
 pub struct Kdf<'a> {
     pub passphrase: &'a [u8],
@@ -153,6 +201,7 @@ pub struct Kdf<'a> {
     pub memlimit: u64,
 }
 
+#[cfg(feature = "sign")]
 /// libsodium's `pickparams`: scrypt (log2 N, r, p) from minisign's opslimit and memlimit.
 fn scrypt_params(opslimit: u64, memlimit: u64) -> Result<(u8, u32, u32), Error> {
     let opslimit = opslimit.max(32_768);
@@ -186,6 +235,7 @@ fn scrypt_params(opslimit: u64, memlimit: u64) -> Result<(u8, u32, u32), Error> 
     Ok((n_log2, r as u32, p as u32))
 }
 
+#[cfg(feature = "sign")]
 fn scrypt_stream(passphrase: &[u8], salt: &[u8], opslimit: u64, memlimit: u64) -> Result<[u8; 104], Error> {
     let (log_n, r, p) = scrypt_params(opslimit, memlimit)?;
     let params = scrypt::Params::new(log_n, r, p).map_err(|_| Error::Malformed("invalid scrypt parameters".into()))?;
@@ -194,6 +244,7 @@ fn scrypt_stream(passphrase: &[u8], salt: &[u8], opslimit: u64, memlimit: u64) -
     Ok(out)
 }
 
+#[cfg(feature = "sign")]
 fn checksum(id: &KeyId, sk: &[u8; 64]) -> [u8; 32] {
     let mut st = blake2b_simd::Params::new().hash_length(32).to_state();
     st.update(&SIG_ALG);
@@ -204,7 +255,19 @@ fn checksum(id: &KeyId, sk: &[u8; 64]) -> [u8; 32] {
     out
 }
 
+#[cfg(feature = "sign")]
 impl SecretKey {
+    /// The key id written into the key file and every signature it makes.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The same key under another id: the id is a label, the key stays the key (used to show
+    /// that a relabelled key is still recognised by its bytes).
+    pub fn with_id(&self, id: KeyId) -> SecretKey {
+        SecretKey { id, signing: self.signing.clone() }
+    }
+
     /// A new key from 32 random bytes and an 8-byte random key id (the caller brings the
     /// randomness: this crate does no I/O).
     pub fn from_seed(seed: [u8; 32], id: [u8; 8]) -> SecretKey {

@@ -1,19 +1,23 @@
 //! The trust layer: minisign-format ed25519 keys and signatures, the trust policy with m-of-n
 //! roles, revocation and rotation. Pure: it reads from `&str` and `impl Read`, never from the
-//! filesystem or the network, and no decision depends on a clock.
+//! filesystem or the network, and no decision depends on a clock. Making keys and signatures
+//! sits behind the `sign` feature, which the on-device agent does not link.
 //!
 //! The code that decides whether bytes are trusted is `SignatureFile::verify` (sig.rs) and
-//! `Policy::verify` (policy.rs).
+//! `Policy::verify` / `Policy::require` (policy.rs).
 
 mod key;
 mod policy;
 mod sig;
 
-pub use key::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, KeyId, MAX_KEY_FILE, PublicKey, SecretKey};
+#[cfg(feature = "sign")]
+pub use key::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
+pub use key::{KeyId, MAX_KEY_FILE, PublicKey};
 pub use policy::{
-    DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyChannel, Report, Role, RolePolicy,
-    RoleReport, SignerReport,
+    Accepted, DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyKey, Rejected, Report, Role,
+    RolePolicy, RoleReport, SignerReport, dev_public_key, is_dev_key,
 };
+pub use product::Channel;
 pub use sig::{MAX_SIG_FILE, MAX_TRUSTED_COMMENT, Prehash, SignatureFile};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,10 +6,14 @@ use std::io::Read;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature as EdSignature, Signer};
+use ed25519_dalek::Signature as EdSignature;
+#[cfg(feature = "sign")]
+use ed25519_dalek::Signer;
 
 use crate::Error;
-use crate::key::{KeyId, PublicKey, SecretKey, bounded_lines, decode_b64};
+#[cfg(feature = "sign")]
+use crate::key::SecretKey;
+use crate::key::{KeyId, PublicKey, bounded_lines, decode_b64};
 
 /// Largest signature file accepted, in bytes.
 pub const MAX_SIG_FILE: usize = 4096;
@@ -38,10 +42,10 @@ fn s_is_canonical(s: &[u8]) -> bool {
 /// A parsed signature file; not yet verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureFile {
-    pub key_id: KeyId,
-    pub signature: [u8; 64],
-    pub trusted_comment: String,
-    pub global_signature: [u8; 64],
+    key_id: KeyId,
+    signature: [u8; 64],
+    trusted_comment: String,
+    global_signature: [u8; 64],
 }
 
 /// BLAKE2b-512 of a message, streamed: the prehash minisign signs.
@@ -82,6 +86,47 @@ fn sig64(raw: &[u8], what: &str) -> Result<[u8; 64], Error> {
 }
 
 impl SignatureFile {
+    /// The key id the signature names (a label: the key is found by the verifier's policy).
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn trusted_comment(&self) -> &str {
+        &self.trusted_comment
+    }
+
+    /// The same signature under another key id label (tests of aliasing: the id is not signed).
+    pub fn relabelled(&self, id: KeyId) -> SignatureFile {
+        SignatureFile { key_id: id, ..self.clone() }
+    }
+
+    /// The raw signature and global signature, for tests that build hostile variants.
+    pub fn signature(&self) -> [u8; 64] {
+        self.signature
+    }
+
+    pub fn global_signature(&self) -> [u8; 64] {
+        self.global_signature
+    }
+
+    /// A signature file from its parts (nothing is checked until [`SignatureFile::verify`]).
+    pub fn from_parts(key_id: KeyId, signature: [u8; 64], trusted_comment: &str, global_signature: [u8; 64]) -> Self {
+        SignatureFile { key_id, signature, trusted_comment: trusted_comment.to_string(), global_signature }
+    }
+
+    /// Parses a signature file's bytes: bounded first, then UTF-8, then the four lines.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<SignatureFile, Error> {
+        if bytes.len() > MAX_SIG_FILE {
+            return Err(Error::Malformed(format!(
+                "signature file is {} bytes, more than the {MAX_SIG_FILE} a signature file can be",
+                bytes.len()
+            )));
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Malformed(format!("signature file is not UTF-8 text (byte {})", e.valid_up_to())))?;
+        SignatureFile::parse(text)
+    }
+
     pub fn parse(text: &str) -> Result<SignatureFile, Error> {
         let lines = bounded_lines(text, MAX_SIG_FILE, "signature file")?;
         if !text.ends_with('\n') {
@@ -121,14 +166,14 @@ impl SignatureFile {
             return Err(Error::Malformed(format!("trusted comment longer than {MAX_TRUSTED_COMMENT} bytes")));
         }
         let global_signature = sig64(&decode_b64(global_line, "global signature")?, "global signature")?;
-        Ok(SignatureFile { key_id: KeyId(id), signature, trusted_comment, global_signature })
+        Ok(SignatureFile { key_id: KeyId::new(id), signature, trusted_comment, global_signature })
     }
 
     /// Verifies against `key` and the message's prehash: the signature and the global
     /// signature over signature + trusted comment, both with `verify_strict`.
     pub fn verify(&self, key: &PublicKey, prehash: &Prehash) -> Result<(), Error> {
-        if self.key_id != key.id {
-            return Err(Error::KeyMismatch { signed_by: self.key_id, key: key.id });
+        if self.key_id != key.id() {
+            return Err(Error::KeyMismatch { signed_by: self.key_id, key: key.id() });
         }
         for (s, what) in [(&self.signature, "signature"), (&self.global_signature, "global signature")] {
             if !s_is_canonical(&s[32..]) {
@@ -139,16 +184,17 @@ impl SignatureFile {
             }
         }
         let sig = EdSignature::from_bytes(&self.signature);
-        key.key.verify_strict(&prehash.0, &sig).map_err(|_| Error::BadSignature(self.key_id))?;
+        key.verifying_key().verify_strict(&prehash.0, &sig).map_err(|_| Error::BadSignature(self.key_id))?;
         let mut global_msg = Vec::with_capacity(64 + self.trusted_comment.len());
         global_msg.extend_from_slice(&self.signature);
         global_msg.extend_from_slice(self.trusted_comment.as_bytes());
         let global = EdSignature::from_bytes(&self.global_signature);
-        key.key.verify_strict(&global_msg, &global).map_err(|_| Error::BadTrustedComment(self.key_id))?;
+        key.verifying_key().verify_strict(&global_msg, &global).map_err(|_| Error::BadTrustedComment(self.key_id))?;
         Ok(())
     }
 
     /// Signs a prehash with `key`, binding `trusted_comment` (no newlines).
+    #[cfg(feature = "sign")]
     pub fn sign(key: &SecretKey, prehash: &Prehash, trusted_comment: &str) -> Result<SignatureFile, Error> {
         if trusted_comment.contains(['\n', '\r']) || trusted_comment.len() > MAX_TRUSTED_COMMENT {
             return Err(Error::Malformed("trusted comment must be one line of at most 1024 bytes".into()));
@@ -158,13 +204,18 @@ impl SignatureFile {
         global_msg.extend_from_slice(&signature);
         global_msg.extend_from_slice(trusted_comment.as_bytes());
         let global_signature = key.signing.sign(&global_msg).to_bytes();
-        Ok(SignatureFile { key_id: key.id, signature, trusted_comment: trusted_comment.to_string(), global_signature })
+        Ok(SignatureFile {
+            key_id: key.id(),
+            signature,
+            trusted_comment: trusted_comment.to_string(),
+            global_signature,
+        })
     }
 
     pub fn to_file(&self) -> String {
         let mut raw = Vec::with_capacity(74);
         raw.extend_from_slice(&ALG_PREHASHED);
-        raw.extend_from_slice(&self.key_id.0);
+        raw.extend_from_slice(&self.key_id.bytes());
         raw.extend_from_slice(&self.signature);
         format!(
             "untrusted comment: signature from airlock secret key {}\n{}\ntrusted comment: {}\n{}\n",

@@ -1,70 +1,172 @@
-//! The invariants of ARCHITECTURE.md that a test can check.
+//! The invariants of ARCHITECTURE.md that a test can check, read from the manifests
+//! themselves: the crate list comes from `crates/*`, every dependency table counts, and the
+//! agent's whole dependency closure comes from `Cargo.lock` (and `cargo tree` for features).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::process::Command;
 
 use crate::repo;
 
-fn deps_of(krate: &str) -> Vec<String> {
-    let text = fs::read_to_string(repo().join("crates").join(krate).join("Cargo.toml")).unwrap();
-    let v: toml::Table = toml::from_str(&text).unwrap();
-    v.get("dependencies").and_then(|d| d.as_table()).map(|d| d.keys().cloned().collect()).unwrap_or_default()
+/// The workspace crates: `crates/*` and `xtask`, with their manifests.
+fn workspace() -> BTreeMap<String, toml::Table> {
+    let mut out = BTreeMap::new();
+    let mut dirs: Vec<_> = fs::read_dir(repo().join("crates")).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.push(repo().join("xtask"));
+    for d in dirs {
+        let m = d.join("Cargo.toml");
+        if !m.is_file() {
+            continue;
+        }
+        let t: toml::Table = toml::from_str(&fs::read_to_string(&m).unwrap()).unwrap();
+        let name = t["package"]["name"].as_str().unwrap().to_string();
+        out.insert(name, t);
+    }
+    assert!(out.len() >= 9, "found only {:?}", out.keys());
+    out
 }
+
+/// Every dependency a manifest names, by table kind (`dependencies`, `dev-dependencies`,
+/// `build-dependencies`, and the same under `[target.*]`).
+fn deps(t: &toml::Table) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut out: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut tables = vec![t];
+    if let Some(targets) = t.get("target").and_then(|v| v.as_table()) {
+        tables.extend(targets.values().filter_map(|v| v.as_table()));
+    }
+    for tab in tables {
+        for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            if let Some(d) = tab.get(kind).and_then(|v| v.as_table()) {
+                out.entry(kind).or_default().extend(d.keys().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// Which workspace crates each crate may depend on (ARCHITECTURE.md, "Invariant: crate
+/// dependencies go one way").
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("product", &[]),
+    ("recipe", &["product"]),
+    ("store", &["recipe"]),
+    ("trust", &["product"]),
+    ("bundle", &["trust", "product"]),
+    ("release", &["trust", "bundle", "product"]),
+    ("zones", &[]),
+    ("sideload", &["trust", "bundle", "product", "zones"]),
+    ("evidence", &["recipe", "trust", "bundle", "product", "zones"]),
+    ("image", &["recipe", "store", "trust", "bundle", "product", "sideload", "zones", "release", "evidence"]),
+    ("parking-controller", &[]),
+];
 
 #[test]
 fn crate_dependencies_go_one_way() {
-    let workspace = ["recipe", "store", "trust", "image", "parking-controller", "bundle", "sideload", "zones"];
-    let allowed: &[(&str, &[&str])] = &[
-        ("recipe", &[]),
-        ("store", &["recipe"]),
-        ("trust", &[]),
-        ("bundle", &["trust"]),
-        ("zones", &["recipe"]),
-        ("image", &["recipe", "store", "trust", "bundle", "zones"]),
-        ("sideload", &["trust", "bundle"]),
-        ("parking-controller", &[]),
-    ];
-    for (krate, ok) in allowed {
-        if !repo().join("crates").join(krate).exists() {
+    let ws = workspace();
+    let names: BTreeSet<&str> = ws.keys().map(String::as_str).collect();
+    for (name, manifest) in &ws {
+        if name == "xtask" {
             continue;
         }
-        for d in deps_of(krate) {
-            if workspace.contains(&d.as_str()) {
-                assert!(ok.contains(&d.as_str()), "crate `{krate}` must not depend on `{d}` (ARCHITECTURE.md)");
+        let allowed = ALLOWED
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("crate `{name}` is not in ARCHITECTURE.md's dependency table (and this test's)"))
+            .1;
+        for (kind, ds) in deps(manifest) {
+            for d in ds.iter().filter(|d| names.contains(d.as_str())) {
+                // Tests may turn on a workspace crate's own features (trust's `sign`).
+                let ok = allowed.contains(&d.as_str()) || (kind == "dev-dependencies" && (d == name || d == "trust"));
+                assert!(ok, "crate `{name}` must not depend on `{d}` in [{kind}] (ARCHITECTURE.md)");
             }
         }
+        assert!(!deps(manifest).values().flatten().any(|d| d == "xtask"), "nothing depends on xtask");
+    }
+}
+
+/// The packages of Cargo.lock and their dependencies, by name.
+fn lock_graph() -> BTreeMap<String, Vec<String>> {
+    let lock: toml::Table = toml::from_str(&fs::read_to_string(repo().join("Cargo.lock")).unwrap()).unwrap();
+    let mut g = BTreeMap::new();
+    for p in lock["package"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap().to_string();
+        let ds: Vec<String> = p
+            .get("dependencies")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|d| d.as_str().unwrap().split(' ').next().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        g.entry(name).or_insert_with(Vec::new).extend(ds);
+    }
+    g
+}
+
+#[test]
+fn the_agent_never_links_the_builder_anywhere_in_its_closure() {
+    let g = lock_graph();
+    assert!(g.contains_key("sideload"), "Cargo.lock has no sideload");
+    let mut seen = BTreeSet::new();
+    let mut todo = vec!["sideload".to_string()];
+    while let Some(p) = todo.pop() {
+        if seen.insert(p.clone()) {
+            todo.extend(g.get(&p).cloned().unwrap_or_default());
+        }
+    }
+    for banned in ["image", "store", "recipe", "release", "evidence", "xshell", "xtask", "tar"] {
+        assert!(!seen.contains(banned), "the agent's dependency closure holds `{banned}`");
     }
 }
 
 #[test]
-fn the_agent_never_links_the_builder() {
-    if !repo().join("crates/sideload").exists() {
-        return;
-    }
-    for d in deps_of("sideload") {
-        assert!(!["image", "store", "recipe", "xshell"].contains(&d.as_str()), "sideload depends on {d}");
-    }
+fn the_agent_does_not_link_signing() {
+    // Features as cargo resolves them for the agent alone (what the image build compiles).
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-p",
+            "sideload",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-f",
+            "{p} [{f}]",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let trust = tree.lines().find(|l| l.starts_with("trust ")).expect("the agent links trust");
+    assert!(!trust.contains("sign"), "the agent links trust with signing: {trust}");
+    assert!(!tree.lines().any(|l| l.starts_with("scrypt ")), "the agent links scrypt (secret keys)");
 }
 
 #[test]
-fn trust_does_no_io_and_forbids_unsafe() {
-    for krate in ["trust", "bundle"] {
-        let dir = repo().join("crates").join(krate).join("src");
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            let text = fs::read_to_string(&p).unwrap();
-            for banned in ["std::fs", "std::net", "File::open", "std::process", "std::env"] {
-                assert!(!text.contains(banned), "{} uses {banned}: `{krate}` does no I/O of its own", p.display());
-            }
-        }
-        let manifest = fs::read_to_string(repo().join("crates").join(krate).join("Cargo.toml")).unwrap();
+fn trust_and_bundle_do_no_io_and_forbid_unsafe() {
+    for krate in ["trust", "bundle", "product"] {
+        let dir = repo().join("crates").join(krate);
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("unsafe_code = \"forbid\""), "{krate} must forbid unsafe code");
     }
+    for krate in ["trust", "bundle"] {
+        // clippy (CI, -D warnings) refuses filesystem, network, process and environment calls.
+        let conf = fs::read_to_string(repo().join("crates").join(krate).join("clippy.toml"))
+            .unwrap_or_else(|_| panic!("crates/{krate}/clippy.toml is missing"));
+        for banned in
+            ["std::fs::File::open", "std::fs::read", "std::net::TcpStream", "std::process::Command", "std::env::var"]
+        {
+            assert!(conf.contains(&format!("\"{banned}")), "crates/{krate}/clippy.toml does not forbid {banned}");
+        }
+    }
+    let sideload = fs::read_to_string(repo().join("crates/sideload/Cargo.toml")).unwrap();
+    assert!(sideload.contains("unsafe_code = \"forbid\""), "sideload must forbid unsafe code");
 }
 
 #[test]
 fn every_rust_file_says_what_it_is_for() {
-    let mut stack = vec![repo().join("crates"), repo().join("xtask")];
+    let mut stack = vec![repo().join("crates"), repo().join("xtask"), repo().join("fuzz/fuzz_targets")];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -82,13 +184,21 @@ fn every_rust_file_says_what_it_is_for() {
 
 #[test]
 fn no_secret_key_is_tracked_outside_keys_dev() {
-    let out = std::process::Command::new("git").args(["ls-files"]).current_dir(repo()).output().unwrap();
-    for f in String::from_utf8_lossy(&out.stdout).lines() {
+    let out = Command::new("git").args(["ls-files", "-z"]).current_dir(repo()).output().expect("git is installed");
+    assert!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).split('\0').filter(|f| !f.is_empty()).map(str::to_string).collect();
+    assert!(
+        files.len() > 50 && files.iter().any(|f| f == "keys/dev/dev.key"),
+        "git ls-files listed {} files",
+        files.len()
+    );
+    for f in files {
         // Source files name the markers; key files are data.
         if f.starts_with("keys/dev/") || f.ends_with(".rs") {
             continue;
         }
-        let Ok(text) = fs::read(repo().join(f)) else {
+        let Ok(text) = fs::read(repo().join(&f)) else {
             continue;
         };
         let text = String::from_utf8_lossy(&text);

@@ -115,7 +115,7 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     assert_eq!(code, 0, "{out}{err}");
     let sig = img.join(format!(
         "build-manifest.toml.{}.minisig",
-        trust::PublicKey::parse(&fs::read_to_string(repo().join("keys/dev/dev.pub")).unwrap()).unwrap().id
+        trust::PublicKey::parse(&fs::read_to_string(repo().join("keys/dev/dev.pub")).unwrap()).unwrap().id()
     ));
     let (code, out, err) = run(Command::new("minisign")
         .arg("-Vm")

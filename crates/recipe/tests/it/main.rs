@@ -226,6 +226,7 @@ fn lock_for(r: &Recipe) -> Lock {
         suite: "bookworm".into(),
         architecture: "amd64".into(),
         tools: Default::default(),
+        requested: r.base.packages.clone(),
         packages: vec![recipe::LockedPackage {
             name: "systemd".into(),
             version: "252.38-1~deb12u1".into(),
@@ -245,17 +246,21 @@ fn a_lock_older_than_its_recipe_is_detected_and_named() {
     let lock_path = repo.root().join("recipes/pc.lock");
     fs::write(&lock_path, lock_for(&r).to_toml()).unwrap();
     Lock::load_for(&r, &lock_path).unwrap();
-    let newer = repo.load("pc.toml", &GOOD.replace("\"nftables\"", "\"nftables\", \"chrony\"")).unwrap();
+    // A misspelt package offline: the message names what changed, and commands to paste.
+    let newer = repo.load("pc.toml", &GOOD.replace("\"nftables\"", "\"nftabels\", \"chrony\"")).unwrap();
     let e = Lock::load_for(&newer, &lock_path).unwrap_err();
     assert!(matches!(e, Error::StaleLock { .. }));
     let msg = e.to_string().replace(&format!("{}/", repo.root().display()), "");
-    assert!(
-        msg.starts_with(
-            "recipes/pc.lock: lock is older than its recipe recipes/pc.toml: the recipe's [base] now digests to sha256:"
-        ),
-        "{msg}"
+    assert_eq!(
+        msg,
+        "recipes/pc.lock: lock is older than its recipe recipes/pc.toml: packages added since the lock: `chrony`, `nftabels`; removed: `nftables`. Resolve it again with `cargo xtask lock recipes/pc.toml` (online); on an offline builder, run that and `cargo xtask fetch recipes/pc.toml` then `cargo xtask store export DIR` on a connected machine, and `cargo xtask store import DIR` here"
     );
-    assert!(msg.ends_with("run `cargo xtask lock` to resolve it again"), "{msg}");
+    // A lock made before locks recorded their request still says that it is stale.
+    let mut old = lock_for(&r);
+    old.requested.clear();
+    fs::write(&lock_path, old.to_toml()).unwrap();
+    let msg = Lock::load_for(&newer, &lock_path).unwrap_err().to_string();
+    assert!(msg.contains("its [base] now digests to sha256:"), "{msg}");
 }
 
 #[test]
@@ -267,7 +272,7 @@ fn a_lock_with_a_hostile_version_is_refused() {
     let p = repo.root().join("recipes/pc.lock");
     fs::write(&p, lock.to_toml()).unwrap();
     let msg = Lock::load(&p).unwrap_err().to_string().replace(&format!("{}/", repo.root().display()), "");
-    assert_eq!(msg, "recipes/pc.lock:9:1: package `systemd`: version has characters Debian versions never contain");
+    assert_eq!(msg, "recipes/pc.lock:10:1: package `systemd`: version has characters Debian versions never contain");
 }
 
 #[test]

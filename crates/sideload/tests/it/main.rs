@@ -1,5 +1,6 @@
-//! The agent against a simulated device: the THREATS.md corpus for bundles, manifests, tar and
-//! compression (each fixture generated here), anti-rollback, and the power-cut matrix.
+//! The agent against a simulated device: the SECURITY.md corpus for bundles, manifests, tar and
+//! compression (each fixture generated here), anti-rollback, and the power-cut matrix (with
+//! power-loss simulation on: a cut loses every write that was not fsynced).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::new_without_default)]
 
@@ -10,7 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use bundle::{Manifest, Payload};
-use sideload::{Agent, Device, DeviceConfig, InstallOptions};
+use sideload::{Agent, Device, DeviceConfig, InstallOptions, NoProgress};
 use trust::{Prehash, SecretKey, SignatureFile};
 
 pub const PRODUCT: &str = "airlock.test.x86_64";
@@ -50,13 +51,13 @@ pub struct Parts {
 
 pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
     let mut z = Vec::new();
-    let p: Payload = bundle::compress_payload("root.img", img, &mut z, CHUNK).unwrap();
+    let p: Payload = bundle::compress_payload("root.img", bundle::Target::Root, img, &mut z, CHUNK).unwrap();
     let manifest = Manifest {
         format: 1,
         product: PRODUCT.into(),
-        version: version.into(),
+        version: product::Version::parse(version).unwrap(),
         security_version,
-        channel: "release".into(),
+        channel: product::Channel::Release,
         previous_manifest: String::new(),
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
@@ -73,13 +74,13 @@ impl Parts {
     pub fn sign(&mut self, k: &SecretKey, product: &str, version: &str) {
         let comment = format!("airlock product={product} version={version} role=release file=manifest.toml");
         let sig = SignatureFile::sign(k, &Prehash::of_bytes(&self.manifest_bytes), &comment).unwrap();
-        self.sigs = vec![(format!("manifest.toml.{}.minisig", k.id), sig.to_file())];
+        self.sigs = vec![(format!("manifest.toml.{}.minisig", k.id()), sig.to_file())];
     }
 
     /// Re-serialises an edited manifest and signs it again.
     pub fn resign(&mut self) {
         self.manifest_bytes = toml::to_string(&self.manifest).unwrap().into_bytes();
-        let (p, v) = (self.manifest.product.clone(), self.manifest.version.clone());
+        let (p, v) = (self.manifest.product.clone(), self.manifest.version.to_string());
         self.sign(&key(), &p, &v);
     }
 
@@ -110,19 +111,20 @@ impl Dev {
         fs::write(&img, &v1).unwrap();
         let cfg = DeviceConfig {
             product: PRODUCT.into(),
-            channel: "release".into(),
+            channel: product::Channel::Release,
             tries: 3,
             version: None,
             security_version: None,
         };
-        Device::init_simulated(&dir.path().join("dev"), &cfg, &policy_text(), SLOT_SIZE, &img, "1.0.0", 1).unwrap();
+        Device::init_simulated(&dir.path().join("dev"), &cfg, &policy_text(), SLOT_SIZE, &img, "1.0.0", 1, true)
+            .unwrap();
         Dev { dir, v1 }
     }
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("dev")
     }
     pub fn agent(&self) -> Agent {
-        Agent::load(Device::simulated(&self.root()).unwrap()).unwrap()
+        Agent::open(Device::simulated(&self.root()).unwrap(), std::time::Duration::from_secs(10)).unwrap()
     }
     pub fn write_bundle(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -131,22 +133,33 @@ impl Dev {
     }
     pub fn install(&self, bytes: &[u8]) -> Result<sideload::Accepted, sideload::Error> {
         let p = self.write_bundle("b.airlock", bytes);
-        self.agent().install(&p, InstallOptions::default())
+        self.agent().install(&p, InstallOptions::default(), &mut NoProgress)
     }
     pub fn slot(&self, s: &str) -> Vec<u8> {
         fs::read(self.root().join("slots").join(format!("root-{s}"))).unwrap()
     }
-    pub fn state(&self) -> String {
-        fs::read_to_string(self.root().join("data/state.toml")).unwrap()
+    /// The device state without the audit head (which every audit record moves on).
+    pub fn state(&self) -> sideload::AgentState {
+        let mut s = sideload::state::load(&self.root().join("data")).unwrap().unwrap();
+        s.audit = Default::default();
+        s
     }
+    /// Every audit record, after checking the chain against the state's head.
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        sideload::audit::verify_chain(&self.root().join("data/audit.jsonl")).unwrap()
+        let head = sideload::state::load(&self.root().join("data")).unwrap().unwrap().audit;
+        let mut out = Vec::new();
+        let c = sideload::audit::check(&self.root().join("data/audit.jsonl"), Some(&head), |_, v| out.push(v.clone()))
+            .unwrap();
+        assert_eq!(c.broken, None, "the audit chain is broken");
+        out
     }
     pub fn boot(&self) -> sideload::BootState {
         use sideload::BootControl;
         sideload::SimBoot { path: self.root().join("boot/state.toml") }.state().unwrap()
     }
+    /// Power cut and power on: unsynced writes are lost, then the boot loader picks a slot.
     pub fn power_on(&self) -> sideload::BootState {
+        sideload::simfs::power_cut(&self.root()).unwrap();
         sideload::SimBoot { path: self.root().join("boot/state.toml") }.power_on().unwrap()
     }
 }

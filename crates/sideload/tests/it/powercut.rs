@@ -1,6 +1,7 @@
 //! The power-cut matrix: the real `sideload` binary killed (a failpoint aborts it, no cleanup)
-//! at each phase of an update, then the device restarted. Each time: it boots a verified slot,
-//! the audit chain is intact and says what happened, and the update can be completed.
+//! at each phase of an update, then the power cut simulated (every write that was not fsynced
+//! is lost) and the device started again. Each time: it boots a verified slot, the audit chain
+//! is intact and says what happened, the floor has not risen, and the update can be completed.
 
 use std::process::Command;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use crate::{Dev, bundle_bytes, image};
 
-fn sideload(dev: &Dev, args: &[&str], failpoint: Option<&str>) -> (Option<i32>, String, String) {
+pub fn sideload(dev: &Dev, args: &[&str], failpoint: Option<&str>) -> (Option<i32>, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sideload"));
     c.arg("--root").arg(dev.root()).args(args);
     match failpoint {
@@ -19,10 +20,17 @@ fn sideload(dev: &Dev, args: &[&str], failpoint: Option<&str>) -> (Option<i32>, 
     (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-fn status(dev: &Dev) -> Value {
+pub fn status(dev: &Dev) -> Value {
     let (code, out, err) = sideload(dev, &["status", "--json"], None);
     assert_eq!(code, Some(0), "{err}");
     serde_json::from_str(&out).unwrap()
+}
+
+/// Power comes back: the boot loader picks a slot and the boot is recorded.
+pub fn boot(dev: &Dev) {
+    dev.power_on();
+    let (code, _, err) = sideload(dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// The booted slot holds exactly what the agent recorded for it, and that record is good or
@@ -52,19 +60,17 @@ fn power_cut_at_each_install_phase_leaves_a_bootable_verified_device() {
         let (code, _, err) = sideload(&dev, &["install", b], Some(phase));
         assert_eq!(code, None, "{phase}: the failpoint did not cut the agent: {err}");
 
-        // Power comes back.
-        dev.power_on();
+        boot(&dev);
         let booted = assert_boots_a_verified_slot(&dev, phase);
         let audit = dev.audit();
         let events: Vec<&str> = audit.iter().map(|r| r["event"].as_str().unwrap()).collect();
         match *phase {
-            "verify" => assert_eq!(events, ["initialised"], "{phase}"),
-            "accepted" => assert_eq!(events, ["initialised", "accepted"], "{phase}"),
-            "write-start" | "mid-write" | "before-sync" | "after-sync" => {
-                assert_eq!(events, ["initialised", "accepted", "interrupted"], "{phase}")
+            "verify" => assert_eq!(events, ["initialised", "booted"], "{phase}"),
+            "accepted" | "write-start" | "mid-write" | "before-sync" | "after-sync" => {
+                assert_eq!(events, ["initialised", "accepted", "interrupted", "booted"], "{phase}")
             }
-            "before-arm" => assert_eq!(events, ["initialised", "accepted", "installed"], "{phase}"),
-            _ => assert_eq!(events, ["initialised", "accepted", "installed", "trial-armed"], "{phase}"),
+            "before-arm" => assert_eq!(events, ["initialised", "accepted", "installed", "booted"], "{phase}"),
+            _ => assert_eq!(events, ["initialised", "accepted", "installed", "trial-armed", "booted"], "{phase}"),
         }
         assert_eq!(status(&dev)["security_floor"], 1, "{phase}: the floor rose before a good boot");
 
@@ -72,16 +78,18 @@ fn power_cut_at_each_install_phase_leaves_a_bootable_verified_device() {
         if booted == "a" {
             let (code, out, err) = sideload(&dev, &["install", b], None);
             assert_eq!(code, Some(0), "{phase}: retry failed: {out}{err}");
-            dev.power_on();
+            boot(&dev);
         }
         assert_eq!(status(&dev)["booted"], "b", "{phase}");
         let (code, _, err) = sideload(&dev, &["mark-good"], None);
         assert_eq!(code, Some(0), "{phase}: {err}");
+        boot(&dev);
         let s = status(&dev);
-        assert_eq!((s["default"].as_str(), s["security_floor"].as_u64()), (Some("b"), Some(2)), "{phase}");
-        let (code, out, _) = sideload(&dev, &["audit"], None);
-        assert_eq!(code, Some(0), "{phase}: audit chain broken");
-        assert!(out.contains("\"event\":\"blessed\""), "{phase}");
+        assert_eq!((s["booted"].as_str(), s["security_floor"].as_u64()), (Some("b"), Some(2)), "{phase}");
+        assert_eq!(assert_boots_a_verified_slot(&dev, phase), "b");
+        let (code, out, err) = sideload(&dev, &["audit", "--json"], None);
+        assert_eq!(code, Some(0), "{phase}: audit chain broken: {err}");
+        assert!(out.lines().any(|l| l.contains("\"event\":\"blessed\"")), "{phase}");
     }
 }
 
@@ -90,16 +98,16 @@ fn power_cut_while_blessing_is_completed_at_the_next_start() {
     let dev = Dev::new();
     let b = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &image("2.0.0", 1000)));
     assert_eq!(sideload(&dev, &["install", b.to_str().unwrap()], None).0, Some(0));
-    dev.power_on();
+    boot(&dev);
     let (code, _, _) = sideload(&dev, &["mark-good"], Some("mid-bless"));
     assert_eq!(code, None);
-    dev.power_on();
+    boot(&dev);
     assert_eq!(assert_boots_a_verified_slot(&dev, "mid-bless"), "b");
     let s = status(&dev);
     assert_eq!(s["security_floor"], 2, "the interrupted bless was completed");
     assert_eq!(s["slots"]["b"]["status"], "good");
-    let last = dev.audit().pop().unwrap();
-    assert_eq!((last["event"].as_str(), last["recovered"].as_bool()), (Some("blessed"), Some(true)));
+    let blessed = dev.audit().into_iter().find(|r| r["event"] == "blessed").unwrap();
+    assert_eq!(blessed["recovered"], true);
 }
 
 #[test]
@@ -113,13 +121,15 @@ fn a_slot_that_fails_its_trial_falls_back_and_the_floor_stays() {
     }
     // Out of tries: the boot loader falls back to the old slot.
     assert_eq!(dev.power_on().booted, sideload::Slot::A);
+    let (code, _, err) = sideload(&dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(assert_boots_a_verified_slot(&dev, "fallback"), "a");
     let s = status(&dev);
     assert_eq!(s["slots"]["b"]["status"], "failed");
     assert_eq!(s["security_floor"], 1);
     assert_eq!(s["default"], "a");
-    let last = dev.audit().pop().unwrap();
-    assert_eq!(last["event"], "fell-back");
+    let events: Vec<String> = dev.audit().iter().map(|r| r["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events[events.len() - 2..], ["fell-back", "booted"]);
     // The same bundle can be tried again.
     assert_eq!(sideload(&dev, &["install", b.to_str().unwrap()], None).0, Some(0));
 }
@@ -131,13 +141,14 @@ fn verify_and_exit_codes() {
     let (code, out, _) = sideload(&dev, &["verify", good.to_str().unwrap(), "--json"], None);
     assert_eq!(code, Some(0));
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["version"], "2.0.0");
+    assert_eq!(v["bundle"]["version"], "2.0.0");
+    assert_eq!(v["accepted"], true);
     let mut bad = std::fs::read(&good).unwrap();
     bad.truncate(700);
     let badp = dev.write_bundle("bad.airlock", &bad);
-    let (code, _, err) = sideload(&dev, &["verify", badp.to_str().unwrap()], None);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("refused (truncated)"), "{err}");
+    let (code, out, _) = sideload(&dev, &["verify", badp.to_str().unwrap()], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("rejected (truncated)"), "{out}");
     let (code, _, _) = sideload(&dev, &["verify", "/nonexistent.airlock"], None);
     assert_eq!(code, Some(2));
 }
@@ -147,13 +158,19 @@ fn a_first_boot_adopts_the_running_slot_from_the_image_it_declares() {
     let dev = Dev::new();
     let data = dev.root().join("data");
     std::fs::remove_file(data.join("state.toml")).unwrap();
+    std::fs::remove_file(data.join("audit.jsonl")).unwrap();
     let cfg = std::fs::read_to_string(dev.root().join("device.toml")).unwrap();
     std::fs::write(dev.root().join("device.toml"), format!("{cfg}version = \"1.0.0\"\nsecurity_version = 1\n"))
         .unwrap();
+    // A read-only command shows what will be adopted, and writes nothing.
     let s = status(&dev);
     assert_eq!(s["slots"]["a"]["status"], "good");
-    assert_eq!(s["security_floor"], 1);
-    assert_eq!(dev.audit().pop().unwrap()["first_boot"], true);
+    assert_eq!(s["pending"][0], "initialised");
+    assert!(!data.join("state.toml").exists(), "status wrote the state");
+    let (code, _, err) = sideload(&dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(status(&dev)["security_floor"], 1);
+    assert_eq!(dev.audit()[0]["first_boot"], true);
 }
 
 #[test]
@@ -161,13 +178,15 @@ fn mark_good_and_rollback_answer_in_json() {
     let dev = Dev::new();
     let b = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &image("2.0.0", 1000)));
     assert_eq!(sideload(&dev, &["install", b.to_str().unwrap(), "--json"], None).0, Some(0));
-    dev.power_on();
+    boot(&dev);
     let (code, out, err) = sideload(&dev, &["mark-good", "--json"], None);
     assert_eq!(code, Some(0), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["default"].as_str(), v["security_floor"].as_u64()), (Some("b"), Some(2)));
-    // Slot a (security_version 1) is now below the floor: rollback is refused.
-    let (code, _, err) = sideload(&dev, &["rollback", "--json"], None);
+    // Slot a (security_version 1) is now below the floor: rollback is refused, in JSON too.
+    let (code, out, err) = sideload(&dev, &["rollback", "--json"], None);
     assert_eq!(code, Some(1));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["ok"].as_bool(), v["reason"].as_str()), (Some(false), Some("rollback")));
     assert!(err.contains("refused (rollback): slot a has security_version 1, below the floor 2"), "{err}");
 }

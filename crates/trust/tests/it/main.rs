@@ -1,9 +1,10 @@
-//! Integration tests of the trust layer: the THREATS.md "Keys and signatures" corpus, each case
+//! Integration tests of the trust layer: the "Keys and signatures" corpus of SECURITY.md, each case
 //! asserting its exact error.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod policy;
+mod roles;
 mod sig;
 
 use trust::{KeyId, Policy, Prehash, PublicKey, SecretKey, SignatureFile};

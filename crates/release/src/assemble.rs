@@ -1,0 +1,192 @@
+//! A bundle from a build directory: `root.img` (and the slot's kernel and initrd when the
+//! build made them) compressed and chunk-hashed, a bundle manifest, its signatures, then
+//! `NAME-VERSION.airlock` — written only once the signatures meet the policy. A bundle
+//! manifest that already has signatures is never replaced by other bytes.
+
+use std::fs;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use bundle::Target;
+use sha2::Digest;
+use trust::{Expect, Prehash, Role, SecretKey};
+
+use crate::files::{open_regular, read_bounded, sync_dir, write_atomic};
+use crate::sigfiles::{read_signatures, signature_paths};
+use crate::{Error, Result, sign_file};
+
+pub const BUNDLE_MANIFEST: &str = "bundle-manifest.toml";
+pub const BUILD_MANIFEST: &str = "build-manifest.toml";
+
+/// The payloads a bundle carries, in order, when the build directory holds them.
+pub const PAYLOADS: &[(&str, Target)] =
+    &[("root.img", Target::Root), ("vmlinuz", Target::Kernel), ("initrd.img", Target::Initrd)];
+
+#[derive(Debug)]
+pub enum Assembled {
+    Written {
+        path: PathBuf,
+        manifest: PathBuf,
+        report: trust::Report,
+    },
+    /// The signatures do not meet the policy yet.
+    Waiting {
+        manifest: PathBuf,
+        report: trust::Report,
+    },
+}
+
+struct BuildInfo {
+    name: String,
+    version: product::Version,
+    product: String,
+    channel: product::Channel,
+    security_version: u64,
+}
+
+fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
+    let bad = |why: &str| Error::Usage(format!("{}: {why}", path.display()));
+    let t: toml::Table = toml::from_str(text).map_err(|e| bad(e.message()))?;
+    let img = t.get("image").and_then(|v| v.as_table()).ok_or_else(|| bad("no [image] table: not a build manifest"))?;
+    let s = |k: &str| {
+        img.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| bad(&format!("image.{k} missing")))
+    };
+    Ok(BuildInfo {
+        name: s("name")?,
+        version: product::Version::parse(&s("version")?).map_err(|e| bad(&e.to_string()))?,
+        product: s("product")?,
+        channel: s("channel")?.parse().map_err(|e: String| bad(&e))?,
+        security_version: img
+            .get("security_version")
+            .and_then(|v| v.as_integer())
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| bad("image.security_version missing"))?,
+    })
+}
+
+/// Assembles the bundle of the build in `dir`. `dev_key` signs dev bundles; release bundles
+/// wait for the offline signers' `bundle-manifest.toml.KEYID.minisig` files. `force` allows
+/// replacing a signed bundle manifest that differs (its signatures are deleted).
+pub fn assemble(
+    dir: &Path,
+    previous: Option<&Path>,
+    policy: &trust::Policy,
+    dev_key: Option<&SecretKey>,
+    force: bool,
+) -> Result<Assembled> {
+    let bm_path = dir.join(BUILD_MANIFEST);
+    let bm_text =
+        read_bounded(&bm_path, bundle::MAX_MANIFEST)?.and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: missing, too large or not text: run `cargo xtask build` first",
+                bm_path.display()
+            ))
+        })?;
+    let info = build_info(&bm_text, &bm_path)?;
+    let previous_manifest = match previous {
+        Some(p) => {
+            let bytes = read_bounded(p, bundle::MAX_MANIFEST)?
+                .ok_or_else(|| Error::Usage(format!("{}: too large to be a bundle manifest", p.display())))?;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+        }
+        None => String::new(),
+    };
+
+    // Compress each payload into a scratch file beside the output, hashing chunk by chunk.
+    let mut scratch = Vec::new();
+    let mut payloads = Vec::new();
+    for (name, target) in PAYLOADS {
+        let src = dir.join(name);
+        if !src.exists() {
+            if *target == Target::Root {
+                return Err(Error::Usage(format!("{}: no root.img to bundle", dir.display())));
+            }
+            continue;
+        }
+        let tmp = tempfile::Builder::new().prefix(&format!(".{name}.zst.")).tempfile_in(dir).map_err(Error::io(dir))?;
+        let out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let p = bundle::compress_payload(
+            name,
+            *target,
+            BufReader::with_capacity(1 << 20, open_regular(&src)?),
+            out,
+            bundle::DEFAULT_CHUNK,
+        )
+        .map_err(|e| Error::Usage(format!("{}: {e}", src.display())))?;
+        payloads.push(p);
+        scratch.push(tmp);
+    }
+    let manifest = bundle::Manifest {
+        format: bundle::FORMAT,
+        product: info.product.clone(),
+        version: info.version.clone(),
+        security_version: info.security_version,
+        channel: info.channel,
+        previous_manifest,
+        build_manifest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes()))),
+        hash: "sha256".into(),
+        chunk_size: bundle::DEFAULT_CHUNK,
+        payloads,
+    };
+    let mtext = manifest.to_toml().map_err(|e| Error::Usage(e.to_string()))?;
+    let mpath = dir.join(BUNDLE_MANIFEST);
+    let existing = read_bounded(&mpath, bundle::MAX_MANIFEST).ok().flatten();
+    if existing.as_deref() != Some(mtext.as_bytes()) {
+        let old_sigs = signature_paths(&mpath)?;
+        if existing.is_some() && !old_sigs.is_empty() {
+            if !force {
+                return Err(Error::Usage(format!(
+                    "{}: exists with {} signature(s) over other bytes; a signed manifest is never replaced silently: bump image.version, or pass --force to delete those signatures",
+                    mpath.display(),
+                    old_sigs.len()
+                )));
+            }
+            for s in old_sigs {
+                eprintln!("deleting {} (it signs the previous bundle manifest)", s.display());
+                fs::remove_file(&s).map_err(Error::io(&s))?;
+            }
+        }
+        write_atomic(&mpath, mtext.as_bytes())?;
+    }
+    if let Some(k) = dev_key {
+        sign_file(&mpath, k, Role::Release, Some(&info.product), Some(&info.version.to_string()))?;
+    }
+    // Inside the bundle, `bundle-manifest.toml.KEYID.minisig` is `manifest.toml.KEYID.minisig`.
+    let sigs: Vec<(String, Vec<u8>)> = read_signatures(&mpath)?
+        .into_iter()
+        .filter(|(name, _)| name != &format!("{BUNDLE_MANIFEST}.minisig"))
+        .map(|(name, bytes)| (name.replacen(BUNDLE_MANIFEST, bundle::MANIFEST_ENTRY, 1), bytes))
+        .collect();
+    let version = info.version.to_string();
+    let expect = Expect { product: Some(&info.product), version: Some(&version) };
+    let report = policy.verify(&Prehash::of_bytes(mtext.as_bytes()), &sigs, &expect);
+    if !report.accepted() {
+        return Ok(Assembled::Waiting { manifest: mpath, report });
+    }
+    // Only signatures that counted go into the bundle (a stale or foreign one would make
+    // every device log a refusal).
+    let counted: Vec<(String, String)> = sigs
+        .iter()
+        .filter(|(name, _)| report.signers().iter().any(|s| &s.file == name && s.verified()))
+        .map(|(n, b)| (n.clone(), String::from_utf8_lossy(b).into_owned()))
+        .collect();
+    let name = format!("{}-{}.airlock", info.name, info.version);
+    let dest = dir.join(&name);
+    let out = tempfile::Builder::new().prefix(&format!(".{name}.")).tempfile_in(dir).map_err(Error::io(dir))?;
+    {
+        let w = BufWriter::with_capacity(1 << 20, out.as_file());
+        let mut readers: Vec<fs::File> =
+            scratch.iter().map(|t| t.reopen()).collect::<std::io::Result<_>>().map_err(Error::io(dir))?;
+        let mut parts: Vec<(&bundle::Payload, &mut dyn std::io::Read)> =
+            manifest.payloads.iter().zip(readers.iter_mut()).map(|(p, r)| (p, r as &mut dyn std::io::Read)).collect();
+        bundle::write_bundle(w, mtext.as_bytes(), &counted, &mut parts).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    out.as_file().sync_all().map_err(Error::io(&dest))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        out.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(Error::io(&dest))?;
+    }
+    out.persist(&dest).map_err(|e| Error::Io { path: dest.clone(), source: e.error })?;
+    sync_dir(dir)?;
+    Ok(Assembled::Written { path: dest, manifest: mpath, report })
+}

@@ -1,0 +1,492 @@
+//! The agent: decisions from `decide.rs`, carried out. A mutating command holds the device
+//! lock from start to end; it reconciles first, then acts. Each step's effects are ordered so
+//! that a power cut between any two leaves a device that boots a verified slot: the boot
+//! loader first (a slot leaves the rotation before a byte of it changes), then one commit of
+//! the audit records and the state. Read-only commands (`status`, `verify`, `audit`) take no
+//! lock and write nothing.
+//!
+//! Install order: verify the bundle (signatures first, then product, channel, security floor,
+//! version) → take the inactive slot out of the rotation, record it as being written → stream
+//! the payload, chunk by verified chunk, into that slot → fsync → whole-payload digest checked
+//! → read back every chunk → record it written → arm a trial boot. `mark-good` blesses the slot
+//! on trial that is booted, and only then raises the floor.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use bundle::escape;
+use product::Version;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::audit::{Record, record};
+use crate::boot::{BootState, Slot};
+use crate::decide::{self, Candidate, InstallOptions, MarkGood, Refusal};
+use crate::device::{Device, DeviceLock};
+use crate::reason::Reason;
+use crate::state::{self, AgentState, SlotRecord, SlotStatus};
+use crate::{Error, failpoint, fsutil, slotio};
+
+/// Most bundles on one stick that are kept open as candidates.
+pub const MAX_CANDIDATES: usize = 64;
+
+/// What an install (or a check) found acceptable. Every field was verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub bundle: String,
+    pub version: String,
+    pub security_version: u64,
+    pub manifest: String,
+    pub signers: Vec<String>,
+    /// The slot it was (or would be) installed into.
+    pub slot: String,
+}
+
+/// Reports the phases and bytes of an install (a progress bar on a terminal, one line per
+/// phase in the journal).
+pub trait Progress {
+    fn phase(&mut self, what: &str);
+    fn bytes(&mut self, done: u64, total: u64);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn phase(&mut self, _: &str) {}
+    fn bytes(&mut self, _: u64, _: u64) {}
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        Error::Refused(r.0, r.1)
+    }
+}
+
+/// The name of an untrusted path, escaped for messages.
+pub fn shown(path: &Path) -> String {
+    escape(&path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy()))
+}
+
+fn candidate(m: &bundle::Manifest) -> Candidate<'_> {
+    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version }
+}
+
+fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> Accepted {
+    Accepted {
+        bundle: name.to_string(),
+        version: vb.manifest.version.to_string(),
+        security_version: vb.manifest.security_version,
+        manifest: vb.digest.clone(),
+        signers: vb
+            .report
+            .signers()
+            .iter()
+            .filter(|s| s.verified())
+            .filter_map(|s| s.key_id.map(|k| k.to_string()))
+            .collect(),
+        slot: slot.letter().to_string(),
+    }
+}
+
+/// Opens an untrusted bundle path once; a path that is not a regular file is a refusal.
+fn open_bundle(path: &Path) -> Result<File, Error> {
+    match fsutil::open_regular(path)? {
+        Ok(f) => Ok(f),
+        Err(kind) => Err(Error::Refused(Reason::NotAFile, format!("{}: {kind}", shown(path)))),
+    }
+}
+
+fn refusal_record(name: &str, e: &Error, action: &str) -> Record {
+    let message: String = e.to_string().chars().take(1000).collect();
+    record("refused", json!({"action": action, "bundle": name, "reason": e.code(), "message": escape(&message)}))
+}
+
+pub struct Agent {
+    pub dev: Device,
+    pub state: AgentState,
+    _lock: DeviceLock,
+}
+
+impl Agent {
+    /// Takes the device (waiting up to `wait` for another agent), adopts the running slot on
+    /// a first boot, and reconciles with the boot loader.
+    pub fn open(dev: Device, wait: Duration) -> Result<Agent, Error> {
+        let lock = dev.lock(wait)?;
+        let stored = state::load(&dev.data)?;
+        let state = match stored {
+            Some(s) => s,
+            None => {
+                let booted = dev.boot.state()?.booted;
+                let (mut s, rec) = decide::first_boot(&dev.config, booted).ok_or_else(|| {
+                    Error::State(format!(
+                        "{}: no agent state and the device config declares no version: initialise the device",
+                        state::path(&dev.data).display()
+                    ))
+                })?;
+                s.audit = dev.audit().append(&s.audit, &[rec])?;
+                state::save(&dev.data, &s)?;
+                s
+            }
+        };
+        let mut agent = Agent { dev, state, _lock: lock };
+        let plan = decide::reconcile(&agent.state, &agent.dev.boot.state()?);
+        for s in &plan.cancel_trials {
+            agent.dev.boot.cancel_trial(*s)?;
+        }
+        if let Some(next) = plan.state {
+            agent.commit(next, &plan.records)?;
+        }
+        Ok(agent)
+    }
+
+    /// Writes the audit records, then the state (with the new audit head), atomically each.
+    fn commit(&mut self, mut next: AgentState, records: &[Record]) -> Result<(), Error> {
+        if !records.is_empty() {
+            next.audit = self.dev.audit().append(&self.state.audit, records)?;
+        }
+        if next != self.state {
+            state::save(&self.dev.data, &next)?;
+            self.state = next;
+        }
+        Ok(())
+    }
+
+    /// Records a refusal; a slot left half-written is recorded empty in the same commit.
+    fn refused(&mut self, name: &str, e: &Error, action: &str) -> Result<(), Error> {
+        let mut next = self.state.clone();
+        for s in Slot::ALL {
+            if next.slot(s).status == SlotStatus::Writing {
+                next.set(s, SlotRecord::empty());
+            }
+        }
+        self.commit(next, &[refusal_record(name, e, action)])
+    }
+
+    fn slot_path(&self, s: Slot) -> Result<std::path::PathBuf, Error> {
+        self.dev.slots.get(&s).cloned().ok_or_else(|| Error::State(format!("no slot {}", s.letter())))
+    }
+
+    /// Verifies and installs the bundle at `path` into the inactive slot, then arms a trial.
+    pub fn install(
+        &mut self,
+        path: &Path,
+        opts: InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Accepted, Error> {
+        let name = shown(path);
+        let r = open_bundle(path).and_then(|f| self.install_file(&f, &name, opts, progress));
+        if let Err(e) = &r {
+            self.refused(&name, e, "install")?;
+        }
+        r
+    }
+
+    fn install_file(
+        &mut self,
+        file: &File,
+        name: &str,
+        opts: InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Accepted, Error> {
+        failpoint("verify");
+        progress.phase(&format!("verifying {name}"));
+        let boot = self.dev.boot.state()?;
+        let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
+        let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
+        let target = decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest), opts)?;
+        let acc = accepted(name, &vb, target);
+        let slot_path = self.slot_path(target)?;
+        let chunk_size = vb.manifest.chunk_size;
+        let payload = vb
+            .manifest
+            .payloads
+            .iter()
+            .find(|p| p.target == bundle::Target::Root)
+            .cloned()
+            .ok_or_else(|| Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "no root payload".into()))?;
+        let slot_size = slotio::slot_len(&slot_path)?;
+        if payload.size > slot_size {
+            return Err(Error::Refused(
+                Reason::TooLargeForSlot,
+                format!(
+                    "payload {} is {} bytes, slot {} holds {slot_size}",
+                    payload.name,
+                    payload.size,
+                    target.letter()
+                ),
+            ));
+        }
+
+        // The slot leaves the boot rotation before a byte of it changes.
+        self.dev.boot.cancel_trial(target)?;
+        let mut next = self.state.clone();
+        next.set(
+            target,
+            SlotRecord {
+                status: SlotStatus::Writing,
+                version: acc.version.clone(),
+                security_version: acc.security_version,
+                manifest: acc.manifest.clone(),
+                sha256: payload.sha256.clone(),
+                size: payload.size,
+            },
+        );
+        let fields = json!({"bundle": acc.bundle, "version": acc.version, "security_version": acc.security_version, "manifest": acc.manifest, "signers": acc.signers, "slot": target.letter()});
+        self.commit(next, &[record("accepted", fields)])?;
+        failpoint("accepted");
+        progress.phase(&format!("writing {} into slot {}", acc.version, target.letter()));
+        let out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
+        failpoint("write-start");
+        {
+            let mut p = vb.next_payload()?.ok_or_else(|| {
+                Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the root payload is missing".into())
+            })?;
+            let total = p.payload.size;
+            slotio::stream_to_slot(&mut p, out, &slot_path, chunk_size as usize, &mut |done| {
+                progress.bytes(done, total)
+            })?;
+            // Other payloads (none in this format version) would be read and checked here.
+            while let Some(mut other) = vb.next_payload()? {
+                let mut buf = Vec::new();
+                while other.next_chunk(&mut buf)? {}
+            }
+            vb.finish()?;
+        }
+        failpoint("after-sync");
+        progress.phase("reading the slot back");
+        if !slotio::read_back_matches(&slot_path, &payload.chunks, chunk_size, payload.size)? {
+            return Err(Error::Refused(
+                Reason::ReadbackMismatch,
+                format!("slot {} reads back differently from what was written", target.letter()),
+            ));
+        }
+        let mut next = self.state.clone();
+        next.set_status(target, SlotStatus::Written);
+        let fields =
+            json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size});
+        self.commit(next, &[record("installed", fields)])?;
+        failpoint("before-arm");
+        let tries = self.dev.config.tries;
+        self.dev.boot.arm_trial(target, tries)?;
+        self.commit(self.state.clone(), &[record("trial-armed", json!({"slot": target.letter(), "tries": tries}))])?;
+        failpoint("after-arm");
+        progress.phase(&format!("trial boot of slot {} armed ({tries} tries)", target.letter()));
+        Ok(acc)
+    }
+
+    /// Checks a bundle's signatures and what it is for (not its payload), for choosing among
+    /// several on a stick. Reads through `file`, which is left at its start.
+    fn check_file(&self, file: &File, boot: &BootState, opts: InstallOptions) -> Result<Version, Error> {
+        let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
+        let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
+        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest), opts)?;
+        let v = vb.manifest.version.clone();
+        drop(vb);
+        let mut f = file;
+        f.seek(SeekFrom::Start(0)).map_err(|e| Error::State(format!("rewinding a bundle: {e}")))?;
+        Ok(v)
+    }
+
+    /// Installs the newest acceptable bundle found in `dir` (a USB stick). Every file is
+    /// opened once and read only through that handle; bad ones are recorded (in one commit)
+    /// and skipped, never blocking a good one. Linear in the number of files.
+    pub fn install_dir(
+        &mut self,
+        dir: &Path,
+        opts: InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Accepted, Error> {
+        let shown_dir = escape(&dir.to_string_lossy());
+        let mut names: Vec<OsString> = Vec::new();
+        let mut ignored = 0u64;
+        for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let n = e.map_err(|e| Error::io(dir, e))?.file_name();
+            if n.as_bytes().ends_with(b".airlock") { names.push(n) } else { ignored += 1 }
+        }
+        names.sort();
+        let boot = self.dev.boot.state()?;
+        let mut records = Vec::new();
+        let mut candidates: Vec<(Version, File, String)> = Vec::new();
+        let total = names.len();
+        for n in names {
+            let path = dir.join(&n);
+            let name = shown(&path);
+            let checked = open_bundle(&path).and_then(|f| self.check_file(&f, &boot, opts).map(|v| (v, f)));
+            match checked {
+                Ok(_) if candidates.len() == MAX_CANDIDATES => {
+                    let e = Error::Refused(
+                        Reason::Bundle(bundle::Code::TooLarge),
+                        format!("more than {MAX_CANDIDATES} acceptable bundles on one stick"),
+                    );
+                    records.push(refusal_record(&name, &e, "install-dir"));
+                }
+                Ok((v, f)) => candidates.push((v, f, name)),
+                Err(e) => {
+                    progress.phase(&format!("skipping {name}: {e}"));
+                    records.push(refusal_record(&name, &e, "install-dir"));
+                }
+            }
+        }
+        if !records.is_empty() {
+            self.commit(self.state.clone(), &records)?;
+        }
+        candidates.sort_by(|a, b| a.0.cmp(&b.0));
+        while let Some((_, f, name)) = candidates.pop() {
+            match self.install_file(&f, &name, opts, progress) {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    progress.phase(&format!("{name} failed: {e}"));
+                    self.refused(&name, &e, "install-dir")?;
+                }
+            }
+        }
+        let e = Error::Refused(
+            Reason::NoAcceptableBundle,
+            format!(
+                "no acceptable bundle in {shown_dir} ({total} bundle file(s) refused, {ignored} other file(s) ignored)"
+            ),
+        );
+        self.commit(self.state.clone(), &[refusal_record("", &e, "install-dir")])?;
+        Err(e)
+    }
+
+    /// Records this boot (run once per boot, early, by `airlock-boot.service`): which slot the
+    /// boot loader started and whether it is on trial. Opening the agent has already
+    /// reconciled (an interrupted install, a fallback, a bless cut short are recorded first).
+    pub fn booted(&mut self) -> Result<String, Error> {
+        let boot = self.dev.boot.state()?;
+        let s = boot.booted;
+        let rec = self.state.slot(s);
+        let trial = boot.trial.filter(|t| t.slot == s && boot.on_trial());
+        let fields = json!({"slot": s.letter(), "version": rec.version, "status": rec.status, "trial": trial.is_some(), "tries_left": trial.map(|t| t.tries_left)});
+        self.commit(self.state.clone(), &[record("booted", fields)])?;
+        Ok(match trial {
+            Some(t) => format!("booted slot {} ({}) on trial, {} tries left", s.letter(), rec.version, t.tries_left),
+            None => format!("booted slot {} ({}, {})", s.letter(), rec.version, rec.status.as_str()),
+        })
+    }
+
+    /// The health check passed on a trial boot: blesses the booted slot, then raises the floor.
+    pub fn mark_good(&mut self) -> Result<String, Error> {
+        let boot = self.dev.boot.state()?;
+        match decide::mark_good(&self.state, &boot) {
+            Ok(MarkGood::AlreadyGood(s)) => {
+                Ok(format!("slot {} ({}) is already good", s.letter(), self.state.slot(s).version))
+            }
+            Ok(MarkGood::Bless(s)) => {
+                self.dev.boot.bless(s)?;
+                failpoint("mid-bless");
+                let next = decide::blessed(&self.state, s);
+                let floor = next.security_floor;
+                let version = next.slot(s).version;
+                self.commit(
+                    next,
+                    &[record("blessed", json!({"slot": s.letter(), "version": version, "security_floor": floor}))],
+                )?;
+                Ok(format!("slot {} ({version}) blessed; security floor {floor}", s.letter()))
+            }
+            Err(r) => {
+                let e = Error::from(r);
+                self.refused("", &e, "mark-good")?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the other slot the default again (good, not below the floor); a trial of the
+    /// booted slot is cancelled and recorded as failed, so a later `mark-good` cannot undo it.
+    pub fn rollback(&mut self) -> Result<String, Error> {
+        let boot = self.dev.boot.state()?;
+        let r = match decide::rollback(&self.state, &boot) {
+            Ok(r) => r,
+            Err(r) => {
+                let e = Error::from(r);
+                self.refused("", &e, "rollback")?;
+                return Err(e);
+            }
+        };
+        self.dev.boot.bless(r.to)?;
+        let mut next = self.state.clone();
+        if let Some(s) = r.cancels_trial_of {
+            self.dev.boot.cancel_trial(s)?;
+            next.set_status(s, SlotStatus::Failed);
+        }
+        let version = self.state.slot(r.to).version;
+        let fields =
+            json!({"slot": r.to.letter(), "version": version, "cancelled_trial": r.cancels_trial_of.map(Slot::letter)});
+        self.commit(next, &[record("rolled-back", fields)])?;
+        Ok(format!("slot {} ({version}) is the default from the next boot", r.to.letter()))
+    }
+}
+
+/// What a read-only command sees: nothing is written and no lock is taken.
+pub struct View {
+    pub boot: BootState,
+    /// The state as it will be once reconciled (or as stored, while another agent works).
+    pub state: Option<AgentState>,
+    /// The pid of an agent working right now.
+    pub busy: Option<String>,
+    /// What the next mutating command will record when it reconciles.
+    pub pending: Vec<String>,
+}
+
+pub fn view(dev: &Device) -> Result<View, Error> {
+    let boot = dev.boot.state()?;
+    let busy = dev.busy();
+    let stored = state::load(&dev.data)?;
+    let mut pending = Vec::new();
+    let state = match stored {
+        Some(s) if busy.is_some() => Some(s),
+        Some(s) => {
+            let plan = decide::reconcile(&s, &boot);
+            pending.extend(plan.records.iter().map(|r| r.0.clone()));
+            Some(plan.state.unwrap_or(s))
+        }
+        None => decide::first_boot(&dev.config, boot.booted).map(|(s, r)| {
+            pending.push(r.0);
+            s
+        }),
+    };
+    Ok(View { boot, state, busy, pending })
+}
+
+/// `verify`: the whole bundle (signatures, every payload chunk, the end), then whether this
+/// device would accept it now. Read-only.
+pub fn verify(
+    dev: &Device,
+    path: &Path,
+    policy_label: &str,
+    opts: InstallOptions,
+) -> Result<bundle::VerifyReport, Error> {
+    let name = shown(path);
+    let file = match open_bundle(path) {
+        Ok(f) => f,
+        Err(Error::Refused(r, m)) => {
+            let mut report = bundle::VerifyReport::new(&name, policy_label, &dev.policy);
+            report.refuse(r.as_str(), &m);
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let expect = trust::Expect { product: Some(&dev.config.product), version: None };
+    let (mut report, manifest) =
+        bundle::verify_stream(BufReader::with_capacity(1 << 20, &file), &name, policy_label, &dev.policy, expect);
+    if let Some(m) = manifest {
+        let v = view(dev)?;
+        if let Some(state) = &v.state
+            && let Err(r) = decide::acceptable(state, &v.boot, &dev.config, &candidate(&m), opts)
+        {
+            report.refuse(r.0.as_str(), &r.1);
+        }
+    }
+    Ok(report)
+}
+
+/// The last audit records, newest last (for `status`).
+pub fn recent(dev: &Device, n: usize) -> Vec<Value> {
+    dev.audit().last(n)
+}

@@ -1,0 +1,234 @@
+//! Where a device keeps things, and the lock that makes one agent act at a time. A device is
+//! either simulated in a folder (`--root DIR`: file-backed slots, a boot-state file standing in
+//! for the boot loader, `data/`), or the real appliance (`/etc/airlock`, slots by GPT label,
+//! systemd-boot entries on the ESP, `/var/lib/airlock` on the data partition).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::audit::{self, Audit};
+use crate::boot::{Bls, BootControl, SimBoot, Slot};
+use crate::config::DeviceConfig;
+use crate::fsutil::{fsync_dir, fsync_file, write_atomic};
+use crate::reason::Reason;
+use crate::state::{self, AgentState, SlotRecord, SlotStatus};
+use crate::{Error, simfs, slotio};
+
+/// The lock file in the data directory; it holds the holder's pid.
+pub const LOCK_FILE: &str = ".sideload.lock";
+
+pub struct Device {
+    pub config: DeviceConfig,
+    pub policy: trust::Policy,
+    pub slots: BTreeMap<Slot, PathBuf>,
+    pub boot: Box<dyn BootControl>,
+    pub data: PathBuf,
+    /// The simulated device's folder (`--root`).
+    pub sim_root: Option<PathBuf>,
+}
+
+fn read_small(path: &Path, max: u64) -> Result<String, Error> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut s = String::new();
+    f.take(max + 1).read_to_string(&mut s).map_err(|e| Error::io(path, e))?;
+    if s.len() as u64 > max {
+        return Err(Error::State(format!("{}: larger than {max} bytes", path.display())));
+    }
+    Ok(s)
+}
+
+fn load_identity(cfg_path: &Path, policy_path: &Path) -> Result<(DeviceConfig, trust::Policy), Error> {
+    let text = read_small(cfg_path, 64 * 1024)?;
+    let config = DeviceConfig::parse(&text).map_err(|e| Error::State(format!("{}: {e}", cfg_path.display())))?;
+    let ptext = read_small(policy_path, trust::MAX_POLICY_FILE as u64)?;
+    let policy = trust::Policy::parse(&ptext).map_err(|e| Error::State(format!("{}: {e}", policy_path.display())))?;
+    config.check_policy(&policy).map_err(|e| Error::State(format!("{}: {e}", policy_path.display())))?;
+    Ok((config, policy))
+}
+
+impl Device {
+    /// A simulated device in a folder: `device.toml`, `trust.toml`, `slots/root-a`,
+    /// `slots/root-b`, `boot/state.toml`, `data/`.
+    pub fn simulated(root: &Path) -> Result<Device, Error> {
+        let (config, policy) = load_identity(&root.join("device.toml"), &root.join("trust.toml"))?;
+        let slots = [(Slot::A, root.join("slots/root-a")), (Slot::B, root.join("slots/root-b"))].into_iter().collect();
+        Ok(Device {
+            config,
+            policy,
+            slots,
+            boot: Box::new(SimBoot { path: root.join("boot/state.toml") }),
+            data: root.join("data"),
+            sim_root: Some(root.to_path_buf()),
+        })
+    }
+
+    /// Sets up a simulated device whose slot A holds `image` (version, security version),
+    /// blessed and booted; slots are `slot_size` bytes. With `power_loss`, a later
+    /// `simulate-boot` first drops every write that was not fsynced (see `simfs`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn init_simulated(
+        root: &Path,
+        config: &DeviceConfig,
+        policy_text: &str,
+        slot_size: u64,
+        image: &Path,
+        version: &str,
+        security_version: u64,
+        power_loss: bool,
+    ) -> Result<(), Error> {
+        let policy = trust::Policy::parse(policy_text).map_err(|e| Error::State(format!("trust policy: {e}")))?;
+        config.check_policy(&policy).map_err(|e| Error::State(format!("trust policy: {e}")))?;
+        product::Version::parse(version).map_err(|e| Error::State(e.to_string()))?;
+        for d in ["slots", "boot", "data"] {
+            fs::create_dir_all(root.join(d)).map_err(|e| Error::io(&root.join(d), e))?;
+        }
+        if power_loss {
+            fs::create_dir_all(root.join(simfs::MARKER)).map_err(|e| Error::io(root, e))?;
+        }
+        write_atomic(&root.join("device.toml"), config.to_toml().as_bytes())?;
+        write_atomic(&root.join("trust.toml"), policy_text.as_bytes())?;
+        let (sha256, size) = slotio::hash_prefix(image, u64::MAX)?;
+        if size > slot_size {
+            return Err(Error::State(format!("image is {size} bytes, slots are {slot_size}")));
+        }
+        for (slot, name) in [(Slot::A, "root-a"), (Slot::B, "root-b")] {
+            let p = root.join("slots").join(name);
+            let mut f = File::create(&p).map_err(|e| Error::io(&p, e))?;
+            if slot == Slot::A {
+                std::io::copy(&mut File::open(image).map_err(|e| Error::io(image, e))?, &mut f)
+                    .map_err(|e| Error::io(&p, e))?;
+            }
+            f.set_len(slot_size).map_err(|e| Error::io(&p, e))?;
+            fsync_file(&f, &p)?;
+        }
+        SimBoot::init(&root.join("boot/state.toml"), Slot::A)?;
+        let mut st =
+            AgentState { security_floor: security_version, slots: BTreeMap::new(), audit: audit::Head::default() };
+        st.set(
+            Slot::A,
+            SlotRecord {
+                status: SlotStatus::Good,
+                version: version.into(),
+                security_version,
+                manifest: String::new(),
+                sha256,
+                size,
+            },
+        );
+        st.set(Slot::B, SlotRecord::empty());
+        let data = root.join("data");
+        st.audit = Audit { path: data.join("audit.jsonl") }.append(
+            &st.audit,
+            &[audit::record(
+                "initialised",
+                json!({"slot": "a", "version": version, "security_version": security_version}),
+            )],
+        )?;
+        state::save(&data, &st)?;
+        for d in ["slots", "boot", "data", ""] {
+            fsync_dir(&root.join(d))?;
+        }
+        Ok(())
+    }
+
+    /// The installed appliance: `/etc/airlock/{device,trust}.toml`, slots by GPT label, the
+    /// ESP's Boot Loader Specification entries, `/var/lib/airlock` on the data partition.
+    pub fn real() -> Result<Device, Error> {
+        let (config, policy) =
+            load_identity(Path::new("/etc/airlock/device.toml"), Path::new("/etc/airlock/trust.toml"))?;
+        let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let booted = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("root=PARTLABEL=root-").and_then(Slot::parse))
+            .ok_or_else(|| {
+                Error::State(
+                    "cannot tell the booted slot: no root=PARTLABEL=root-a|b on the kernel command line".into(),
+                )
+            })?;
+        let slots = [
+            (Slot::A, PathBuf::from("/dev/disk/by-partlabel/root-a")),
+            (Slot::B, PathBuf::from("/dev/disk/by-partlabel/root-b")),
+        ]
+        .into_iter()
+        .collect();
+        let boot = Bls { entries: PathBuf::from("/boot/efi/loader/entries"), booted };
+        Ok(Device {
+            config,
+            policy,
+            slots,
+            boot: Box::new(boot),
+            data: PathBuf::from("/var/lib/airlock"),
+            sim_root: None,
+        })
+    }
+
+    pub fn audit(&self) -> Audit {
+        Audit { path: self.data.join("audit.jsonl") }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.data.join(LOCK_FILE)
+    }
+
+    /// Takes the device for this command: one agent acts at a time. Waits up to `wait` for
+    /// another to finish, then refuses, naming its pid.
+    pub fn lock(&self, wait: Duration) -> Result<DeviceLock, Error> {
+        fs::create_dir_all(&self.data).map_err(|e| Error::io(&self.data, e))?;
+        let path = self.lock_path();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match f.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Refused(
+                        Reason::Busy,
+                        format!(
+                            "another sideload is running (pid {}); waited {} s: try again when it is done",
+                            holder_pid(&path).map_or_else(|| "unknown".into(), |p| p.to_string()),
+                            wait.as_secs()
+                        ),
+                    ));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
+        }
+        f.set_len(0).map_err(|e| Error::io(&path, e))?;
+        f.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(|e| Error::io(&path, e))?;
+        Ok(DeviceLock { _file: f })
+    }
+
+    /// The pid of an agent holding the device now, if any (read-only: creates nothing).
+    pub fn busy(&self) -> Option<String> {
+        let path = self.lock_path();
+        let f = File::open(&path).ok()?;
+        match f.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => Some(holder_pid(&path).map_or_else(|| "unknown".into(), |p| p.to_string())),
+        }
+    }
+}
+
+fn holder_pid(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Held for the whole of a mutating command; released when dropped (or when the process
+/// dies, whatever the way).
+pub struct DeviceLock {
+    _file: File,
+}

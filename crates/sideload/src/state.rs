@@ -1,0 +1,111 @@
+//! The agent's own record of the device, in the data partition (`state.toml`): each slot's
+//! status and what was verified into it, the security floor, and the head of the audit chain.
+//! Written only whole and atomically, by a command holding the device lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::boot::Slot;
+use crate::fsutil::write_atomic;
+use crate::{Error, audit};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotStatus {
+    /// Nothing installed, or its contents are unknown.
+    Empty,
+    /// Being written: never bootable.
+    Writing,
+    /// Written and read back: armed, or about to be armed, for a trial boot.
+    Written,
+    /// Booted and passed its health check.
+    Good,
+    /// Failed its trial boot, or an operator rolled back from it.
+    Failed,
+}
+
+impl SlotStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotStatus::Empty => "empty",
+            SlotStatus::Writing => "writing",
+            SlotStatus::Written => "written",
+            SlotStatus::Good => "good",
+            SlotStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotRecord {
+    pub status: SlotStatus,
+    pub version: String,
+    pub security_version: u64,
+    /// `sha256:…` of the bundle manifest installed here (verified).
+    pub manifest: String,
+    /// sha256 and size of the root payload as verified while it was written.
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl SlotRecord {
+    pub fn empty() -> SlotRecord {
+        SlotRecord {
+            status: SlotStatus::Empty,
+            version: String::new(),
+            security_version: 0,
+            manifest: String::new(),
+            sha256: String::new(),
+            size: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    /// Lowest security_version this device accepts; rises only after a slot is blessed.
+    pub security_floor: u64,
+    pub slots: BTreeMap<Slot, SlotRecord>,
+    /// The last audit record this state knows of: a log that ends elsewhere was cut or edited.
+    pub audit: audit::Head,
+}
+
+impl AgentState {
+    pub fn slot(&self, s: Slot) -> SlotRecord {
+        self.slots.get(&s).cloned().unwrap_or_else(SlotRecord::empty)
+    }
+
+    pub fn set(&mut self, s: Slot, r: SlotRecord) {
+        self.slots.insert(s, r);
+    }
+
+    pub fn set_status(&mut self, s: Slot, status: SlotStatus) {
+        let mut r = self.slot(s);
+        r.status = status;
+        self.slots.insert(s, r);
+    }
+}
+
+pub fn path(data: &Path) -> PathBuf {
+    data.join("state.toml")
+}
+
+pub fn save(data: &Path, s: &AgentState) -> Result<(), Error> {
+    let text = toml::to_string(s).map_err(|e| Error::State(e.to_string()))?;
+    write_atomic(&path(data), text.as_bytes())
+}
+
+/// The stored state, or `None` on a device that never ran the agent.
+pub fn load(data: &Path) -> Result<Option<AgentState>, Error> {
+    let p = path(data);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&p, e)),
+    };
+    toml::from_str(&text).map(Some).map_err(|e| Error::State(format!("{}: {}", p.display(), e.message().trim())))
+}
