@@ -13,7 +13,7 @@ mod writer;
 pub use manifest::{DEFAULT_CHUNK, FORMAT, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, Manifest, Payload, Target};
 pub use name::{EntryName, escape};
 pub use reader::{MANIFEST_ENTRY, MAX_SIGNATURES, MAX_WINDOW_LOG, PayloadReader, VerifiedBundle, open};
-pub use report::{BundleFacts, RoleLine, SignerLine, VerifyReport, signer_lines, verify_stream};
+pub use report::{BundleFacts, MAX_SIGNER_LINES, RoleLine, SignerLine, VerifyReport, signer_lines, verify_stream};
 pub use writer::{ZSTD_LEVEL, ZSTD_WORKERS, compress_payload, write_bundle};
 
 #[derive(Debug, thiserror::Error)]

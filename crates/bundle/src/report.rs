@@ -10,6 +10,9 @@ use trust::{Expect, Policy, Report};
 
 use crate::{Error, escape};
 
+/// Signature lines shown in text (JSON has them all).
+pub const MAX_SIGNER_LINES: usize = 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignerLine {
     pub file: String,
@@ -116,7 +119,7 @@ impl VerifyReport {
         if let Some(c) = &self.policy_chain {
             out.push_str(&format!("  policy: {c}\n"));
         }
-        for s in &self.signers {
+        for s in self.signers.iter().take(MAX_SIGNER_LINES) {
             let id = s.key_id.as_deref().unwrap_or("?");
             match (&s.role, &s.reason) {
                 (Some(role), _) => out.push_str(&format!(
@@ -129,6 +132,9 @@ impl VerifyReport {
         }
         if self.signers.is_empty() && !self.roles.is_empty() {
             out.push_str("  no signatures\n");
+        }
+        if self.signers.len() > MAX_SIGNER_LINES {
+            out.push_str(&format!("  …and {} more signature files\n", self.signers.len() - MAX_SIGNER_LINES));
         }
         for r in &self.roles {
             out.push_str(&format!(

@@ -138,7 +138,7 @@ fn clear_for_file(dest: &Path, what: &Path) -> Result<()> {
 
 /// Copies one regular file to `/dest` in the image, owned by root, with `mode`.
 pub fn place_file(root: &Path, dest: &str, src: &Path, mode: u32) -> Result<()> {
-    let rel = Path::new(dest.trim_start_matches('/'));
+    let rel = Path::new(dest.strip_prefix('/').unwrap_or(""));
     if !recipe::is_plain_relative(rel) {
         return Err(Error::Overlay {
             path: src.to_path_buf(),

@@ -145,7 +145,7 @@ pub fn check_names(recipe: &Recipe) -> Result<()> {
         return Ok(());
     }
     let sh = Shell::new().map_err(tool_err("shell"))?;
-    let names = cmd!(sh, "apt-cache --no-generate pkgnames").quiet().ignore_stderr().read().unwrap_or_default();
+    let names = cmd!(sh, "apt-cache pkgnames").quiet().ignore_stderr().read().unwrap_or_default();
     let known: std::collections::BTreeSet<&str> = names.lines().collect();
     if known.len() < 1000 {
         return Ok(());

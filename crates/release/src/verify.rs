@@ -13,6 +13,8 @@ use crate::policy::LoadedPolicy;
 use crate::sigfiles::read_signatures;
 use crate::{Error, Result, fields};
 
+use bundle::MAX_SIGNER_LINES;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     pub file: String,
@@ -70,7 +72,7 @@ impl FileReport {
         if self.signers.is_empty() {
             out.push_str(&format!("  no signature files ({}.*.minisig)\n", self.file));
         }
-        for s in &self.signers {
+        for s in self.signers.iter().take(MAX_SIGNER_LINES) {
             let id = s.key_id.as_deref().unwrap_or("?");
             match (&s.role, &s.reason) {
                 (Some(role), _) => out.push_str(&format!(
@@ -80,6 +82,9 @@ impl FileReport {
                 )),
                 (None, r) => out.push_str(&format!("  REJECTED  {id}  {}: {}\n", s.file, r.as_deref().unwrap_or("?"))),
             }
+        }
+        if self.signers.len() > MAX_SIGNER_LINES {
+            out.push_str(&format!("  …and {} more signature files\n", self.signers.len() - MAX_SIGNER_LINES));
         }
         for r in &self.roles {
             out.push_str(&format!(

@@ -334,6 +334,7 @@ impl Agent {
         if !records.is_empty() {
             self.commit(self.state.clone(), &records)?;
         }
+        failpoint("after-check");
         candidates.sort_by(|a, b| a.0.cmp(&b.0));
         while let Some((_, f, name)) = candidates.pop() {
             match self.install_file(&f, &name, opts, progress) {

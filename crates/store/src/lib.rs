@@ -26,8 +26,8 @@ pub enum Error {
     )]
     Tampered { path: PathBuf, what: String, expected: String, actual: String },
     #[error(
-        "{} input(s) missing from the store {} and --offline forbids fetching: {}; run `cargo xtask fetch` on a connected machine, or `cargo xtask store import DIR` from a stick",
-        missing.len(), store.display(), missing.join(", ")
+        "{} input(s) missing from the store {} and --offline forbids fetching:\n{}\nrun `cargo xtask fetch` on a connected machine, or `cargo xtask store import DIR` from a stick",
+        missing.len(), store.display(), capped(missing, 10)
     )]
     MissingOffline { store: PathBuf, missing: Vec<String> },
     #[error(transparent)]
@@ -39,6 +39,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One item per line, at most `max`, then "…and N more".
+pub fn capped(items: &[String], max: usize) -> String {
+    let mut v: Vec<String> = items.iter().take(max).map(|i| format!("  {i}")).collect();
+    if items.len() > max {
+        v.push(format!("  …and {} more", items.len() - max));
+    }
+    v.join("\n")
+}
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }

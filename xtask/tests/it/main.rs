@@ -5,6 +5,7 @@
 mod architecture;
 mod build;
 mod keys;
+mod release_flow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::new_without_default)]
 
+mod agent;
 mod corpus;
 mod powercut;
 

@@ -1,0 +1,137 @@
+//! The build's file handling on temporary trees, with no image build: overlays copy symlinks
+//! as symlinks and never write through one, refuse secret keys, devices and escaping paths;
+//! the tar writer's headers are explicit (sorted, numeric owners, clamped mtimes) and the same
+//! tree written twice gives the same bytes whatever the creation order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use image::{archive, overlay};
+
+fn tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let ov = d.path().join("overlay");
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    fs::create_dir_all(&ov).unwrap();
+    (d, root, ov)
+}
+
+#[test]
+fn an_overlay_symlink_to_a_host_file_is_copied_as_a_symlink_never_followed() {
+    let (_d, root, ov) = tree();
+    fs::create_dir_all(ov.join("etc")).unwrap();
+    symlink("/etc/shadow", ov.join("etc/leak")).unwrap();
+    overlay::apply(&root, &ov).unwrap();
+    let placed = root.join("etc/leak");
+    assert!(fs::symlink_metadata(&placed).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(&placed).unwrap(), Path::new("/etc/shadow"));
+}
+
+#[test]
+fn nothing_is_written_through_a_symlink_in_the_image() {
+    let (d, root, ov) = tree();
+    // The image's `lib -> /outside` (as a merged-/usr link would be, but pointing off the tree).
+    let outside = d.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    symlink(&outside, root.join("lib")).unwrap();
+    fs::create_dir_all(ov.join("lib")).unwrap();
+    fs::write(ov.join("lib/evil.so"), b"x").unwrap();
+    let e = overlay::apply(&root, &ov).unwrap_err().to_string();
+    assert!(e.contains("passes through the image's symlink /lib"), "{e}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "a file was written outside the tree");
+}
+
+#[test]
+fn a_secret_key_in_an_overlay_is_refused() {
+    let (_d, root, ov) = tree();
+    let k = trust::SecretKey::from_seed([1; 32], [2; 8]);
+    fs::create_dir_all(ov.join("etc/airlock")).unwrap();
+    fs::write(ov.join("etc/airlock/release.key"), k.to_file(None).unwrap()).unwrap();
+    let e = overlay::apply(&root, &ov).unwrap_err().to_string();
+    assert!(e.contains("release.key: this file holds a secret key: it must never be put into an image"), "{e}");
+    assert!(!root.join("etc/airlock/release.key").exists());
+    for marker in ["-----BEGIN OPENSSH PRIVATE KEY-----\n", "-----BEGIN PRIVATE KEY-----\n"] {
+        let (_d, root, ov) = tree();
+        fs::write(ov.join("id"), marker).unwrap();
+        assert!(overlay::apply(&root, &ov).is_err(), "{marker}");
+    }
+}
+
+#[test]
+fn a_fifo_in_an_overlay_is_refused() {
+    let (_d, root, ov) = tree();
+    assert!(std::process::Command::new("mkfifo").arg(ov.join("pipe")).status().unwrap().success());
+    let e = overlay::apply(&root, &ov).unwrap_err().to_string();
+    assert!(e.contains("only regular files, directories and symlinks may be in an overlay"), "{e}");
+}
+
+#[test]
+fn place_file_refuses_paths_that_leave_the_root() {
+    let (d, root, _) = tree();
+    let src = d.path().join("f");
+    fs::write(&src, b"x").unwrap();
+    for dest in ["/../etc/passwd", "relative", "/a/../../b", "/"] {
+        assert!(overlay::place_file(&root, dest, &src, 0o644).is_err(), "{dest}");
+    }
+    overlay::place_file(&root, "/usr/lib/ok", &src, 0o640).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(root.join("usr/lib/ok")).unwrap().permissions().mode() & 0o777, 0o640);
+}
+
+fn tar_headers(bytes: &[u8]) -> Vec<(String, u64, u64, u64, u32)> {
+    let mut ar = tar::Archive::new(bytes);
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf).unwrap();
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.mtime().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mode().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tar_headers_are_explicit_sorted_and_the_same_whatever_the_creation_order() {
+    let make = |names: &[&str]| {
+        let d = tempfile::tempdir().unwrap();
+        for n in names {
+            fs::write(d.path().join(n), n.as_bytes()).unwrap();
+        }
+        fs::create_dir(d.path().join("dir")).unwrap();
+        symlink("b", d.path().join("link")).unwrap();
+        d
+    };
+    let a = make(&["a", "b", "c"]);
+    let b = make(&["c", "b", "a"]);
+    let clamp = 1_000_000;
+    let ta = archive::write_tar(a.path(), Vec::new(), clamp).unwrap();
+    let tb = archive::write_tar(b.path(), Vec::new(), clamp).unwrap();
+    let ha = tar_headers(&ta);
+    let names: Vec<&str> = ha.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(names, ["./", "a", "b", "c", "dir/", "link"]);
+    assert!(ha.iter().all(|h| h.1 <= clamp), "mtimes clamped: {ha:?}");
+    let me = (fs::metadata(a.path()).unwrap().uid() as u64, fs::metadata(a.path()).unwrap().gid() as u64);
+    assert!(ha.iter().all(|h| (h.2, h.3) == me), "numeric owners as on disk");
+    let mut ar = tar::Archive::new(&ta[..]);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.header().username().unwrap(), Some(""), "no owner names");
+    }
+    // Directory order and mtimes differ; the bytes do not (modes from the same umask).
+    assert_eq!(ha, tar_headers(&tb));
+}
+
+use std::os::unix::fs::MetadataExt;
