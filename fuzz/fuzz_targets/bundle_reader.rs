@@ -29,7 +29,7 @@ fn fixture() -> &'static Fixture {
             key.public().to_base64()
         );
         let policy = trust::Policy::parse(&text).expect("policy");
-        let img: Vec<u8> = (0..150_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let img: Vec<u8> = (0..70_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let mut payload_zst = Vec::new();
         let p = bundle::compress_payload("root.img", bundle::Target::Root, &img[..], &mut payload_zst, 64 << 10)
             .expect("payload");

@@ -72,7 +72,14 @@ pub fn shown(path: &Path) -> String {
 }
 
 fn candidate(m: &bundle::Manifest) -> Candidate<'_> {
-    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version }
+    let root_size = m.payloads.iter().find(|p| p.target == bundle::Target::Root).map_or(0, |p| p.size);
+    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version, root_size }
+}
+
+/// The size of the slot an install would write: the one not booted.
+fn inactive_slot_size(dev: &Device, boot: &BootState) -> Result<u64, Error> {
+    let p = dev.slots.get(&boot.booted.other()).ok_or_else(|| Error::State("no inactive slot".into()))?;
+    slotio::slot_len(p)
 }
 
 fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> Accepted {
@@ -197,7 +204,9 @@ impl Agent {
         let boot = self.dev.boot.state()?;
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
-        let target = decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest), opts)?;
+        let slot_size = inactive_slot_size(&self.dev, &boot)?;
+        let target =
+            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest), slot_size, opts)?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
@@ -283,7 +292,8 @@ impl Agent {
     fn check_file(&self, file: &File, boot: &BootState, opts: InstallOptions) -> Result<Version, Error> {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
-        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest), opts)?;
+        let slot_size = inactive_slot_size(&self.dev, boot)?;
+        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest), slot_size, opts)?;
         let v = vb.manifest.version.clone();
         drop(vb);
         let mut f = file;
@@ -479,7 +489,8 @@ pub fn verify(
     if let Some(m) = manifest {
         let v = view(dev)?;
         if let Some(state) = &v.state
-            && let Err(r) = decide::acceptable(state, &v.boot, &dev.config, &candidate(&m), opts)
+            && let Err(r) =
+                decide::acceptable(state, &v.boot, &dev.config, &candidate(&m), inactive_slot_size(dev, &v.boot)?, opts)
         {
             report.refuse(r.0.as_str(), &r.1);
         }

@@ -107,6 +107,8 @@ pub struct Candidate<'a> {
     pub channel: product::Channel,
     pub version: &'a Version,
     pub security_version: u64,
+    /// Uncompressed size of the root payload.
+    pub root_size: u64,
 }
 
 /// Whether a verified bundle may be installed now, and into which slot. Does not write.
@@ -115,6 +117,7 @@ pub fn acceptable(
     boot: &BootState,
     config: &DeviceConfig,
     m: &Candidate<'_>,
+    slot_size: u64,
     opts: InstallOptions,
 ) -> Result<Slot, Refusal> {
     if boot.booted != boot.default || boot.on_trial() {
@@ -160,7 +163,14 @@ pub fn acceptable(
             _ => {}
         }
     }
-    Ok(boot.booted.other())
+    let target = boot.booted.other();
+    if m.root_size > slot_size {
+        return Err(Refusal(
+            Reason::TooLargeForSlot,
+            format!("payload root.img is {} bytes, slot {} holds {slot_size}", m.root_size, target.letter()),
+        ));
+    }
+    Ok(target)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,10 +359,13 @@ mod tests {
                 Err(Reason::TrialInProgress),
             ),
         ];
+        let ver = v("2.0.0");
+        let big = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 1001 };
+        assert_eq!(acceptable(&s, &idle, &config(), &big, 1000, o).unwrap_err().0, Reason::TooLargeForSlot);
         for (version, sv, channel, bs, opts, want) in cases {
             let ver = v(version);
-            let c = Candidate { channel, version: &ver, security_version: sv };
-            let got = acceptable(&s, &bs, &config(), &c, opts).map_err(|r| r.0);
+            let c = Candidate { channel, version: &ver, security_version: sv, root_size: 100 };
+            let got = acceptable(&s, &bs, &config(), &c, 1000, opts).map_err(|r| r.0);
             assert_eq!(got, want, "{version} sv {sv} {channel} {bs:?}");
         }
     }

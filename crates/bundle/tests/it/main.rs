@@ -163,3 +163,46 @@ fn every_bit_flip_of_the_signed_manifest_is_refused_before_it_is_parsed() {
         }
     }
 }
+
+/// A reader whose device goes away after `left` bytes (a USB stick pulled out): EIO.
+struct Vanishing<'a> {
+    bytes: &'a [u8],
+    left: usize,
+}
+
+impl std::io::Read for Vanishing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        let n = buf.len().min(self.left).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_io_error_mid_read_is_refused_as_io_and_nothing_unverified_is_handed_out() {
+    let img = image(300_000);
+    let m = made(&img);
+    let good = bytes(&m.manifest, &m.payload_zst);
+    for cut in [100, 700, 2000, good.len() / 2, good.len() - 600] {
+        let mut out = Vec::new();
+        let r = (|| {
+            let mut vb = bundle::open(Vanishing { bytes: &good, left: cut }, &policy(), Expect::default())?;
+            let mut buf = Vec::new();
+            while let Some(mut p) = vb.next_payload()? {
+                while p.next_chunk(&mut buf)? {
+                    out.extend_from_slice(&buf);
+                }
+            }
+            vb.finish()
+        })();
+        let e = r.unwrap_err();
+        assert!(matches!(e.code(), Code::Io | Code::CorruptPayload), "cut at {cut}: {e}");
+        assert_eq!(&img[..out.len()], &out[..], "only verified bytes were handed out");
+        assert!(out.len() % CHUNK as usize == 0 || out.len() == img.len(), "whole chunks only");
+    }
+}

@@ -9,19 +9,33 @@ use sideload::{Error, InstallOptions, NoProgress};
 
 use crate::{CHUNK, Dev, PRODUCT, bundle_bytes, image, parts};
 
-/// Installs `bytes` and checks that it was refused with `code`, changing nothing; returns the
-/// message.
-fn refused(dev: &Dev, bytes: &[u8], code: &str) -> String {
+/// Installs `bytes` and checks everything that must not change: refused with `code`, the
+/// active slot, the device state and the boot state unchanged, no trial armed, a `refused`
+/// audit record with that code — and `sideload verify` of the same bytes exits 1 with the same
+/// reason. Returns the message.
+pub fn refused(dev: &Dev, bytes: &[u8], code: &str) -> String {
     let (slot_a, state, boot) = (dev.slot("a"), dev.state(), dev.boot());
+    let records = dev.audit().len();
     let err = dev.install(bytes).expect_err("accepted a hostile bundle");
     let Error::Refused(got, msg) = &err else { panic!("not a refusal: {err}") };
     assert_eq!(got.as_str(), code, "{msg}");
     assert_eq!(dev.slot("a"), slot_a, "the active slot changed");
     assert_eq!(dev.state(), state, "the device state changed");
     assert_eq!(dev.boot(), boot, "the boot state changed");
-    let last = dev.audit().pop().unwrap();
+    let audit = dev.audit();
+    // `refused`, after `accepted` when the bytes failed while being written.
+    let new: Vec<&str> = audit[records..].iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert!(new == ["refused"] || new == ["accepted", "refused"], "{new:?}");
+    let last = audit.last().unwrap();
     assert_eq!(last["event"], "refused");
     assert_eq!(last["reason"], code);
+    // The read-only verifier says the same, and changes nothing.
+    let path = dev.write_bundle("verify.airlock", bytes);
+    let (exit, out, _) = crate::powercut::sideload(dev, &["verify", path.to_str().unwrap(), "--json"], None);
+    assert_eq!(exit, Some(1), "verify accepted what install refused: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reason"], code, "verify gave another reason: {out}");
+    assert_eq!(dev.audit().len(), audit.len(), "verify wrote an audit record");
     msg.clone()
 }
 
@@ -113,20 +127,140 @@ fn extra_bytes_appended_are_refused() {
     refused(&dev, &b, "trailing-data");
 }
 
-#[test]
-fn one_byte_flipped_anywhere_is_refused() {
-    let dev = Dev::new();
-    let good = bundle_bytes("2.0.0", 2, &v2());
-    let mut flipped = 0;
-    for i in (0..good.len()).step_by(509) {
-        let mut b = good.clone();
-        b[i] ^= 0x20;
-        let err = dev.install(&b);
-        assert!(err.is_err(), "flip at byte {i} of {} was accepted", good.len());
-        flipped += 1;
+/// The reasons a flip at `i` may give: where the byte lies decides them.
+fn flip_reason(i: usize, sig_start: usize, payload_start: usize, end: usize) -> &'static [&'static str] {
+    if i < 512 {
+        &["bad-tar", "truncated", "too-large", "undeclared-entry"]
+    } else if i < sig_start {
+        &["bad-signature"]
+    } else if i < payload_start {
+        &["bad-signature", "bad-tar", "truncated", "too-large", "undeclared-entry", "duplicate-entry"]
+    } else if i < payload_start + 512 {
+        &["bad-tar", "size-mismatch", "undeclared-entry", "duplicate-entry", "truncated"]
+    } else if i < end {
+        &["corrupt-payload", "hash-mismatch", "size-mismatch", "truncated", "trailing-data", "bad-tar"]
+    } else {
+        &["bad-tar", "trailing-data", "undeclared-entry", "duplicate-entry", "truncated"]
     }
-    assert!(flipped > 100);
+}
+
+#[test]
+fn every_bit_position_flipped_anywhere_is_refused_with_its_reason_and_nothing_changes() {
+    let dev = Dev::new();
+    let p = parts("2.0.0", 2, &v2());
+    let good = p.bytes();
+    let sig_start = 512 + p.manifest_bytes.len().div_ceil(BLOCK) * BLOCK;
+    let payload_start = good.len() - 2 * BLOCK - p.payload.len().div_ceil(BLOCK) * BLOCK - BLOCK;
+    let end = good.len() - 2 * BLOCK;
+    let mut tried = 0;
+    // Every bit position class at offsets spread over every region: headers, the manifest,
+    // the signatures, the payload, the end marker.
+    for i in (0..good.len()).step_by(1021).chain([0, 100, 156, 257, 512, sig_start, payload_start, end, good.len() - 1])
+    {
+        let bit = tried % 8;
+        tried += 1;
+        let mut b = good.clone();
+        b[i] ^= 1 << bit;
+        let (slot_a, state) = (dev.slot("a"), dev.state());
+        let e = dev.install(&b).expect_err("a flipped bundle was accepted");
+        let allowed = flip_reason(i, sig_start, payload_start, end);
+        assert!(allowed.contains(&e.code()), "flip at {i} bit {bit}: {} ({e})", e.code());
+        assert_eq!((dev.slot("a"), dev.state()), (slot_a, state), "flip at {i} bit {bit} changed the device");
+        assert_eq!(dev.boot().trial, None, "flip at {i} bit {bit} armed a trial");
+        let last = dev.audit().pop().unwrap();
+        assert_eq!((last["event"].as_str(), last["reason"].as_str()), (Some("refused"), Some(e.code())));
+    }
+    assert!(tried > 60);
+}
+
+#[test]
+fn a_payload_swapped_under_a_valid_manifest_never_reaches_the_slot() {
+    let dev = Dev::new();
+    let good = v2();
+    let mut p = parts("2.0.0", 2, &good);
+    // Another image, differing in its third chunk, under the manifest of the first.
+    let mut other = good.clone();
+    let bad_at = 2 * CHUNK as usize + 5;
+    other[bad_at] ^= 0xff;
+    let mut z = Vec::new();
+    let q = bundle::compress_payload("root.img", bundle::Target::Root, &other[..], &mut z, CHUNK).unwrap();
+    p.manifest.payloads[0].compressed_size = q.compressed_size;
+    p.payload = z;
+    p.resign();
+    let msg = refused(&dev, &p.bytes(), "hash-mismatch");
+    assert_eq!(msg, "root.img.zst: chunk 2 does not match its signed hash");
+    let b = dev.slot("b");
+    let chunk = 2 * CHUNK as usize..3 * CHUNK as usize;
+    assert!(b[chunk].iter().all(|&x| x == 0), "a byte of the bad chunk reached the inactive slot");
+}
+
+#[test]
+fn a_whole_payload_digest_that_disagrees_with_its_chunks_is_refused_before_arming() {
+    let dev = Dev::new();
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.payloads[0].sha256 = "b".repeat(64);
+    p.resign();
+    assert_eq!(refused(&dev, &p.bytes(), "hash-mismatch"), "root.img.zst: does not match its signed sha256");
+    assert_eq!(dev.state().slot(sideload::Slot::B).status, sideload::SlotStatus::Empty);
+}
+
+#[test]
+fn an_empty_payload_is_refused() {
+    let dev = Dev::new();
+    let p = parts("2.0.0", 2, &[]);
+    assert_eq!(
+        refused(&dev, &p.bytes(), "empty-payload"),
+        "payload `root.img` is empty: a bundle installs something or is refused"
+    );
+}
+
+#[test]
+fn the_stick_vanishing_mid_read_leaves_the_slot_discarded_and_nothing_armed() {
+    let dev = Dev::with_slot_size(8 << 20);
+    let img = image("2.0.0", 6 << 20);
+    let path = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &img));
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sideload"));
+    c.arg("--root")
+        .arg(dev.root())
+        .args(["install", path.to_str().unwrap()])
+        .env("AIRLOCK_FAILPOINT", "mid-write:stop");
+    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The stick goes away: the rest of the file is gone.
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3 << 20).unwrap();
+    std::process::Command::new("kill").args(["-CONT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused (truncated)"));
+    assert_eq!(
+        dev.state().slot(sideload::Slot::B).status,
+        sideload::SlotStatus::Empty,
+        "the half-written slot is recorded empty"
+    );
+    assert_eq!(dev.boot().trial, None);
     assert!(crate::slot_holds(&dev.slot("a"), &dev.v1));
+}
+
+#[test]
+fn a_stick_of_junk_files_is_scanned_in_one_pass_and_every_bundle_file_recorded() {
+    let dev = Dev::new();
+    let stick = dev.dir.path().join("stick");
+    fs::create_dir(&stick).unwrap();
+    for i in 0..2000 {
+        fs::write(stick.join(format!("junk-{i:04}.airlock")), b"junk").unwrap();
+        fs::write(stick.join(format!("photo-{i:04}.jpg")), b"x").unwrap();
+    }
+    fs::write(stick.join("zz-2.0.0.airlock"), bundle_bytes("2.0.0", 2, &v2())).unwrap();
+    let a = dev.agent().install_dir(&stick, InstallOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(a.version, "2.0.0");
+    let refusals = dev.audit().iter().filter(|r| r["event"] == "refused").count();
+    assert_eq!(refusals, 2000);
 }
 
 #[test]
@@ -401,4 +535,95 @@ fn several_bundles_on_a_stick_the_newest_acceptable_wins_and_bad_ones_never_bloc
     assert!(crate::slot_holds(&dev.slot("b"), &image("3.0.0", 1000)));
     let refusals = dev.audit().iter().filter(|r| r["event"] == "refused").count();
     assert_eq!(refusals, 2, "the forged and the corrupt bundle are recorded");
+}
+
+#[test]
+fn a_bundle_of_another_channel_is_refused() {
+    let dev = Dev::new();
+    let mut p = parts("2.0.0", 2, &v2());
+    p.manifest.channel = product::Channel::Dev;
+    p.resign();
+    assert_eq!(
+        refused(&dev, &p.bytes(), "wrong-channel"),
+        "bundle is for channel `dev`, this device follows `release`"
+    );
+}
+
+#[test]
+fn nothing_installs_while_the_booted_slot_is_on_trial() {
+    let dev = Dev::new();
+    dev.install(&bundle_bytes("2.0.0", 2, &v2())).unwrap();
+    dev.power_on();
+    let msg = refused(&dev, &bundle_bytes("3.0.0", 3, &image("3.0.0", 1000)), "trial-in-progress");
+    assert!(msg.starts_with("slot b is on a trial boot"), "{msg}");
+}
+
+#[test]
+fn a_rollback_with_nothing_good_to_go_back_to_is_refused() {
+    let dev = Dev::new();
+    let (slot_a, state, boot) = (dev.slot("a"), dev.state(), dev.boot());
+    let e = dev.agent().rollback().unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string()),
+        ("no-good-slot", "refused (no-good-slot): slot b is empty: nothing good to roll back to".into())
+    );
+    assert_eq!((dev.slot("a"), dev.state(), dev.boot()), (slot_a, state, boot));
+    let last = dev.audit().pop().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["reason"].as_str(), last["action"].as_str()),
+        (Some("refused"), Some("no-good-slot"), Some("rollback"))
+    );
+}
+
+#[test]
+fn a_stick_with_no_acceptable_bundle_is_refused_as_a_whole() {
+    let dev = Dev::new();
+    let stick = dev.dir.path().join("stick");
+    fs::create_dir(&stick).unwrap();
+    fs::write(stick.join("old.airlock"), bundle_bytes("0.5.0", 0, &image("0.5", 1000))).unwrap();
+    fs::write(stick.join("junk.airlock"), b"junk").unwrap();
+    let (slot_a, state) = (dev.slot("a"), dev.state());
+    let e = dev.agent().install_dir(&stick, InstallOptions::default(), &mut NoProgress).unwrap_err();
+    assert_eq!(e.code(), "no-acceptable-bundle");
+    assert!(e.to_string().contains("(2 bundle file(s) refused, 0 other file(s) ignored)"), "{e}");
+    assert_eq!((dev.slot("a"), dev.state()), (slot_a, state));
+    let reasons: Vec<String> = dev
+        .audit()
+        .iter()
+        .filter(|r| r["event"] == "refused")
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["truncated", "rollback", "no-acceptable-bundle"]);
+}
+
+#[test]
+fn a_slot_that_reads_back_differently_is_never_armed() {
+    let dev = Dev::new();
+    let path = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &v2()));
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sideload"));
+    c.arg("--root")
+        .arg(dev.root())
+        .args(["install", path.to_str().unwrap()])
+        .env("AIRLOCK_FAILPOINT", "after-sync:stop");
+    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The disk lies: one written byte is not what comes back.
+    let slot = dev.root().join("slots/root-b");
+    let mut bytes = fs::read(&slot).unwrap();
+    bytes[70_000] ^= 1;
+    fs::write(&slot, bytes).unwrap();
+    std::process::Command::new("kill").args(["-CONT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused (readback-mismatch): slot b reads back differently from what was written"), "{err}");
+    assert_eq!(dev.boot().trial, None, "a slot that reads back wrong was armed");
+    assert_eq!(dev.state().slot(sideload::Slot::B).status, sideload::SlotStatus::Empty);
+    assert_eq!(dev.audit().pop().unwrap()["reason"], "readback-mismatch");
 }
