@@ -21,6 +21,9 @@ pub const TEST_TOOLS: &[HostTool] = &[
     HostTool { bin: "unsquashfs", package: "squashfs-tools", why: "reads root.img in tests" },
     HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "the erofs slot filesystem, tested too" },
     HostTool { bin: "dpkg", package: "dpkg", why: "the independent judge of the version order" },
+    HostTool { bin: "faketime", package: "faketime", why: "repro's second build runs with its clock years off" },
+    HostTool { bin: "script", package: "bsdutils", why: "tests of passphrase prompts on a terminal" },
+    HostTool { bin: "time", package: "time", why: "peak-memory figures and tests (GNU time)" },
 ];
 
 fn is_root() -> bool {
@@ -73,6 +76,19 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
             ),
         )
         .into());
+    }
+    Ok(())
+}
+
+/// Like [`ensure`] for data files (firmware) that come with a Debian package.
+pub fn ensure_files(files: &[(&str, &'static str, &'static str)], offline: bool) -> Result<()> {
+    for (path, package, why) in files {
+        if !std::path::Path::new(path).exists() {
+            // A package is installed the same way whatever it ships: name it by its file.
+            let t = HostTool { bin: "/nonexistent", package, why };
+            eprintln!("airlock: {path} is missing");
+            ensure(&[t], offline).or_else(|e| if std::path::Path::new(path).exists() { Ok(()) } else { Err(e) })?;
+        }
     }
     Ok(())
 }

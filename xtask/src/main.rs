@@ -7,10 +7,12 @@
 
 mod bench;
 mod bench_install;
+mod boot;
 mod build;
 mod bundle_cmd;
 mod deps;
 mod keys;
+mod mutants;
 mod output;
 mod repro;
 mod store_cmd;
@@ -42,6 +44,8 @@ enum Cmd {
     Build(build::Build),
     /// Resolve a recipe's packages and pin them in its lock (online).
     Lock(build::LockCmd),
+    /// Run a built disk in QEMU (OVMF; KVM when it works, else TCG), with USB sticks of bundles.
+    Boot(boot::Boot),
     /// Pack a built image into its update bundle NAME-VERSION.airlock.
     Bundle(bundle_cmd::BundleCmd),
     /// Fill the input store from a recipe's lock (online).
@@ -63,6 +67,8 @@ enum Cmd {
     Rotate(keys::Rotate),
     /// Side-by-side figures against the reference tools: `bench build`, `bench verify`, `bench install`.
     Bench(bench::Bench),
+    /// Mutation testing of the decision code (cargo-mutants), within a time budget.
+    Mutants(mutants::Mutants),
     /// Check every signature of a file (or a whole .airlock bundle) against the trust policy
     /// you choose: exit 0 accepted, 1 rejected.
     Verify(keys::Verify),
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
             Cmd::Verify(c) => c.run(&ctx),
             Cmd::Bench(c) => c.run(&ctx),
             Cmd::Rotate(c) => c.run(&ctx),
+            Cmd::Mutants(c) => c.run(&ctx),
+            Cmd::Boot(c) => c.run(&ctx),
         }
     });
     match r {

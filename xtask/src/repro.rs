@@ -37,6 +37,8 @@ struct Variant {
     hostname: &'static str,
     /// Copy the source tree in reverse order to another path (directory order, build path).
     copy_tree: bool,
+    /// Build on one CPU only (`taskset`) with the clock this far ahead (`faketime`).
+    one_cpu_clock_ahead: Option<&'static str>,
 }
 
 const VARIANTS: [Variant; 2] = [
@@ -48,6 +50,7 @@ const VARIANTS: [Variant; 2] = [
         user: "builder-a",
         hostname: "repro-a",
         copy_tree: false,
+        one_cpu_clock_ahead: None,
     },
     Variant {
         name: "b",
@@ -57,6 +60,7 @@ const VARIANTS: [Variant; 2] = [
         user: "someone-else",
         hostname: "a-much-longer-build-host-name-b",
         copy_tree: true,
+        one_cpu_clock_ahead: Some("+1234d"),
     },
 ];
 
@@ -65,6 +69,11 @@ impl Repro {
         let recipe = self.args.load(ctx)?;
         let mut tools = image::tools::needed(&recipe, self.offline);
         tools.extend(image::tools::resolve_tools().into_iter().filter(|t| t.bin == "unshare"));
+        tools.push(image::tools::HostTool {
+            bin: "faketime",
+            package: "faketime",
+            why: "runs the second repro build with its clock years off",
+        });
         crate::deps::ensure(&tools, self.offline)?;
         let tmp;
         let top = match &self.keep {
@@ -96,17 +105,29 @@ impl Repro {
                 ctx.root.clone()
             };
             eprintln!(
-                "repro: build {} (TZ={}, LANG={}, umask {}, hostname {}, source {})",
+                "repro: build {} (TZ={}, LANG={}, umask {}, hostname {}, source {}{})",
                 v.name,
                 v.tz,
                 v.lang,
                 v.umask,
                 v.hostname,
-                src.display()
+                src.display(),
+                v.one_cpu_clock_ahead.map(|a| format!(", one CPU, clock {a}")).unwrap_or_default()
             );
             let mut c = Command::new("unshare");
             c.args(["--uts", "sh", "-c", "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"", "sh"]);
             c.args([v.hostname, v.umask]);
+            if let Some(ahead) = v.one_cpu_clock_ahead {
+                // libfaketime deadlocks rustc and the rustup proxies (FIELD-NOTES.md): cargo and
+                // rustc are reached through wrappers that drop the preload; everything else
+                // (the builder, mmdebstrap, dpkg, tar, mksquashfs) runs with the clock skewed.
+                let wrappers = clean_clock_wrappers(&dir)?;
+                c.env("PATH", format!("{}:{}", wrappers.display(), std::env::var("PATH").unwrap_or_default()));
+                // Only the clock is off: file times read back by stat() stay true
+                // (libfaketime would shift them too, which no real clock does).
+                c.env("NO_FAKE_STAT", "1").env("DONT_FAKE_MONOTONIC", "1");
+                c.args(["taskset", "-c", "0", "faketime", "-f", ahead]);
+            }
             c.arg(&exe).arg("--json").arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
             c.arg("--out").arg(dir.join("images"));
             c.arg("--work-dir").arg(dir.join("work"));
@@ -143,6 +164,24 @@ impl Repro {
         }
         compare(&outs[0], &outs[1])
     }
+}
+
+/// A directory of `cargo`, `rustc` and `rustup` wrappers that run the real tools without
+/// libfaketime's preload.
+fn clean_clock_wrappers(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let w = dir.join("clean-clock-bin");
+    fs::create_dir_all(&w)?;
+    for tool in ["cargo", "rustc", "rustup", "rustdoc"] {
+        let Some(real) = image::tools::which(tool) else { continue };
+        let script = w.join(tool);
+        fs::write(
+            &script,
+            format!("#!/bin/sh\nunset LD_PRELOAD FAKETIME FAKETIME_NO_CACHE DONT_FAKE_MONOTONIC\nexec '{}' \"$@\"\n", real.display()),
+        )?;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(w)
 }
 
 /// Copies the files the build reads into `dest`, creating entries in reverse order.
@@ -191,6 +230,12 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
                 "DIFFERENT  {n:<24} a: {sa} bytes sha256:{da}\n                                    b: {sb} bytes sha256:{db}"
             );
             differ.push(n.clone());
+        }
+    }
+    for e in fs::read_dir(b)?.filter_map(|e| e.ok()) {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !names.contains(&n) {
+            differ.push(format!("{n}: only in build b"));
         }
     }
     if differ.is_empty() {

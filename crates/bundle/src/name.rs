@@ -46,7 +46,14 @@ impl fmt::Display for EntryName {
 /// Renders untrusted bytes for a message: printable ASCII as is, the rest escaped, at most 120
 /// characters — never a newline or an escape sequence in a log.
 pub fn escape(s: &str) -> String {
-    let mut out: String = s.chars().take(120).flat_map(|c| c.escape_default()).collect();
+    let mut out = String::new();
+    for c in s.chars().take(120) {
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
     if s.chars().count() > 120 {
         out.push('…');
     }

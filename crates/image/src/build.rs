@@ -14,7 +14,7 @@ use xshell::{Shell, cmd};
 
 use crate::error::{Error, Result, io_err, tool_err};
 use crate::manifest::{BuildManifest, ImageInfo, Inputs, MANIFEST_FORMAT, Output};
-use crate::{archive, base, normalise, overlay, slotfs, stack, tools};
+use crate::{archive, base, disk, normalise, overlay, slotfs, stack, tools};
 
 pub const MANIFEST_NAME: &str = "build-manifest.toml";
 pub const ROOTFS_NAME: &str = "rootfs.tar.zst";
@@ -222,6 +222,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     settings.insert("slot.level".to_string(), recipe.output.slot_compression_level.to_string());
     settings.insert("hostname".to_string(), recipe.hostname.clone());
     settings.insert("services".to_string(), recipe.services.join(" "));
+    settings.insert(
+        "disk".to_string(),
+        format!("esp {} MiB, slots {} MiB, data {} MiB", recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib),
+    );
+    settings.insert("cmdline.a".to_string(), disk::cmdline(&recipe, "a"));
 
     let trust_root = trust_policy_path(&recipe);
     let inputs = Inputs {
@@ -308,6 +313,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     })?;
     stages.run("normalise", "removing host leaks and volatile files", || {
         normalise::normalise(&root, &recipe.hostname)?;
+        normalise::appliance(&root, &recipe.name, &recipe.version)?;
         normalise::check_no_secrets(&root)
     })?;
 
@@ -322,8 +328,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     stages.run("slotfs", &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()), || {
         slotfs::make(&recipe, &root, &out.join(SLOT_NAME))
     })?;
-    let (sha, size) = store::sha256_file(&out.join(SLOT_NAME))?;
-    outputs.insert(SLOT_NAME.to_string(), Output { sha256: sha, size });
+    stages.run("disk", "writing disk.img (GPT: ESP, root-a, root-b, data), disk.qcow2, disk.bmap", || {
+        disk::make(&recipe, &root, &out.join(SLOT_NAME), &out, work.path())
+    })?;
+    for name in [SLOT_NAME, disk::KERNEL_NAME, disk::INITRD_NAME, disk::DISK_NAME, disk::QCOW2_NAME, disk::BMAP_NAME] {
+        let (sha, size) = store::sha256_file(&out.join(name))?;
+        outputs.insert(name.to_string(), Output { sha256: sha, size });
+    }
 
     let manifest =
         BuildManifest { format: MANIFEST_FORMAT, build_key, image, inputs, tools: tool_versions, settings, outputs };

@@ -4,6 +4,7 @@
 pub mod archive;
 mod base;
 mod build;
+pub mod disk;
 mod error;
 pub mod manifest;
 pub mod normalise;

@@ -123,3 +123,23 @@ fn allowed_secret_lookalike(rel: &Path) -> bool {
         || s.starts_with("usr/share/perl")
         || s.starts_with("usr/share/doc/")
 }
+
+/// What makes the tree an appliance with a read-only root: the mount points of the ESP and the
+/// data partition (a read-only root cannot create them at boot), and the image's identity in
+/// os-release (`IMAGE_ID`, `IMAGE_VERSION`: what the parking controller reports as its version).
+pub fn appliance(root: &Path, name: &str, version: &str) -> Result<()> {
+    for d in ["boot/efi", "data"] {
+        let p = root.join(d);
+        fs::create_dir_all(&p).map_err(io_err(&p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(io_err(&p))?;
+    }
+    // /etc/os-release is a symlink to ../usr/lib/os-release on Debian: edit the file itself.
+    let rel = "usr/lib/os-release";
+    let p = root.join(rel);
+    let text = fs::read_to_string(&p).map_err(io_err(&p))?;
+    let mut lines: Vec<String> =
+        text.lines().filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION=")).map(str::to_string).collect();
+    lines.push(format!("IMAGE_ID={name}"));
+    lines.push(format!("IMAGE_VERSION={version}"));
+    write_file(root, rel, &(lines.join("\n") + "\n"), 0o644)
+}

@@ -29,6 +29,12 @@ const MKSQUASHFS: HostTool =
     HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" };
 const MKFS_EROFS: HostTool =
     HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" };
+const SGDISK: HostTool = HostTool { bin: "sgdisk", package: "gdisk", why: "writes the disk's GPT" };
+const MKFS_VFAT: HostTool = HostTool { bin: "mkfs.vfat", package: "dosfstools", why: "formats the ESP" };
+const MCOPY: HostTool = HostTool { bin: "mcopy", package: "mtools", why: "fills the ESP without mounting it" };
+const MKE2FS: HostTool = HostTool { bin: "mke2fs", package: "e2fsprogs", why: "formats the data partition" };
+const QEMU_IMG: HostTool = HostTool { bin: "qemu-img", package: "qemu-utils", why: "writes disk.qcow2" };
+const BMAPTOOL: HostTool = HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
 const APT_GET: HostTool = HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" };
 const UNSHARE: HostTool =
     HostTool { bin: "unshare", package: "util-linux", why: "runs repro builds in their own hostname namespace" };
@@ -41,6 +47,7 @@ pub fn needed(recipe: &Recipe, offline: bool) -> Vec<HostTool> {
         SlotFs::Squashfs => MKSQUASHFS,
         SlotFs::Erofs => MKFS_EROFS,
     });
+    v.extend([SGDISK, MKFS_VFAT, MCOPY, MKE2FS, QEMU_IMG, BMAPTOOL]);
     if !offline {
         v.push(APT_GET);
     }
@@ -96,6 +103,13 @@ pub fn versions(sh: &Shell) -> BTreeMap<String, String> {
     put("rustc", cmd!(sh, "rustc -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put("cargo", cmd!(sh, "cargo -V").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put("libzstd", Some(zstd::zstd_safe::version_string().to_string()));
+    put("sgdisk", cmd!(sh, "sgdisk --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    let version_field = "${Version}";
+    put("dosfstools", cmd!(sh, "dpkg-query -W -f {version_field} dosfstools").quiet().ignore_stderr().read().ok());
+    put("mtools", cmd!(sh, "mcopy --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("mke2fs", cmd!(sh, "mke2fs -V").quiet().ignore_status().read_stderr().ok().map(|s| first_line(&s)));
+    put("qemu-img", cmd!(sh, "qemu-img --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("bmaptool", cmd!(sh, "bmaptool --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put("airlock", Some(env!("CARGO_PKG_VERSION").to_string()));
     v
 }

@@ -54,25 +54,45 @@ pub struct Occupancy {
 #[derive(Debug, Serialize)]
 pub struct Health<'a> {
     pub status: &'a str,
+    /// The image's version (`IMAGE_VERSION` of os-release), else the controller's own.
     pub version: &'a str,
+    /// The controller's own version.
+    pub controller: &'a str,
     pub slot: &'a str,
     pub site: &'a str,
+}
+
+/// `IMAGE_VERSION` from an os-release text (the build writes it into every image).
+pub fn image_version(os_release: &str) -> Option<String> {
+    os_release.lines().find_map(|l| {
+        let v = l.strip_prefix("IMAGE_VERSION=")?.trim_matches('"');
+        Some(v.to_string()).filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c)))
+    })
 }
 
 pub struct Controller {
     config: Config,
     slot: String,
+    version: String,
     occupancy: Occupancy,
 }
 
 impl Controller {
     pub fn new(config: Config, slot: String) -> Controller {
+        let version = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| image_version(&t))
+            .unwrap_or_else(|| VERSION.to_string());
+        Controller::with_version(config, slot, version)
+    }
+
+    pub fn with_version(config: Config, slot: String, version: String) -> Controller {
         let occupancy = std::fs::read_to_string(config.state_dir.join("occupancy.json"))
             .ok()
             .and_then(|s| serde_json::from_str::<Occupancy>(&s).ok())
             .filter(|o| o.occupied <= config.capacity)
             .unwrap_or_default();
-        Controller { config, slot, occupancy }
+        Controller { config, slot, version, occupancy }
     }
 
     /// Handles one request: (status, JSON body).
@@ -80,7 +100,10 @@ impl Controller {
         let c = &self.config;
         match (method, path) {
             ("GET", "/health") => {
-                (200, json(&Health { status: "ok", version: VERSION, slot: &self.slot, site: &c.site }))
+                (
+                    200,
+                    json(&Health { status: "ok", version: &self.version, controller: VERSION, slot: &self.slot, site: &c.site }),
+                )
             }
             ("GET", "/api/v1/occupancy") => (200, self.occupancy_json()),
             ("POST", "/api/v1/entry") => {
@@ -190,6 +213,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pc-test-{}-{cap}", std::process::id()));
         let cfg = Config { listen: "127.0.0.1:0".into(), site: "s".into(), capacity: cap, state_dir: dir, slot: None };
         Controller::new(cfg, "a".into())
+    }
+
+    #[test]
+    fn the_image_version_comes_from_os_release() {
+        assert_eq!(image_version("ID=debian\nIMAGE_ID=pc\nIMAGE_VERSION=2.0.0\n"), Some("2.0.0".into()));
+        assert_eq!(image_version("IMAGE_VERSION=\"1.1.0~rc1\"\n"), Some("1.1.0~rc1".into()));
+        assert_eq!(image_version("IMAGE_VERSION=$(reboot)\n"), None);
+        assert_eq!(image_version("ID=debian\n"), None);
     }
 
     #[test]

@@ -7,4 +7,4 @@ mod recipe;
 
 pub use error::{Error, Location};
 pub use lock::{LOCK_FORMAT, Lock, LockedPackage};
-pub use recipe::{Artifact, Base, Channel, Output, Recipe, SlotFs, is_plain_relative, valid_package_name};
+pub use recipe::{Artifact, Base, Channel, Disk, Output, Recipe, SlotFs, is_plain_relative, valid_package_name};

@@ -54,6 +54,7 @@ pub struct Recipe {
     pub overlays: Vec<PathBuf>,
     pub services: Vec<String>,
     pub output: Output,
+    pub disk: Disk,
     /// sha256 over the bytes of every file read, in order.
     pub digest: String,
 }
@@ -91,6 +92,23 @@ pub struct Artifact {
     pub mode: u32,
 }
 
+/// The appliance disk's partition sizes, in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disk {
+    /// The EFI system partition: systemd-boot, and each slot's kernel and initrd.
+    pub esp_mib: u64,
+    /// Each of the two root slots.
+    pub slot_mib: u64,
+    /// The persistent data partition (`/var`).
+    pub data_mib: u64,
+}
+
+impl Default for Disk {
+    fn default() -> Disk {
+        Disk { esp_mib: 128, slot_mib: 512, data_mib: 256 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// zstd level of `rootfs.tar.zst`.
@@ -115,6 +133,7 @@ struct RawFile {
     overlays: S<Vec<Spanned<String>>>,
     services: Option<RawServices>,
     output: Option<RawOutput>,
+    disk: Option<RawDisk>,
 }
 
 #[derive(Deserialize, Default)]
@@ -162,6 +181,14 @@ struct RawServices {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawDisk {
+    esp_mib: S<i64>,
+    slot_mib: S<i64>,
+    data_mib: S<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawOutput {
     compression_level: S<i64>,
     slot_fs: S<String>,
@@ -198,6 +225,10 @@ const FIELDS: &[&str] = &[
     "compression_level",
     "slot_fs",
     "slot_compression_level",
+    "disk",
+    "esp_mib",
+    "slot_mib",
+    "data_mib",
 ];
 
 struct Layer {
@@ -584,6 +615,22 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         default,
     )?;
 
+    // [disk]
+    let d = Disk::default();
+    let mib = |v: Option<(&Spanned<i64>, usize)>, what: &str, range: std::ops::RangeInclusive<i64>, default: u64| -> Result<u64, Error> {
+        match v {
+            None => Ok(default),
+            Some((v, l)) => u64::try_from(*v.get_ref()).ok().filter(|x| range.contains(&(*x as i64))).ok_or_else(|| {
+                ctx.invalid(l, v.span(), format!("{what} = {} is out of range: use {} to {} (MiB)", v.get_ref(), range.start(), range.end()))
+            }),
+        }
+    };
+    let disk = Disk {
+        esp_mib: mib(ctx.pick(|r| r.disk.as_ref()?.esp_mib.as_ref()), "disk.esp_mib", 64..=4096, d.esp_mib)?,
+        slot_mib: mib(ctx.pick(|r| r.disk.as_ref()?.slot_mib.as_ref()), "disk.slot_mib", 64..=65536, d.slot_mib)?,
+        data_mib: mib(ctx.pick(|r| r.disk.as_ref()?.data_mib.as_ref()), "disk.data_mib", 16..=1_048_576, d.data_mib)?,
+    };
+
     Ok(Recipe {
         path: path.to_path_buf(),
         repo_root: repo_root.to_path_buf(),
@@ -601,6 +648,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         overlays,
         services,
         output: Output { compression_level, slot_fs, slot_compression_level },
+        disk,
         digest,
     })
 }

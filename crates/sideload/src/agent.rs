@@ -71,9 +71,9 @@ pub fn shown(path: &Path) -> String {
     escape(&path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy()))
 }
 
-fn candidate(m: &bundle::Manifest) -> Candidate<'_> {
+fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
     let root_size = m.payloads.iter().find(|p| p.target == bundle::Target::Root).map_or(0, |p| p.size);
-    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version, root_size }
+    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version, root_size, manifest: digest }
 }
 
 /// The size of the slot an install would write: the one not booted.
@@ -206,7 +206,7 @@ impl Agent {
         let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
         let slot_size = inactive_slot_size(&self.dev, &boot)?;
         let target =
-            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest), slot_size, opts)?;
+            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), slot_size, opts)?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
@@ -258,12 +258,36 @@ impl Agent {
             slotio::stream_to_slot(&mut p, out, &slot_path, chunk_size as usize, &mut |done| {
                 progress.bytes(done, total)
             })?;
-            // Other payloads (none in this format version) would be read and checked here.
+            // The slot's kernel and initrd go to the ESP beside its boot entry, each replaced
+            // atomically once every byte of it matched.
+            let mut boot_files = 0;
             while let Some(mut other) = vb.next_payload()? {
-                let mut buf = Vec::new();
-                while other.next_chunk(&mut buf)? {}
+                let name = match other.payload.target {
+                    bundle::Target::Kernel => "vmlinuz",
+                    bundle::Target::Initrd => "initrd.img",
+                    bundle::Target::Root => {
+                        return Err(Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "a second root payload".into()));
+                    }
+                };
+                match &self.dev.esp {
+                    Some(esp) => {
+                        progress.phase(&format!("writing slot {}'s {name}", target.letter()));
+                        slotio::write_boot_file(&mut other, &esp.join(target.letter()), name)?;
+                        boot_files += 1;
+                    }
+                    None => {
+                        let mut buf = Vec::new();
+                        while other.next_chunk(&mut buf)? {}
+                    }
+                }
             }
             vb.finish()?;
+            if self.dev.sim_root.is_none() && boot_files < 2 {
+                return Err(Error::Refused(
+                    Reason::Bundle(bundle::Code::BadManifest),
+                    "this appliance boots each slot's own kernel and initrd: the bundle carries none".into(),
+                ));
+            }
         }
         failpoint("after-sync");
         progress.phase("reading the slot back");
@@ -293,7 +317,7 @@ impl Agent {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
         let slot_size = inactive_slot_size(&self.dev, boot)?;
-        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest), slot_size, opts)?;
+        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), slot_size, opts)?;
         let v = vb.manifest.version.clone();
         drop(vb);
         let mut f = file;
@@ -379,6 +403,20 @@ impl Agent {
             Some(t) => format!("booted slot {} ({}) on trial, {} tries left", s.letter(), rec.version, t.tries_left),
             None => format!("booted slot {} ({}, {})", s.letter(), rec.version, rec.status.as_str()),
         })
+    }
+
+    /// The health check failed (`airlock-health`, after its timeout): recorded. `true` when the
+    /// booted slot is on its trial boot: then a reboot counts the try down, and the boot loader
+    /// falls back once the tries run out.
+    pub fn health_failed(&mut self) -> Result<bool, Error> {
+        let boot = self.dev.boot.state()?;
+        let s = boot.booted;
+        let on_trial = boot.on_trial();
+        let rec = self.state.slot(s);
+        let tries_left = boot.trial.filter(|t| t.slot == s).map(|t| t.tries_left);
+        let fields = json!({"slot": s.letter(), "version": rec.version, "on_trial": on_trial, "tries_left": tries_left});
+        self.commit(self.state.clone(), &[record("health-failed", fields)])?;
+        Ok(on_trial)
     }
 
     /// The health check passed on a trial boot: blesses the booted slot, then raises the floor.
@@ -487,10 +525,11 @@ pub fn verify(
     let (mut report, manifest) =
         bundle::verify_stream(BufReader::with_capacity(1 << 20, &file), &name, policy_label, &dev.policy, expect);
     if let Some(m) = manifest {
+        let digest = report.bundle.as_ref().map(|b| b.manifest.clone()).unwrap_or_default();
         let v = view(dev)?;
         if let Some(state) = &v.state
             && let Err(r) =
-                decide::acceptable(state, &v.boot, &dev.config, &candidate(&m), inactive_slot_size(dev, &v.boot)?, opts)
+                decide::acceptable(state, &v.boot, &dev.config, &candidate(&m, &digest), inactive_slot_size(dev, &v.boot)?, opts)
         {
             report.refuse(r.0.as_str(), &r.1);
         }

@@ -50,6 +50,7 @@ pub fn status_json(config: &DeviceConfig, v: &View, recent: &[Value]) -> Value {
         "booted": b.booted.letter(),
         "default": b.default.letter(),
         "next_boot": b.next().letter(),
+        "on_trial": b.on_trial(),
         "trial": b.trial.map(|t| json!({"slot": t.slot.letter(), "tries_left": t.tries_left, "tries_done": t.tries_done})),
         "security_floor": v.state.as_ref().map(|s| s.security_floor),
         "slots": v.state.as_ref().map(|s| Slot::ALL.iter().map(|x| (x.letter().to_string(), slot_json(&s.slot(*x)))).collect::<serde_json::Map<_, _>>()),

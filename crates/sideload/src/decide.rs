@@ -109,6 +109,8 @@ pub struct Candidate<'a> {
     pub security_version: u64,
     /// Uncompressed size of the root payload.
     pub root_size: u64,
+    /// `sha256:…` of the signed manifest.
+    pub manifest: &'a str,
 }
 
 /// Whether a verified bundle may be installed now, and into which slot. Does not write.
@@ -139,6 +141,21 @@ pub fn acceptable(
         return Err(Refusal(
             Reason::Rollback,
             format!("security_version {} is below this device's floor {}", m.security_version, state.security_floor),
+        ));
+    }
+    if !opts.reinstall
+        && let Some(s) = Slot::ALL.iter().find(|s| {
+            let r = state.slot(**s);
+            r.status == SlotStatus::Failed && !r.manifest.is_empty() && r.manifest == m.manifest
+        })
+    {
+        return Err(Refusal(
+            Reason::FailedBefore,
+            format!(
+                "version {} already failed its trial boot on this device (slot {}): not installed again (use --reinstall to try it once more)",
+                m.version,
+                s.letter()
+            ),
         ));
     }
     let running = state.slot(boot.booted);
@@ -360,11 +377,19 @@ mod tests {
             ),
         ];
         let ver = v("2.0.0");
-        let big = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 1001 };
+        let big = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 1001, manifest: "sha256:m" };
         assert_eq!(acceptable(&s, &idle, &config(), &big, 1000, o).unwrap_err().0, Reason::TooLargeForSlot);
+        // The bundle that already failed its trial here is not installed again, unless asked.
+        let mut failed = s.clone();
+        failed.set(Slot::B, SlotRecord { status: Failed, manifest: "sha256:m".into(), ..rec(Failed, "2.0.0", 2) });
+        let again = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 100, manifest: "sha256:m" };
+        assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, o).unwrap_err().0, Reason::FailedBefore);
+        assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, reinstall), Ok(Slot::B));
+        let other = Candidate { manifest: "sha256:other", ..again };
+        assert_eq!(acceptable(&failed, &idle, &config(), &other, 1000, o), Ok(Slot::B));
         for (version, sv, channel, bs, opts, want) in cases {
             let ver = v(version);
-            let c = Candidate { channel, version: &ver, security_version: sv, root_size: 100 };
+            let c = Candidate { channel, version: &ver, security_version: sv, root_size: 100, manifest: "sha256:m" };
             let got = acceptable(&s, &bs, &config(), &c, 1000, opts).map_err(|r| r.0);
             assert_eq!(got, want, "{version} sv {sv} {channel} {bs:?}");
         }

@@ -28,6 +28,9 @@ pub struct Device {
     pub slots: BTreeMap<Slot, PathBuf>,
     pub boot: Box<dyn BootControl>,
     pub data: PathBuf,
+    /// Where each slot's kernel and initrd go (`ESP/a/`, `ESP/b/`): the ESP on a real device,
+    /// `esp/` in a simulated one.
+    pub esp: Option<PathBuf>,
     /// The simulated device's folder (`--root`).
     pub sim_root: Option<PathBuf>,
 }
@@ -63,6 +66,7 @@ impl Device {
             slots,
             boot: Box::new(SimBoot { path: root.join("boot/state.toml") }),
             data: root.join("data"),
+            esp: Some(root.join("esp")).filter(|e| e.is_dir()),
             sim_root: Some(root.to_path_buf()),
         })
     }
@@ -84,7 +88,7 @@ impl Device {
         let policy = trust::Policy::parse(policy_text).map_err(|e| Error::State(format!("trust policy: {e}")))?;
         config.check_policy(&policy).map_err(|e| Error::State(format!("trust policy: {e}")))?;
         product::Version::parse(version).map_err(|e| Error::State(e.to_string()))?;
-        for d in ["slots", "boot", "data"] {
+        for d in ["slots", "boot", "data", "esp/a", "esp/b"] {
             fs::create_dir_all(root.join(d)).map_err(|e| Error::io(&root.join(d), e))?;
         }
         if power_loss {
@@ -130,7 +134,7 @@ impl Device {
             )],
         )?;
         state::save(&data, &st)?;
-        for d in ["slots", "boot", "data", ""] {
+        for d in ["slots", "boot", "data", "esp/a", "esp/b", ""] {
             fsync_dir(&root.join(d))?;
         }
         Ok(())
@@ -163,6 +167,7 @@ impl Device {
             slots,
             boot: Box::new(boot),
             data: PathBuf::from("/var/lib/airlock"),
+            esp: Some(PathBuf::from("/boot/efi")),
             sim_root: None,
         })
     }

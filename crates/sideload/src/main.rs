@@ -56,6 +56,9 @@ enum Cmd {
     Booted,
     /// The health check passed on a trial boot: bless the booted slot, then raise the floor.
     MarkGood,
+    /// The health check failed: record it. Exit 0 when the booted slot is on trial (reboot, so
+    /// the boot loader counts the try down and falls back when none are left), 1 otherwise.
+    HealthFailed,
     /// Make the other slot the default again (if good and not below the floor); during a
     /// trial, the trial is cancelled.
     Rollback,
@@ -226,6 +229,15 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                         ),
                         json!({"ok": true, "installed": a}),
                     ))
+                }
+                Cmd::HealthFailed => {
+                    let on_trial = agent.health_failed()?;
+                    let msg = if on_trial {
+                        "health check failed on a trial boot: reboot to count the try down (the boot loader falls back when none are left)"
+                    } else {
+                        "health check failed, not on a trial boot: staying up on the blessed slot"
+                    };
+                    Ok(Out { text: msg.to_string(), json: json!({"ok": true, "on_trial": on_trial, "message": msg}), code: if on_trial { 0 } else { 1 } })
                 }
                 Cmd::Booted => {
                     let msg = agent.booted()?;

@@ -32,6 +32,9 @@ pub enum Reason {
     Busy,
     /// The audit log's chain is broken (a cut or edited tail).
     AuditBroken,
+    /// This very bundle already failed its trial boot on this device (a stick left in would
+    /// otherwise install it again and again): `--reinstall` overrides.
+    FailedBefore,
 }
 
 impl Reason {
@@ -52,6 +55,7 @@ impl Reason {
             Reason::ReadbackMismatch,
             Reason::Busy,
             Reason::AuditBroken,
+            Reason::FailedBefore,
         ]);
         v
     }
@@ -72,6 +76,7 @@ impl Reason {
             Reason::ReadbackMismatch => "readback-mismatch",
             Reason::Busy => "busy",
             Reason::AuditBroken => "audit-broken",
+            Reason::FailedBefore => "failed-before",
         }
     }
 }

@@ -54,6 +54,27 @@ pub fn stream_to_slot<R: Read>(
     })
 }
 
+/// Writes a verified payload (a slot's kernel or initrd) as `dir/name`: a unique temp file,
+/// fsync, then renamed over the old one only once every chunk and the whole digest matched.
+pub fn write_boot_file<R: Read>(p: &mut bundle::PayloadReader<'_, R>, dir: &Path, name: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut buf = Vec::new();
+        while p.next_chunk(&mut buf)? {
+            f.write_all(&buf).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fsync_file(&f, &tmp)?;
+        std::fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))?;
+        crate::fsutil::fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads the slot back and checks every chunk against its signed hash, on two threads.
 pub fn read_back_matches(path: &Path, chunks: &[String], chunk: u64, size: u64) -> Result<bool, Error> {
     let check = |first: usize, step: usize| -> Result<bool, Error> {

@@ -58,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("evidence", &["recipe", "trust", "bundle", "product", "zones"]),
     ("image", &["recipe", "store", "trust", "bundle", "product", "sideload", "zones", "release", "evidence"]),
     ("parking-controller", &[]),
+    ("vm", &[]),
 ];
 
 #[test]

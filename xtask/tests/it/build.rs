@@ -47,6 +47,7 @@ fn tar_entries(p: &Path) -> Vec<(String, tar::Header, Vec<u8>)> {
 #[test]
 #[ignore = "system: needs root, mmdebstrap and the package registry; run by `cargo xtask test`"]
 fn offline_build_is_reproducible_clean_signed_and_serves_health() {
+    crate::require_root();
     let tmp = tempfile::tempdir().unwrap();
     let lock = fetch_or_relock(tmp.path());
     let keep = tmp.path().join("repro");
@@ -258,6 +259,7 @@ fn a_bad_recipe_is_refused_with_its_position() {
 #[test]
 #[ignore = "system: needs root, mmdebstrap and the store filled by `cargo xtask fetch`; run by `cargo xtask test`"]
 fn a_killed_build_leaves_no_output_and_an_intact_store() {
+    crate::require_root();
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("images");

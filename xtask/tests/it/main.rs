@@ -6,6 +6,7 @@ mod architecture;
 mod build;
 mod keys;
 mod release_flow;
+mod security_md;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,6 +19,16 @@ pub fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.current_dir(repo());
     c
+}
+
+/// A system test that needs root fails, saying why, when it is not root (it is never skipped
+/// silently: `cargo test` without `--include-ignored` is how to leave system tests out).
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string()));
+    assert_eq!(uid.as_deref(), Some("0"), "this system test needs root (mmdebstrap, unshare, chroot): run `cargo xtask test` as root, as CI does");
 }
 
 pub fn run(c: &mut Command) -> (i32, String, String) {

@@ -57,6 +57,7 @@ fn sign(co: &Path, file: &Path, key: &Path, pass: &Path, approval: bool) {
 #[test]
 #[ignore = "system: needs root, mmdebstrap, minisign and the store filled by `cargo xtask fetch`; run by `cargo xtask test`"]
 fn the_whole_release_flow_from_the_readme() {
+    crate::require_root();
     let tmp = tempfile::tempdir().unwrap();
     let co = tmp.path().join("checkout");
     copy_checkout(&co);
@@ -233,6 +234,7 @@ fn the_whole_release_flow_from_the_readme() {
 #[test]
 #[ignore = "system: needs root for `unshare -n`; run by `cargo xtask test`"]
 fn offline_never_installs_a_missing_tool_and_names_only_the_recipes() {
+    crate::require_root();
     let tmp = tempfile::tempdir().unwrap();
     // A PATH without mksquashfs and mkfs.erofs: every other tool of /usr/bin stays.
     let bin = tmp.path().join("bin");

@@ -219,6 +219,35 @@ fn a_stack_crate_must_be_in_the_workspace() {
     );
 }
 
+#[test]
+fn an_artifact_without_a_proper_sha256_is_refused() {
+    let repo = Repo::new();
+    fs::create_dir_all(repo.root().join("vendor")).unwrap();
+    fs::write(repo.root().join("vendor/map.json"), "{}").unwrap();
+    let art = |sha: &str| {
+        format!("{GOOD}\n[[artifacts]]\nname = \"map\"\nsource = \"vendor/map.json\"\nsha256 = \"{sha}\"\ndest = \"/usr/share/map.json\"\n")
+    };
+    let line = art("x").lines().position(|l| l.starts_with("sha256")).unwrap() + 1;
+    for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64)] {
+        assert_eq!(
+            repo.err("pc.toml", &art(bad)),
+            format!("recipes/pc.toml:{line}:10: artifact `map`: sha256 must be 64 lowercase hex digits")
+        );
+    }
+    let missing = format!("{GOOD}\n[[artifacts]]\nname = \"map\"\nsource = \"vendor/map.json\"\ndest = \"/usr/share/map.json\"\n");
+    assert!(repo.err("pc.toml", &missing).contains("missing field `sha256`"));
+    repo.load("pc.toml", &art(&"a".repeat(64))).unwrap();
+}
+
+#[test]
+fn a_version_outside_the_one_version_order_is_refused() {
+    let repo = Repo::new();
+    let text = GOOD.replace("version = \"1.0.0\"", "version = \"1.0\"");
+    let e = repo.err("pc.toml", &text);
+    assert!(e.starts_with("recipes/pc.toml:5:11: image.version `1.0` is not MAJOR.MINOR.PATCH"), "{e}");
+    repo.load("pc.toml", &GOOD.replace("version = \"1.0.0\"", "version = \"1.1.0~rc1\"")).unwrap();
+}
+
 fn lock_for(r: &Recipe) -> Lock {
     Lock {
         format: 1,

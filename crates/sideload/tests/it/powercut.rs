@@ -130,8 +130,12 @@ fn a_slot_that_fails_its_trial_falls_back_and_the_floor_stays() {
     assert_eq!(s["default"], "a");
     let events: Vec<String> = dev.audit().iter().map(|r| r["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(events[events.len() - 2..], ["fell-back", "booted"]);
-    // The same bundle can be tried again.
-    assert_eq!(sideload(&dev, &["install", b.to_str().unwrap()], None).0, Some(0));
+    // The same bundle is not installed again by itself (a stick left in would loop), only
+    // when asked.
+    let (code, _, err) = sideload(&dev, &["install", b.to_str().unwrap()], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("refused (failed-before): version 2.0.0 already failed its trial boot on this device"), "{err}");
+    assert_eq!(sideload(&dev, &["install", "--reinstall", b.to_str().unwrap()], None).0, Some(0));
 }
 
 #[test]

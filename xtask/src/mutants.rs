@@ -1,0 +1,116 @@
+//! `cargo xtask mutants`: cargo-mutants over the decision code (the files listed in
+//! `.cargo/mutants.toml`), two jobs for two cores, within a time budget. Every surviving
+//! mutant must be killed by a test or listed there, with its reason, as equivalent; exit 1
+//! when one is missed. `--in-diff REV` mutates only what changed since REV (CI).
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use xshell::{Shell, cmd};
+
+use crate::{Ctx, Exit, out};
+
+#[derive(Args, Debug)]
+pub struct Mutants {
+    /// Only the lines changed since this git revision (e.g. `HEAD~1`, or the last landed commit).
+    #[arg(long, value_name = "REV")]
+    pub in_diff: Option<String>,
+    /// Stop after this many minutes; the mutants tested by then are reported (and must all be
+    /// caught), the rest counted as not tested.
+    #[arg(long, default_value_t = 240)]
+    pub budget_mins: u64,
+    #[arg(long, default_value_t = 2)]
+    pub jobs: u32,
+    /// Only files matching this glob (e.g. `crates/trust/**`).
+    #[arg(long)]
+    pub file: Vec<String>,
+}
+
+impl Mutants {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let sh = Shell::new()?;
+        sh.change_dir(&ctx.root);
+        if cmd!(sh, "cargo mutants --version").quiet().ignore_stderr().read().is_err() {
+            eprintln!("airlock: installing cargo-mutants 27.1.0 with `cargo install --locked` (the mutation-testing tool)");
+            cmd!(sh, "cargo install cargo-mutants@27.1.0 --locked").run()?;
+        }
+        let out_dir = ctx.root.join("target/mutants");
+        fs::create_dir_all(&out_dir)?;
+        let mut c = Command::new(env!("CARGO"));
+        c.current_dir(&ctx.root)
+            .args(["mutants", "--no-shuffle", "--jobs", &self.jobs.to_string(), "--output"])
+            .arg(&out_dir)
+            .args(["--timeout", "300", "--build-timeout", "600"]);
+        for f in &self.file {
+            c.args(["--file", f]);
+        }
+        if let Some(rev) = &self.in_diff {
+            let diff = cmd!(sh, "git diff {rev} -- crates").quiet().read().with_context(|| format!("git diff {rev}"))?;
+            if diff.trim().is_empty() {
+                out!("mutants: no change in crates/ since {rev}: nothing to mutate");
+                return Ok(());
+            }
+            let p = out_dir.join("in.diff");
+            fs::write(&p, diff + "\n")?;
+            c.arg("--in-diff").arg(&p);
+        }
+        let started = Instant::now();
+        let mut child = c.spawn().context("running cargo mutants")?;
+        let budget = Duration::from_secs(self.budget_mins * 60);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if started.elapsed() > budget {
+                eprintln!("mutants: the {}-minute budget is spent: stopping", self.budget_mins);
+                let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
+        let read = |name: &str| -> Vec<String> {
+            fs::read_to_string(out_dir.join("mutants.out").join(name))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let (caught, missed, unviable, timeout) =
+            (read("caught.txt"), read("missed.txt"), read("unviable.txt"), read("timeout.txt"));
+        out!(
+            "mutants: {} tested in {:.0} min: {} caught, {} missed, {} unviable, {} timed out{}",
+            caught.len() + missed.len() + unviable.len() + timeout.len(),
+            started.elapsed().as_secs_f64() / 60.0,
+            caught.len(),
+            missed.len(),
+            unviable.len(),
+            timeout.len(),
+            if status.is_none() { " (budget reached: the rest not tested)" } else { "" }
+        );
+        for m in &missed {
+            out!("  MISSED  {m}");
+        }
+        if !missed.is_empty() {
+            return Err(Exit(
+                1,
+                format!(
+                    "{} mutant(s) survived: add a test that fails with each, or list it in .cargo/mutants.toml (exclude_re) with the reason it is equivalent",
+                    missed.len()
+                ),
+            )
+            .into());
+        }
+        if let Some(s) = status
+            && !s.success()
+            && timeout.is_empty()
+        {
+            bail!("cargo mutants failed ({s}): see {}", out_dir.join("mutants.out/debug.log").display());
+        }
+        Ok(())
+    }
+}
