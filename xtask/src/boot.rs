@@ -50,7 +50,11 @@ pub struct Boot {
 impl Boot {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let tools = [
-            image::tools::HostTool { bin: "qemu-system-x86_64", package: "qemu-system-x86", why: "runs the appliance disk" },
+            image::tools::HostTool {
+                bin: "qemu-system-x86_64",
+                package: "qemu-system-x86",
+                why: "runs the appliance disk",
+            },
             image::tools::HostTool { bin: "qemu-img", package: "qemu-utils", why: "the throw-away copy of the disk" },
             image::tools::HostTool { bin: "mcopy", package: "mtools", why: "makes the USB stick image" },
             image::tools::HostTool { bin: "mkfs.vfat", package: "dosfstools", why: "makes the USB stick image" },
@@ -66,12 +70,21 @@ impl Boot {
                 let images = self.out.as_deref().map(|o| ctx.path(o)).unwrap_or_else(|| ctx.root.join("images"));
                 let d = image::out_dir(&images, &recipe).join(image::disk::QCOW2_NAME);
                 if !d.exists() {
-                    return Err(Exit(2, format!("{}: not built: run `{}` first", d.display(), crate::build::command("build", &args.shown(ctx)))).into());
+                    return Err(Exit(
+                        2,
+                        format!(
+                            "{}: not built: run `{}` first",
+                            d.display(),
+                            crate::build::command("build", &args.shown(ctx))
+                        ),
+                    )
+                    .into());
                 }
                 d
             }
         };
-        let name = disk.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name =
+            disk.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let workdir = ctx.root.join("target/airlock-boot").join(name);
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
@@ -85,7 +98,11 @@ impl Boot {
             "airlock: booting {} with {} ({}), operator API on http://127.0.0.1:{}/health, console log {}",
             disk.display(),
             accel.as_str(),
-            if accel == vm::Accel::Kvm { "hardware virtualisation" } else { "software emulation: slower, a boot takes 25-60 s" },
+            if accel == vm::Accel::Kvm {
+                "hardware virtualisation"
+            } else {
+                "software emulation: slower, a boot takes 25-60 s"
+            },
             self.port,
             workdir.join("serial.log").display()
         );
@@ -130,7 +147,10 @@ impl Boot {
         let answer = ureq_health(self.port).unwrap_or(body);
         machine.power_cut()?;
         if ctx.json {
-            out!("{}", serde_json::json!({"ok": true, "accel": accel.as_str(), "healthy_after_seconds": secs, "health": serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default()}));
+            out!(
+                "{}",
+                serde_json::json!({"ok": true, "accel": accel.as_str(), "healthy_after_seconds": secs, "health": serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default()})
+            );
         } else {
             out!("healthy {secs:.1} s after QEMU started ({}): {answer}", accel.as_str());
         }

@@ -6,6 +6,7 @@
 //! `{"ok": false, "exit_code": N, "error": "…"}` on stdout.
 
 mod bench;
+mod bench_boot;
 mod bench_install;
 mod boot;
 mod build;

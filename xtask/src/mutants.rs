@@ -34,7 +34,9 @@ impl Mutants {
         let sh = Shell::new()?;
         sh.change_dir(&ctx.root);
         if cmd!(sh, "cargo mutants --version").quiet().ignore_stderr().read().is_err() {
-            eprintln!("airlock: installing cargo-mutants 27.1.0 with `cargo install --locked` (the mutation-testing tool)");
+            eprintln!(
+                "airlock: installing cargo-mutants 27.1.0 with `cargo install --locked` (the mutation-testing tool)"
+            );
             cmd!(sh, "cargo install cargo-mutants@27.1.0 --locked").run()?;
         }
         let out_dir = ctx.root.join("target/mutants");
@@ -48,7 +50,8 @@ impl Mutants {
             c.args(["--file", f]);
         }
         if let Some(rev) = &self.in_diff {
-            let diff = cmd!(sh, "git diff {rev} -- crates").quiet().read().with_context(|| format!("git diff {rev}"))?;
+            let diff =
+                cmd!(sh, "git diff {rev} -- crates").quiet().read().with_context(|| format!("git diff {rev}"))?;
             if diff.trim().is_empty() {
                 out!("mutants: no change in crates/ since {rev}: nothing to mutate");
                 return Ok(());

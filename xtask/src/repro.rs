@@ -177,7 +177,10 @@ fn clean_clock_wrappers(dir: &Path) -> Result<PathBuf> {
         let script = w.join(tool);
         fs::write(
             &script,
-            format!("#!/bin/sh\nunset LD_PRELOAD FAKETIME FAKETIME_NO_CACHE DONT_FAKE_MONOTONIC\nexec '{}' \"$@\"\n", real.display()),
+            format!(
+                "#!/bin/sh\nunset LD_PRELOAD FAKETIME FAKETIME_NO_CACHE DONT_FAKE_MONOTONIC\nexec '{}' \"$@\"\n",
+                real.display()
+            ),
         )?;
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
     }

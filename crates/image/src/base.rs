@@ -11,14 +11,14 @@ use xshell::{Shell, cmd};
 
 use crate::error::{Error, Result, io_err, tool_err};
 
-/// Kernel modules the initrd must hold to mount a squashfs or erofs root on virtio or USB
-/// disks: the cloud kernel builds them as modules (FIELD-NOTES.md). Written before the kernel
-/// is installed, so the initrd made inside mmdebstrap already has them.
-const INITRD_MODULES: &str =
-    "squashfs\nerofs\noverlay\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nnvme\nvfat\ndm-mod\ndm-verity\n";
+/// Kernel modules the initrd holds: what mounts a squashfs or erofs root from the disks an
+/// appliance boots from (SATA, NVMe, eMMC, USB, virtio), and nothing else (`MODULES=list`: a
+/// small initrd that does not depend on the build host; FIELD-NOTES.md). Written before the
+/// kernel is installed, so the initrd made inside mmdebstrap already follows them.
+const INITRD_MODULES: &str = "squashfs\nerofs\noverlay\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nahci\nnvme\nmmc_block\nsdhci_pci\nxhci_pci\nehci_pci\nusb_storage\nuas\nvfat\nnls_cp437\nnls_ascii\ndm-mod\ndm-verity\n";
 
 /// Bumped whenever the way the base stage is made changes, so that old caches are not reused.
-const BASE_RECIPE_VERSION: &str = "airlock-base-2";
+const BASE_RECIPE_VERSION: &str = "airlock-base-3";
 
 /// dpkg path filters: an appliance needs no manuals, docs or translations; copyright files
 /// stay (license evidence).
@@ -83,6 +83,20 @@ fn verify_cached(tar: &Path) -> Result<bool> {
 fn build_base(recipe: &Recipe, lock: &Lock, store: &Store, out: &Path, scratch: &Path) -> Result<()> {
     let repo = scratch.join("apt-repo");
     store::write_apt_repo(store, lock, &repo)?;
+    let tmp_out = out.with_extension("tar.part");
+    mmdebstrap(recipe, &repo, &tmp_out, scratch)?;
+    let (digest, _) = store::sha256_file(&tmp_out)?;
+    fs::File::open(&tmp_out).and_then(|f| f.sync_all()).map_err(io_err(&tmp_out))?;
+    store::write_atomic(&out.with_extension("tar.sha256"), format!("{digest}\n").as_bytes())?;
+    fs::rename(&tmp_out, out).map_err(io_err(out))?;
+    let _ = fs::remove_dir_all(&repo);
+    Ok(())
+}
+
+/// The base stage's mmdebstrap run, exactly as the build runs it (also `bench build`'s
+/// reference): the recipe's packages from the local repository `repo`, offline, into the tar
+/// `out`.
+pub fn mmdebstrap(recipe: &Recipe, repo: &Path, out: &Path, scratch: &Path) -> Result<()> {
     let sh = Shell::new().map_err(tool_err("shell"))?;
     let base = &recipe.base;
     let variant = format!("--variant={}", base.variant);
@@ -90,26 +104,21 @@ fn build_base(recipe: &Recipe, lock: &Lock, store: &Store, out: &Path, scratch: 
     let include = format!("--include={}", base.packages.join(","));
     let modules = INITRD_MODULES.replace('\n', " ");
     let setup = format!(
-        "--setup-hook=mkdir -p \"$1/usr/share/initramfs-tools/modules.d\" && printf '%s\\n' {modules} > \"$1/usr/share/initramfs-tools/modules.d/airlock-root.conf\""
+        "--setup-hook=mkdir -p \"$1/usr/share/initramfs-tools/modules.d\" \"$1/etc/initramfs-tools/conf.d\" && printf '%s\\n' {modules} > \"$1/usr/share/initramfs-tools/modules.d/airlock-root.conf\" && printf 'MODULES=list\\n' > \"$1/etc/initramfs-tools/conf.d/airlock\""
     );
     let dpkgopts: Vec<String> = DPKG_FILTERS.iter().map(|f| format!("--dpkgopt={f}")).collect();
     let source = format!("deb [trusted=yes] copy://{} ./", repo.display());
     let suite = &base.suite;
-    let tmp_out = out.with_extension("tar.part");
     let sde = recipe.source_date_epoch.to_string();
-    cmd!(sh, "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {suite} {tmp_out} {source}")
+    cmd!(sh, "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {suite} {out} {source}")
         .env("SOURCE_DATE_EPOCH", &sde)
         .env("TMPDIR", scratch)
         .env("LC_ALL", "C.UTF-8")
         .env("TZ", "UTC")
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err("mmdebstrap (base stage)"))?;
-    let (digest, _) = store::sha256_file(&tmp_out)?;
-    fs::File::open(&tmp_out).and_then(|f| f.sync_all()).map_err(io_err(&tmp_out))?;
-    store::write_atomic(&out.with_extension("tar.sha256"), format!("{digest}\n").as_bytes())?;
-    fs::rename(&tmp_out, out).map_err(io_err(out))?;
-    let _ = fs::remove_dir_all(&repo);
     Ok(())
 }
 
@@ -120,6 +129,7 @@ pub fn unpack(tar: &Path, root: &Path) -> Result<()> {
     let sh = Shell::new().map_err(tool_err("shell"))?;
     cmd!(sh, "tar -xpf {tar} -C {root} --numeric-owner --no-xattrs --no-acls --no-selinux")
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err(format!("unpacking {}", tar.display())))?;
     Ok(())

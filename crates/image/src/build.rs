@@ -224,7 +224,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     settings.insert("services".to_string(), recipe.services.join(" "));
     settings.insert(
         "disk".to_string(),
-        format!("esp {} MiB, slots {} MiB, data {} MiB", recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib),
+        format!(
+            "esp {} MiB, slots {} MiB, data {} MiB",
+            recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib
+        ),
     );
     settings.insert("cmdline.a".to_string(), disk::cmdline(&recipe, "a"));
 
@@ -435,7 +438,11 @@ pub fn remove_tree(top: &Path) -> Result<()> {
     if !mounts.is_empty() {
         let sh = Shell::new().map_err(tool_err("shell"))?;
         for m in &mounts {
-            cmd!(sh, "umount -l {m}").quiet().run().map_err(tool_err(format!("umount -l {}", m.display())))?;
+            cmd!(sh, "umount -l {m}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .map_err(tool_err(format!("umount -l {}", m.display())))?;
         }
     }
     fn go(p: &Path, dev: u64) -> Result<()> {
@@ -560,6 +567,7 @@ fn enable_services(sh: &Shell, root: &Path, services: &[String]) -> Result<()> {
     }
     cmd!(sh, "chroot {root} systemctl enable --quiet {services...}")
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err("systemctl enable (in the image)"))?;
     Ok(())

@@ -103,7 +103,7 @@ pub fn kernel_and_initrd(root: &Path) -> Result<(PathBuf, PathBuf)> {
     match (kernels.as_slice(), initrds.as_slice()) {
         ([k], [i]) => Ok((k.clone(), i.clone())),
         _ => Err(Error::Invalid(format!(
-            "the image must hold exactly one kernel and one initrd in /boot (found {} and {}): add `linux-image-cloud-amd64` (or one other kernel) to [base] packages",
+            "the image must hold exactly one kernel and one initrd in /boot (found {} and {}): add `linux-image-amd64` (or one other kernel) to [base] packages",
             kernels.len(),
             initrds.len()
         ))),
@@ -167,13 +167,18 @@ fn make_esp(sh: &Shell, recipe: &Recipe, root: &Path, kernel: &Path, initrd: &Pa
         .ignore_stdout()
         .run()
         .map_err(tool_err("mkfs.vfat (ESP)"))?;
-    let mut items: Vec<PathBuf> = fs::read_dir(&stage).map_err(io_err(&stage))?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(io_err(&stage))?;
+    let mut items: Vec<PathBuf> = fs::read_dir(&stage)
+        .map_err(io_err(&stage))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io_err(&stage))?;
     items.sort();
     // FAT keeps local times: TZ=UTC so every host writes the same bytes.
     cmd!(sh, "mcopy -i {img} -s -m -Q {items...} ::/")
         .env("MTOOLS_SKIP_CHECK", "1")
         .env("TZ", "UTC")
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err("mcopy (ESP contents)"))?;
     Ok(img)
@@ -196,6 +201,7 @@ fn make_data(sh: &Shell, recipe: &Recipe, scratch: &Path) -> Result<PathBuf> {
         .env("E2FSPROGS_FAKE_TIME", &sde)
         .env("SOURCE_DATE_EPOCH", &sde)
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err("mke2fs (data partition)"))?;
     Ok(img)
@@ -264,9 +270,17 @@ pub fn make(recipe: &Recipe, root: &Path, root_img: &Path, out: &Path, scratch: 
         f.sync_all().map_err(io_err(&disk))?;
     }
     let qcow2 = out.join(QCOW2_NAME);
-    cmd!(sh, "qemu-img convert -q -f raw -O qcow2 {disk} {qcow2}").quiet().run().map_err(tool_err("qemu-img convert"))?;
+    cmd!(sh, "qemu-img convert -q -f raw -O qcow2 {disk} {qcow2}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .map_err(tool_err("qemu-img convert"))?;
     let bmap = out.join(BMAP_NAME);
-    cmd!(sh, "bmaptool -q create -o {bmap} {disk}").quiet().run().map_err(tool_err("bmaptool create"))?;
+    cmd!(sh, "bmaptool -q create -o {bmap} {disk}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .map_err(tool_err("bmaptool create"))?;
     copy_file(&kernel, &out.join(KERNEL_NAME))?;
     copy_file(&initrd, &out.join(INITRD_NAME))?;
     Ok(())

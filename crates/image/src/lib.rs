@@ -2,7 +2,7 @@
 //! read-only root filesystem (`rootfs.tar.zst`, `root.img`) and its `build-manifest.toml`.
 
 pub mod archive;
-mod base;
+pub mod base;
 mod build;
 pub mod disk;
 mod error;

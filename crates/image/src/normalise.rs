@@ -137,8 +137,11 @@ pub fn appliance(root: &Path, name: &str, version: &str) -> Result<()> {
     let rel = "usr/lib/os-release";
     let p = root.join(rel);
     let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-    let mut lines: Vec<String> =
-        text.lines().filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION=")).map(str::to_string).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION="))
+        .map(str::to_string)
+        .collect();
     lines.push(format!("IMAGE_ID={name}"));
     lines.push(format!("IMAGE_VERSION={version}"));
     write_file(root, rel, &(lines.join("\n") + "\n"), 0o644)

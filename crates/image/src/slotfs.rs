@@ -36,6 +36,7 @@ pub fn make(recipe: &Recipe, root: &Path, dest: &Path) -> Result<()> {
             cmd!(sh, "mkfs.erofs --quiet {comp} -T {sde} -U {uuid} {dest} {root}")
                 .env("SOURCE_DATE_EPOCH", &sde)
                 .quiet()
+                .ignore_stdout()
                 .run()
                 .map_err(tool_err("mkfs.erofs"))?;
         }

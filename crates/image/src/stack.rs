@@ -80,6 +80,7 @@ pub fn build(repo_root: &Path, crates: &[String], target_dir: &Path, offline: bo
         .env_remove("RUSTC_WRAPPER")
         .env("SOURCE_DATE_EPOCH", "0")
         .quiet()
+        .ignore_stdout()
         .run()
         .map_err(tool_err("cargo build (stack crates)"))?;
 

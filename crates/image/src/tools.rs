@@ -34,7 +34,8 @@ const MKFS_VFAT: HostTool = HostTool { bin: "mkfs.vfat", package: "dosfstools", 
 const MCOPY: HostTool = HostTool { bin: "mcopy", package: "mtools", why: "fills the ESP without mounting it" };
 const MKE2FS: HostTool = HostTool { bin: "mke2fs", package: "e2fsprogs", why: "formats the data partition" };
 const QEMU_IMG: HostTool = HostTool { bin: "qemu-img", package: "qemu-utils", why: "writes disk.qcow2" };
-const BMAPTOOL: HostTool = HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
+const BMAPTOOL: HostTool =
+    HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
 const APT_GET: HostTool = HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" };
 const UNSHARE: HostTool =
     HostTool { bin: "unshare", package: "util-linux", why: "runs repro builds in their own hostname namespace" };

@@ -66,7 +66,9 @@ pub struct Health<'a> {
 pub fn image_version(os_release: &str) -> Option<String> {
     os_release.lines().find_map(|l| {
         let v = l.strip_prefix("IMAGE_VERSION=")?.trim_matches('"');
-        Some(v.to_string()).filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c)))
+        Some(v.to_string()).filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c))
+        })
     })
 }
 
@@ -99,12 +101,16 @@ impl Controller {
     pub fn handle(&mut self, method: &str, path: &str) -> (u16, String) {
         let c = &self.config;
         match (method, path) {
-            ("GET", "/health") => {
-                (
-                    200,
-                    json(&Health { status: "ok", version: &self.version, controller: VERSION, slot: &self.slot, site: &c.site }),
-                )
-            }
+            ("GET", "/health") => (
+                200,
+                json(&Health {
+                    status: "ok",
+                    version: &self.version,
+                    controller: VERSION,
+                    slot: &self.slot,
+                    site: &c.site,
+                }),
+            ),
             ("GET", "/api/v1/occupancy") => (200, self.occupancy_json()),
             ("POST", "/api/v1/entry") => {
                 if self.occupancy.occupied >= c.capacity {

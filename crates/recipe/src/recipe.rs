@@ -617,12 +617,27 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
 
     // [disk]
     let d = Disk::default();
-    let mib = |v: Option<(&Spanned<i64>, usize)>, what: &str, range: std::ops::RangeInclusive<i64>, default: u64| -> Result<u64, Error> {
+    let mib = |v: Option<(&Spanned<i64>, usize)>,
+               what: &str,
+               range: std::ops::RangeInclusive<i64>,
+               default: u64|
+     -> Result<u64, Error> {
         match v {
             None => Ok(default),
-            Some((v, l)) => u64::try_from(*v.get_ref()).ok().filter(|x| range.contains(&(*x as i64))).ok_or_else(|| {
-                ctx.invalid(l, v.span(), format!("{what} = {} is out of range: use {} to {} (MiB)", v.get_ref(), range.start(), range.end()))
-            }),
+            Some((v, l)) => {
+                u64::try_from(*v.get_ref()).ok().filter(|x| range.contains(&(*x as i64))).ok_or_else(|| {
+                    ctx.invalid(
+                        l,
+                        v.span(),
+                        format!(
+                            "{what} = {} is out of range: use {} to {} (MiB)",
+                            v.get_ref(),
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                })
+            }
         }
     };
     let disk = Disk {

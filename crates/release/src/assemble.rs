@@ -64,6 +64,42 @@ fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
     })
 }
 
+/// The bundle already written for exactly this build, when nothing changed: its signed
+/// manifest is the one beside it, names this build manifest and the previous release, its
+/// payloads are the build's outputs by digest, and its signatures still meet the policy.
+/// Reads only the bundle's first entries (no payload is compressed again).
+fn up_to_date(
+    dir: &Path,
+    info: &BuildInfo,
+    bm_text: &str,
+    previous_manifest: &str,
+    policy: &trust::Policy,
+) -> Result<Option<Assembled>> {
+    let path = dir.join(format!("{}-{}.airlock", info.name, info.version));
+    let mpath = dir.join(BUNDLE_MANIFEST);
+    let (Ok(f), Some(beside)) = (open_regular(&path), read_bounded(&mpath, bundle::MAX_MANIFEST).ok().flatten()) else {
+        return Ok(None);
+    };
+    let version = info.version.to_string();
+    let expect = Expect { product: Some(&info.product), version: Some(&version) };
+    let Ok(vb) = bundle::open(BufReader::new(f), policy, expect) else { return Ok(None) };
+    let bm: toml::Table = toml::from_str(bm_text).unwrap_or_default();
+    let output_sha = |name: &str| {
+        bm.get("outputs").and_then(|o| o.get(name)).and_then(|o| o.get("sha256")).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    let m = &vb.manifest;
+    let same = toml::to_string(m).is_ok()
+        && m.build_manifest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes())))
+        && m.previous_manifest == previous_manifest
+        && m.payloads.iter().all(|p| output_sha(&p.name).as_deref() == Some(p.sha256.as_str()))
+        && vb.digest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(&beside)));
+    if !same {
+        return Ok(None);
+    }
+    let report = vb.report.clone();
+    Ok(Some(Assembled::Written { path, manifest: mpath, report }))
+}
+
 /// Assembles the bundle of the build in `dir`. `dev_key` signs dev bundles; release bundles
 /// wait for the offline signers' `bundle-manifest.toml.KEYID.minisig` files. `force` allows
 /// replacing a signed bundle manifest that differs (its signatures are deleted).
@@ -91,6 +127,10 @@ pub fn assemble(
         }
         None => String::new(),
     };
+
+    if let Some(done) = up_to_date(dir, &info, &bm_text, &previous_manifest, policy)? {
+        return Ok(done);
+    }
 
     // Compress each payload into a scratch file beside the output, hashing chunk by chunk.
     let mut scratch = Vec::new();

@@ -73,7 +73,13 @@ pub fn shown(path: &Path) -> String {
 
 fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
     let root_size = m.payloads.iter().find(|p| p.target == bundle::Target::Root).map_or(0, |p| p.size);
-    Candidate { channel: m.channel, version: &m.version, security_version: m.security_version, root_size, manifest: digest }
+    Candidate {
+        channel: m.channel,
+        version: &m.version,
+        security_version: m.security_version,
+        root_size,
+        manifest: digest,
+    }
 }
 
 /// The size of the slot an install would write: the one not booted.
@@ -205,8 +211,14 @@ impl Agent {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
         let slot_size = inactive_slot_size(&self.dev, &boot)?;
-        let target =
-            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), slot_size, opts)?;
+        let target = decide::acceptable(
+            &self.state,
+            &boot,
+            &self.dev.config,
+            &candidate(&vb.manifest, &vb.digest),
+            slot_size,
+            opts,
+        )?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
@@ -266,7 +278,10 @@ impl Agent {
                     bundle::Target::Kernel => "vmlinuz",
                     bundle::Target::Initrd => "initrd.img",
                     bundle::Target::Root => {
-                        return Err(Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "a second root payload".into()));
+                        return Err(Error::Refused(
+                            Reason::Bundle(bundle::Code::BadManifest),
+                            "a second root payload".into(),
+                        ));
                     }
                 };
                 match &self.dev.esp {
@@ -414,7 +429,8 @@ impl Agent {
         let on_trial = boot.on_trial();
         let rec = self.state.slot(s);
         let tries_left = boot.trial.filter(|t| t.slot == s).map(|t| t.tries_left);
-        let fields = json!({"slot": s.letter(), "version": rec.version, "on_trial": on_trial, "tries_left": tries_left});
+        let fields =
+            json!({"slot": s.letter(), "version": rec.version, "on_trial": on_trial, "tries_left": tries_left});
         self.commit(self.state.clone(), &[record("health-failed", fields)])?;
         Ok(on_trial)
     }
@@ -528,8 +544,14 @@ pub fn verify(
         let digest = report.bundle.as_ref().map(|b| b.manifest.clone()).unwrap_or_default();
         let v = view(dev)?;
         if let Some(state) = &v.state
-            && let Err(r) =
-                decide::acceptable(state, &v.boot, &dev.config, &candidate(&m, &digest), inactive_slot_size(dev, &v.boot)?, opts)
+            && let Err(r) = decide::acceptable(
+                state,
+                &v.boot,
+                &dev.config,
+                &candidate(&m, &digest),
+                inactive_slot_size(dev, &v.boot)?,
+                opts,
+            )
         {
             report.refuse(r.0.as_str(), &r.1);
         }

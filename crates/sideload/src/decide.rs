@@ -377,12 +377,24 @@ mod tests {
             ),
         ];
         let ver = v("2.0.0");
-        let big = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 1001, manifest: "sha256:m" };
+        let big = Candidate {
+            channel: Channel::Release,
+            version: &ver,
+            security_version: 2,
+            root_size: 1001,
+            manifest: "sha256:m",
+        };
         assert_eq!(acceptable(&s, &idle, &config(), &big, 1000, o).unwrap_err().0, Reason::TooLargeForSlot);
         // The bundle that already failed its trial here is not installed again, unless asked.
         let mut failed = s.clone();
         failed.set(Slot::B, SlotRecord { status: Failed, manifest: "sha256:m".into(), ..rec(Failed, "2.0.0", 2) });
-        let again = Candidate { channel: Channel::Release, version: &ver, security_version: 2, root_size: 100, manifest: "sha256:m" };
+        let again = Candidate {
+            channel: Channel::Release,
+            version: &ver,
+            security_version: 2,
+            root_size: 100,
+            manifest: "sha256:m",
+        };
         assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, o).unwrap_err().0, Reason::FailedBefore);
         assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, reinstall), Ok(Slot::B));
         let other = Candidate { manifest: "sha256:other", ..again };

@@ -237,7 +237,11 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                     } else {
                         "health check failed, not on a trial boot: staying up on the blessed slot"
                     };
-                    Ok(Out { text: msg.to_string(), json: json!({"ok": true, "on_trial": on_trial, "message": msg}), code: if on_trial { 0 } else { 1 } })
+                    Ok(Out {
+                        text: msg.to_string(),
+                        json: json!({"ok": true, "on_trial": on_trial, "message": msg}),
+                        code: if on_trial { 0 } else { 1 },
+                    })
                 }
                 Cmd::Booted => {
                     let msg = agent.booted()?;

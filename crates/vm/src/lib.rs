@@ -97,7 +97,8 @@ pub fn kvm_works(scratch: &Path) -> bool {
             break;
         }
         let e = fs::read_to_string(&err).unwrap_or_default();
-        if e.contains("emulation failure") || e.contains("KVM internal error") || e.contains("failed to initialize kvm") {
+        if e.contains("emulation failure") || e.contains("KVM internal error") || e.contains("failed to initialize kvm")
+        {
             break;
         }
         let text = fs::read_to_string(&log).unwrap_or_default();
@@ -118,9 +119,17 @@ pub fn make_stick(files: &[PathBuf], dest: &Path) -> Result<()> {
     let total: u64 = files.iter().map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     let kib = ((total / 1024) * 11 / 10 + 8192).max(33 * 1024).to_string();
     let _ = fs::remove_file(dest);
-    cmd!(sh, "mkfs.vfat -C -F 32 -n AIRLOCK-USB {dest} {kib}").quiet().ignore_stdout().run().map_err(tool("mkfs.vfat (USB stick)"))?;
+    cmd!(sh, "mkfs.vfat -C -F 32 -n AIRLOCK-USB {dest} {kib}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .map_err(tool("mkfs.vfat (USB stick)"))?;
     if !files.is_empty() {
-        cmd!(sh, "mcopy -i {dest} -Q {files...} ::/").env("MTOOLS_SKIP_CHECK", "1").quiet().run().map_err(tool("mcopy (USB stick)"))?;
+        cmd!(sh, "mcopy -i {dest} -Q {files...} ::/")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .quiet()
+            .run()
+            .map_err(tool("mcopy (USB stick)"))?;
     }
     Ok(())
 }
@@ -164,7 +173,10 @@ impl Vm {
             let _ = fs::remove_file(&overlay);
             let disk = o.disk.canonicalize().map_err(io(&o.disk))?;
             let fmt = if disk.extension().is_some_and(|x| x == "qcow2") { "qcow2" } else { "raw" };
-            cmd!(sh, "qemu-img create -q -f qcow2 -b {disk} -F {fmt} {overlay}").quiet().run().map_err(tool("qemu-img create (overlay)"))?;
+            cmd!(sh, "qemu-img create -q -f qcow2 -b {disk} -F {fmt} {overlay}")
+                .quiet()
+                .run()
+                .map_err(tool("qemu-img create (overlay)"))?;
             fs::copy(OVMF_VARS, &vars).map_err(io(&vars))?;
         }
         let serial_log = o.workdir.join("serial.log");
@@ -182,7 +194,8 @@ impl Vm {
             .args(["-device", "qemu-xhci,id=xhci", "-display", "none", "-vga", "none"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()));
-        let mut nic = format!("user,model=virtio-net-pci,restrict=on,net={GUEST_NET},host=169.254.10.2,dhcpstart=169.254.10.15");
+        let mut nic =
+            format!("user,model=virtio-net-pci,restrict=on,net={GUEST_NET},host=169.254.10.2,dhcpstart=169.254.10.15");
         if let Some(p) = o.forward {
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:8080"));
         }
@@ -253,7 +266,8 @@ impl Vm {
             loop {
                 line.clear();
                 r.read_line(&mut line).map_err(io(&self.qmp))?;
-                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Vm(format!("QMP: {e}: {line}")))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| Error::Vm(format!("QMP: {e}: {line}")))?;
                 if v.get("event").is_some() {
                     continue;
                 }

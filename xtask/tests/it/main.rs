@@ -2,6 +2,7 @@
 //! `#[ignore = "system: …"]` need root, the host tools and the package registry (or a filled
 //! store); `cargo xtask test` installs the tools and runs them too.
 
+mod appliance;
 mod architecture;
 mod build;
 mod keys;
@@ -28,7 +29,11 @@ pub fn require_root() {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_string()));
-    assert_eq!(uid.as_deref(), Some("0"), "this system test needs root (mmdebstrap, unshare, chroot): run `cargo xtask test` as root, as CI does");
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "this system test needs root (mmdebstrap, unshare, chroot): run `cargo xtask test` as root, as CI does"
+    );
 }
 
 pub fn run(c: &mut Command) -> (i32, String, String) {

@@ -26,8 +26,11 @@ fn every_test_security_md_names_exists_and_is_a_test() {
     let refs = test_refs(&text);
     assert!(refs.len() > 80, "only {} test references", refs.len());
     for (file, name) in refs {
-        let src = fs::read_to_string(repo().join(&file)).unwrap_or_else(|_| panic!("SECURITY.md names {file}, which does not exist"));
-        let at = src.find(&format!("fn {name}(")).unwrap_or_else(|| panic!("SECURITY.md names {file}::{name}, which does not exist"));
+        let src = fs::read_to_string(repo().join(&file))
+            .unwrap_or_else(|_| panic!("SECURITY.md names {file}, which does not exist"));
+        let at = src
+            .find(&format!("fn {name}("))
+            .unwrap_or_else(|| panic!("SECURITY.md names {file}::{name}, which does not exist"));
         let before = &src[..at];
         let attr = before.trim_end().rsplit('\n').take(3).collect::<Vec<_>>().join("\n");
         assert!(attr.contains("#[test]"), "{file}::{name} is not a #[test]");
@@ -37,7 +40,8 @@ fn every_test_security_md_names_exists_and_is_a_test() {
 #[test]
 fn every_reason_code_has_its_test_in_security_md_and_its_line_in_readme() {
     let security = fs::read_to_string(repo().join("SECURITY.md")).unwrap();
-    let table = security.split("## Reason codes").nth(1).expect("a `## Reason codes` section").split("\n## ").next().unwrap();
+    let table =
+        security.split("## Reason codes").nth(1).expect("a `## Reason codes` section").split("\n## ").next().unwrap();
     let readme = fs::read_to_string(repo().join("README.md")).unwrap();
     let codes: BTreeSet<&str> = sideload::Reason::all().into_iter().map(|r| r.as_str()).collect();
     assert!(codes.len() >= 27);

@@ -20,9 +20,19 @@ fn dev_key() -> SecretKey {
     SecretKey::parse(include_str!("../../../../keys/dev/dev.key"), None).unwrap()
 }
 
-fn policy_text(version: u64, release: &[&SecretKey], threshold: usize, approval: &[&SecretKey], revoked: &[&SecretKey]) -> String {
+fn policy_text(
+    version: u64,
+    release: &[&SecretKey],
+    threshold: usize,
+    approval: &[&SecretKey],
+    revoked: &[&SecretKey],
+) -> String {
     let list = |ks: &[&SecretKey], p: &str| {
-        ks.iter().enumerate().map(|(i, k)| format!("{{ name = \"{p}{i}\", key = \"{}\" }}", k.public().to_base64())).collect::<Vec<_>>().join(", ")
+        ks.iter()
+            .enumerate()
+            .map(|(i, k)| format!("{{ name = \"{p}{i}\", key = \"{}\" }}", k.public().to_base64()))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let revoked: Vec<String> = revoked.iter().map(|k| format!("\"{}\"", k.id())).collect();
     let mut t = format!(
@@ -56,11 +66,19 @@ fn sign_takes_product_and_version_from_the_manifest_and_verify_expects_them() {
     let sig = release::sign_file(&m, &k, Role::Release, None, None).unwrap();
     assert_eq!(sig, d.path().join(format!("build-manifest.toml.{}.minisig", k.id())));
     let text = fs::read_to_string(&sig).unwrap();
-    assert!(text.contains("trusted comment: airlock product=airlock.pc version=1.2.0 role=release file=build-manifest.toml"), "{text}");
+    assert!(
+        text.contains(
+            "trusted comment: airlock product=airlock.pc version=1.2.0 role=release file=build-manifest.toml"
+        ),
+        "{text}"
+    );
     let p = write(d.path(), "trust.toml", &policy_text(1, &[&k], 1, &[], &[]));
     let r = release::verify_file(&m, &load(&p)).unwrap();
     assert!(r.accepted, "{}", r.render_text());
-    assert_eq!((r.kind.as_deref(), r.product.as_deref(), r.version.as_deref()), (Some("build manifest"), Some("airlock.pc"), Some("1.2.0")));
+    assert_eq!(
+        (r.kind.as_deref(), r.product.as_deref(), r.version.as_deref()),
+        (Some("build manifest"), Some("airlock.pc"), Some("1.2.0"))
+    );
     assert!(r.render_text().ends_with("\naccepted"), "{}", r.render_text());
 
     // A signature made for another version of the same bytes' product does not count.
@@ -69,7 +87,12 @@ fn sign_takes_product_and_version_from_the_manifest_and_verify_expects_them() {
     let r = release::verify_file(&other, &load(&p)).unwrap();
     assert!(!r.accepted);
     assert_eq!(r.signers[0].reason.as_deref(), Some("trusted comment says version=\"9.9.9\", expected \"1.2.0\""));
-    assert_eq!(r.hints, ["release 0/1: each vendor signer runs `cargo xtask sign other.toml --key THEIR.key` on the offline signing machine"]);
+    assert_eq!(
+        r.hints,
+        [
+            "release 0/1: each vendor signer runs `cargo xtask sign other.toml --key THEIR.key` on the offline signing machine"
+        ]
+    );
     assert!(r.render_text().ends_with("\nrejected"));
 }
 
@@ -79,7 +102,10 @@ fn the_dev_key_never_signs_anything_of_the_release_channel() {
     let relabelled = dev_key().with_id(trust::KeyId::new([9; 8]));
     for (name, text) in [
         ("b.toml", BUILD),
-        ("m.toml", "format = 1\nproduct = \"p\"\nversion = \"1.0.0\"\nchannel = \"release\"\n[[payload]]\nname = \"root.img\"\n"),
+        (
+            "m.toml",
+            "format = 1\nproduct = \"p\"\nversion = \"1.0.0\"\nchannel = \"release\"\n[[payload]]\nname = \"root.img\"\n",
+        ),
         ("t.toml", "version = 2\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = []\n"),
     ] {
         let f = write(d.path(), name, text);
@@ -236,11 +262,13 @@ fn a_dev_bundle_is_signed_with_the_dev_key_and_written() {
     assert!(path.ends_with("pc-1.2.0.airlock"));
     assert!(report.accepted());
     // The bundle verifies in full against the dev policy.
-    let (rep, m) = bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "dev", &dev_policy, trust::Expect::default());
+    let (rep, m) =
+        bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "dev", &dev_policy, trust::Expect::default());
     assert!(rep.accepted, "{}", rep.render_text());
     assert_eq!(m.unwrap().payloads[0].size, 200_000);
     // Nothing left behind but the outputs.
-    let mut names: Vec<String> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names.len(), 5, "{names:?}");
 }
@@ -258,10 +286,14 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
     release::sign_file(&manifest, &v2, Role::Release, None, None).unwrap();
     // A stranger's signature lies beside them: it is not carried into the bundle.
     release::sign_file(&manifest, &key(9), Role::Release, None, None).unwrap();
-    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else { panic!() };
+    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else {
+        panic!()
+    };
     assert_eq!(report.summary(), "release 2/2 met; approval 0/1 not met");
     release::sign_file(&manifest, &owner, Role::Approval, None, None).unwrap();
-    let Assembled::Written { path, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else { panic!() };
+    let Assembled::Written { path, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else {
+        panic!()
+    };
     let listing = std::process::Command::new("tar").arg("-tf").arg(&path).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert_eq!(listing.lines().filter(|l| l.ends_with(".minisig")).count(), 3, "{listing}");
@@ -271,9 +303,17 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
     fs::write(d.path().join("root.img"), b"other bytes").unwrap();
     let e = release::assemble(d.path(), None, &policy, None, false).unwrap_err();
     assert!(e.to_string().contains("exists with 4 signature(s) over other bytes"), "{e}");
-    assert_eq!(fs::read_dir(d.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".minisig")).count(), 4);
+    assert_eq!(
+        fs::read_dir(d.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".minisig"))
+            .count(),
+        4
+    );
     // --force deletes them (and says so) and waits for new ones.
-    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, true).unwrap() else { panic!() };
+    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, true).unwrap() else {
+        panic!()
+    };
     assert_eq!(report.summary(), "release 0/2 not met; approval 0/1 not met");
 }
 

@@ -134,7 +134,10 @@ fn a_slot_that_fails_its_trial_falls_back_and_the_floor_stays() {
     // when asked.
     let (code, _, err) = sideload(&dev, &["install", b.to_str().unwrap()], None);
     assert_eq!(code, Some(1));
-    assert!(err.contains("refused (failed-before): version 2.0.0 already failed its trial boot on this device"), "{err}");
+    assert!(
+        err.contains("refused (failed-before): version 2.0.0 already failed its trial boot on this device"),
+        "{err}"
+    );
     assert_eq!(sideload(&dev, &["install", "--reinstall", b.to_str().unwrap()], None).0, Some(0));
 }
 

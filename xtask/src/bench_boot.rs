@@ -1,0 +1,98 @@
+//! `cargo xtask bench boot`: the appliance in QEMU (KVM or TCG, said), from the same run:
+//! QEMU start to healthy on a fresh disk; a stick with version 2 plugged in to version 2 healthy
+//! on the other slot; a stick with a version that never becomes healthy to the machine back on
+//! its slot by itself; the disk's size (apparent, allocated, qcow2, bmap-mapped) and the time to
+//! flash it with `bmaptool copy` next to `dd` (to a file, same run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::time_cmd;
+use crate::{Ctx, out};
+
+fn build(ctx: &Ctx, recipe: &str, images: &Path) -> Result<PathBuf> {
+    let o = Command::new(std::env::current_exe()?)
+        .args(["--json", "build", recipe, "--out"])
+        .arg(images)
+        .current_dir(&ctx.root)
+        .output()
+        .context("building")?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    match v["out_dir"].as_str() {
+        Some(d) if o.status.success() => Ok(PathBuf::from(d)),
+        _ => bail!("build {recipe} failed: {}", String::from_utf8_lossy(&o.stderr)),
+    }
+}
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("airlock-bench-boot-").tempdir_in(ctx.root.join("target"))?;
+    let images = tmp.path().join("images");
+    eprintln!("bench boot: building versions 1, 2 and 3 (unhealthy)…");
+    let v1 = build(ctx, "recipes/parking-controller.toml", &images)?;
+    let v2 = build(ctx, "recipes/e2e-v2.toml", &images)?;
+    let v3 = build(ctx, "recipes/e2e-v3-unhealthy.toml", &images)?;
+    let (stick2, stick3) = (tmp.path().join("v2.img"), tmp.path().join("v3.img"));
+    vm::make_stick(&[v2.join("parking-controller-2.0.0.airlock")], &stick2)?;
+    vm::make_stick(&[v3.join("parking-controller-3.0.0.airlock")], &stick3)?;
+    let accel = if vm::kvm_works(tmp.path()) { vm::Accel::Kvm } else { vm::Accel::Tcg };
+    let opts = vm::Options {
+        disk: v1.join(image::disk::QCOW2_NAME),
+        workdir: tmp.path().join("vm"),
+        resume: false,
+        accel,
+        memory_mib: 1024,
+        cpus: 2,
+        forward: None,
+        usb: None,
+        interactive: false,
+    };
+    let long = Duration::from_secs(900);
+    let mut m = vm::Vm::start(&opts)?;
+    let at = m.wait_for("slot a (1.0.0) is already good", 0, long)?;
+    let healthy = m.elapsed();
+    m.plug_usb(&stick2)?;
+    let plugged = Instant::now();
+    let at = m.wait_for("slot b (2.0.0) blessed", at, long)?;
+    let updated = plugged.elapsed();
+    m.unplug_usb("stick1")?;
+    m.plug_usb(&stick3)?;
+    let at = m.wait_for("installed into slot a; trial boot armed", at, long)?;
+    let armed = Instant::now();
+    m.wait_for("booted slot b (2.0.0, good)", at, long)?;
+    let fallback = armed.elapsed();
+    m.power_cut()?;
+
+    out!("boot, {} ({}; 2 vCPUs, 1 GiB):", accel.as_str(), if accel == vm::Accel::Kvm { "KVM" } else { "TCG: software emulation" });
+    out!("  QEMU start to healthy (fresh disk, first boot)        {:>7.1} s   (target on TCG ≤ 60 s)", healthy.as_secs_f64());
+    out!("  stick with version 2 plugged in to version 2 blessed  {:>7.1} s   (write, read back, reboot, health check)", updated.as_secs_f64());
+    out!("  bad version 3 armed to back on slot b by itself       {:>7.1} s   (3 tries; target on TCG ≤ 240 s)", fallback.as_secs_f64());
+
+    let disk = v1.join(image::disk::DISK_NAME);
+    let apparent = std::fs::metadata(&disk)?.len();
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&disk)?.blocks() * 512
+    };
+    let qcow2 = std::fs::metadata(v1.join(image::disk::QCOW2_NAME))?.len();
+    out!(
+        "disk.img: {:.0} MiB apparent, {:.0} MiB allocated; disk.qcow2 {:.0} MiB",
+        apparent as f64 / 1048576.0,
+        allocated as f64 / 1048576.0,
+        qcow2 as f64 / 1048576.0
+    );
+    let target = tmp.path().join("flash-target.img");
+    let bmap = time_cmd(Command::new("bmaptool").args(["-q", "copy"]).arg(&disk).arg(&target))?;
+    let _ = std::fs::remove_file(&target);
+    let dd = time_cmd(Command::new("dd").arg(format!("if={}", disk.display())).arg(format!("of={}", target.display())).args(["bs=4M", "conv=fsync", "status=none"]))?;
+    let _ = std::fs::remove_file(&target);
+    out!(
+        "  flash to a file: bmaptool copy {:.2} s, dd bs=4M conv=fsync {:.2} s: ratio {:.2}",
+        bmap.as_secs_f64(),
+        dd.as_secs_f64(),
+        bmap.as_secs_f64() / dd.as_secs_f64()
+    );
+    Ok(())
+}
