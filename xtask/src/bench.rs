@@ -128,7 +128,9 @@ impl Bench {
         let recipe = self.args.load(ctx)?;
         let recipe_arg = self.args.recipe_path(ctx).display().to_string();
         let n = self.runs.max(3);
-        eprintln!("bench build: {n} full builds, each with a cold stack compile (its own target directory) and no stage cache…");
+        eprintln!(
+            "bench build: {n} full builds, each with a cold stack compile (its own target directory) and no stage cache…"
+        );
         let mut last = serde_json::Value::Null;
         let full = Timed::of(n, |i| {
             let out = tmp.path().join(format!("images-{i}"));
@@ -142,13 +144,22 @@ impl Bench {
             let _ = fs::remove_dir_all(&target);
             Ok(d)
         })?;
-        out!("build: the whole `cargo xtask build` (cold stack compile, no stage cache, publish, bundle, signing), {n} runs:");
+        out!(
+            "build: the whole `cargo xtask build` (cold stack compile, no stage cache, publish, bundle, signing), {n} runs:"
+        );
         out!("  median {:.1} s {}", full.median, full.spread());
         let stages: Vec<(String, f64)> = last["timings"]
             .as_array()
-            .map(|a| a.iter().map(|t| (t["stage"].as_str().unwrap_or("").to_string(), t["seconds"].as_f64().unwrap_or(0.0))).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|t| (t["stage"].as_str().unwrap_or("").to_string(), t["seconds"].as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
             .unwrap_or_default();
-        out!("  stages of the last run: {}", stages.iter().map(|(s, t)| format!("{s} {t:.1}s")).collect::<Vec<_>>().join(", "));
+        out!(
+            "  stages of the last run: {}",
+            stages.iter().map(|(s, t)| format!("{s} {t:.1}s")).collect::<Vec<_>>().join(", ")
+        );
         let base = stages.iter().find(|(s, _)| s == "base").map_or(0.0, |s| s.1);
         let after_base = full.median - base - stages.iter().take_while(|(s, _)| s != "base").map(|s| s.1).sum::<f64>();
 
@@ -178,7 +189,11 @@ impl Bench {
             let _ = fs::remove_file(&out);
             Ok(d)
         })?;
-        out!("reference: mmdebstrap alone, the base stage's own options and repository: median {:.1} s {}", mm.median, mm.spread());
+        out!(
+            "reference: mmdebstrap alone, the base stage's own options and repository: median {:.1} s {}",
+            mm.median,
+            mm.spread()
+        );
         out!(
             "  everything a user waits for besides mmdebstrap: {:.1} s = {:.0}% of mmdebstrap's own time",
             after_base,
@@ -222,7 +237,13 @@ impl Bench {
         let xz_size = fs::metadata(&xz_out)?.len() as f64;
         out!("rootfs.tar ({:.0} MB uncompressed), file to file on both sides, 2 threads:", raw_size / 1e6);
         trow(&format!("zstd -{level}"), &ours, &format!("zstd -{level} -T2 (CLI)"), &z3);
-        row("size, % of the tar", 100.0 * ours_size / raw_size, &format!("zstd -{level} -T2"), 100.0 * z3_size / raw_size, "%");
+        row(
+            "size, % of the tar",
+            100.0 * ours_size / raw_size,
+            &format!("zstd -{level} -T2"),
+            100.0 * z3_size / raw_size,
+            "%",
+        );
         row("size, % of the tar", 100.0 * ours_size / raw_size, "zstd -19 -T2", 100.0 * z19_size / raw_size, "%");
         row("size, % of the tar", 100.0 * ours_size / raw_size, "xz -6 -T2", 100.0 * xz_size / raw_size, "%");
         out!("  (zstd -19 -T2 took {:.1} s, xz -6 -T2 {:.1} s)", z19.median, secs(xz_t));
@@ -241,13 +262,25 @@ impl Bench {
                 Command::new("mksquashfs")
                     .arg(&tree)
                     .arg(&sq)
-                    .args(["-noappend", "-comp", "zstd", "-Xcompression-level", &lvl, "-no-xattrs", "-quiet", "-no-progress"])
+                    .args([
+                        "-noappend",
+                        "-comp",
+                        "zstd",
+                        "-Xcompression-level",
+                        &lvl,
+                        "-no-xattrs",
+                        "-quiet",
+                        "-no-progress",
+                    ])
                     .env("SOURCE_DATE_EPOCH", &sde),
             )
         })?;
         let er = tmp.path().join("ref.erofs");
         let er_t = time_cmd(
-            Command::new("mkfs.erofs").args(["--quiet", "-zlz4hc,9", "-T", &sde, "-U", "00000000-0000-4000-8000-000000000000"]).arg(&er).arg(&tree),
+            Command::new("mkfs.erofs")
+                .args(["--quiet", "-zlz4hc,9", "-T", &sde, "-U", "00000000-0000-4000-8000-000000000000"])
+                .arg(&er)
+                .arg(&tree),
         )?;
         out!("root.img ({}):", recipe.output.slot_fs.as_str());
         row("slot fs time (in the build)", slot_t, "mksquashfs CLI, same tree", sq_t.median, "s");
@@ -293,7 +326,10 @@ impl Bench {
         let policy = tmp.path().join("trust.toml");
         fs::write(
             &policy,
-            format!("version = 1\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = [{{ name = \"b\", key = \"{}\" }}]\n", key.public().to_base64()),
+            format!(
+                "version = 1\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = [{{ name = \"b\", key = \"{}\" }}]\n",
+                key.public().to_base64()
+            ),
         )?;
         let sig = release::sign_file(&file, &key, trust::Role::Release, Some("bench"), Some("1"))?;
         // Warm the page cache so every reader starts equal.
@@ -303,7 +339,9 @@ impl Bench {
         let exe = std::env::current_exe()?;
         // The whole `cargo xtask verify` command, as a user runs it.
         let ours = Timed::of(n, |_| time_cmd(Command::new(&exe).arg("verify").arg(&file).arg("--trust").arg(&policy)))?;
-        let mini = Timed::of(n, |_| time_cmd(Command::new("minisign").arg("-Vm").arg(&file).arg("-x").arg(&sig).arg("-p").arg(&pk)))?;
+        let mini = Timed::of(n, |_| {
+            time_cmd(Command::new("minisign").arg("-Vm").arg(&file).arg("-x").arg(&sig).arg("-p").arg(&pk))
+        })?;
         let b2 = Timed::of(n, |_| time_cmd(Command::new("b2sum").arg(&file)))?;
         let rate = |t: &Timed| gb / t.median;
         out!("verify, {} MiB file ({n} runs each, medians; GB/s, higher is better):", self.verify_mib);
@@ -311,10 +349,23 @@ impl Bench {
         row("cargo xtask verify (BLAKE2b prehash)", rate(&ours), "b2sum", rate(&b2), "GB/s");
         let rss = |args: &[&std::ffi::OsStr]| -> Result<u64> {
             let o = Command::new("/usr/bin/time").arg("-f").arg("%M").args(args).stdout(Stdio::null()).output()?;
-            String::from_utf8_lossy(&o.stderr).lines().last().and_then(|l| l.trim().parse().ok()).context("GNU time printed no RSS")
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse().ok())
+                .context("GNU time printed no RSS")
         };
-        let ours_rss = rss(&[exe.as_os_str(), "verify".as_ref(), file.as_os_str(), "--trust".as_ref(), policy.as_os_str()])?;
-        let mini_rss = rss(&["minisign".as_ref(), "-Vm".as_ref(), file.as_os_str(), "-x".as_ref(), sig.as_os_str(), "-p".as_ref(), pk.as_os_str()])?;
+        let ours_rss =
+            rss(&[exe.as_os_str(), "verify".as_ref(), file.as_os_str(), "--trust".as_ref(), policy.as_os_str()])?;
+        let mini_rss = rss(&[
+            "minisign".as_ref(),
+            "-Vm".as_ref(),
+            file.as_os_str(),
+            "-x".as_ref(),
+            sig.as_os_str(),
+            "-p".as_ref(),
+            pk.as_os_str(),
+        ])?;
         row("peak RSS of the whole command", ours_rss as f64 / 1024.0, "minisign -V", mini_rss as f64 / 1024.0, "MiB");
         // The payload digest the bundle manifest uses: sha256, as the store and agent compute it.
         let ours_sha = Timed::of(n, |_| {

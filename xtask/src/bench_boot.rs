@@ -65,10 +65,23 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let fallback = armed.elapsed();
     m.power_cut()?;
 
-    out!("boot, {} ({}; 2 vCPUs, 1 GiB):", accel.as_str(), if accel == vm::Accel::Kvm { "KVM" } else { "TCG: software emulation" });
-    out!("  QEMU start to healthy (fresh disk, first boot)        {:>7.1} s   (target on TCG ≤ 60 s)", healthy.as_secs_f64());
-    out!("  stick with version 2 plugged in to version 2 blessed  {:>7.1} s   (write, read back, reboot, health check)", updated.as_secs_f64());
-    out!("  bad version 3 armed to back on slot b by itself       {:>7.1} s   (3 tries; target on TCG ≤ 240 s)", fallback.as_secs_f64());
+    out!(
+        "boot, {} ({}; 2 vCPUs, 1 GiB):",
+        accel.as_str(),
+        if accel == vm::Accel::Kvm { "KVM" } else { "TCG: software emulation" }
+    );
+    out!(
+        "  QEMU start to healthy (fresh disk, first boot)        {:>7.1} s   (target on TCG ≤ 60 s)",
+        healthy.as_secs_f64()
+    );
+    out!(
+        "  stick with version 2 plugged in to version 2 blessed  {:>7.1} s   (write, read back, reboot, health check)",
+        updated.as_secs_f64()
+    );
+    out!(
+        "  bad version 3 armed to back on slot b by itself       {:>7.1} s   (3 tries; target on TCG ≤ 240 s)",
+        fallback.as_secs_f64()
+    );
 
     let disk = v1.join(image::disk::DISK_NAME);
     let apparent = std::fs::metadata(&disk)?.len();
@@ -86,7 +99,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let target = tmp.path().join("flash-target.img");
     let bmap = time_cmd(Command::new("bmaptool").args(["-q", "copy"]).arg(&disk).arg(&target))?;
     let _ = std::fs::remove_file(&target);
-    let dd = time_cmd(Command::new("dd").arg(format!("if={}", disk.display())).arg(format!("of={}", target.display())).args(["bs=4M", "conv=fsync", "status=none"]))?;
+    let dd = time_cmd(
+        Command::new("dd").arg(format!("if={}", disk.display())).arg(format!("of={}", target.display())).args([
+            "bs=4M",
+            "conv=fsync",
+            "status=none",
+        ]),
+    )?;
     let _ = std::fs::remove_file(&target);
     out!(
         "  flash to a file: bmaptool copy {:.2} s, dd bs=4M conv=fsync {:.2} s: ratio {:.2}",

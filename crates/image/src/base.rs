@@ -110,15 +110,18 @@ pub fn mmdebstrap(recipe: &Recipe, repo: &Path, out: &Path, scratch: &Path) -> R
     let source = format!("deb [trusted=yes] copy://{} ./", repo.display());
     let suite = &base.suite;
     let sde = recipe.source_date_epoch.to_string();
-    cmd!(sh, "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {suite} {out} {source}")
-        .env("SOURCE_DATE_EPOCH", &sde)
-        .env("TMPDIR", scratch)
-        .env("LC_ALL", "C.UTF-8")
-        .env("TZ", "UTC")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .map_err(tool_err("mmdebstrap (base stage)"))?;
+    cmd!(
+        sh,
+        "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {suite} {out} {source}"
+    )
+    .env("SOURCE_DATE_EPOCH", &sde)
+    .env("TMPDIR", scratch)
+    .env("LC_ALL", "C.UTF-8")
+    .env("TZ", "UTC")
+    .quiet()
+    .ignore_stdout()
+    .run()
+    .map_err(tool_err("mmdebstrap (base stage)"))?;
     Ok(())
 }
 

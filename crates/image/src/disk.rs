@@ -69,7 +69,7 @@ pub fn cmdline(recipe: &Recipe, slot: &str) -> String {
     };
     // panic=10: an initrd that cannot mount the root, or a kernel that panics, reboots, so
     // that boot counting moves on instead of waiting on a console nobody watches.
-    format!("root=PARTLABEL=root-{slot} rootfstype={fs} ro console=tty0 console=ttyS0,115200n8 panic=10")
+    format!("root=PARTLABEL=root-{slot} rootfstype={fs} ro quiet console=tty0 console=ttyS0,115200n8 panic=10")
 }
 
 /// A slot's Boot Loader Specification entry. Every entry has the same `sort-key`, so that

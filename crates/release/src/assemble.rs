@@ -85,7 +85,11 @@ fn up_to_date(
     let Ok(vb) = bundle::open(BufReader::new(f), policy, expect) else { return Ok(None) };
     let bm: toml::Table = toml::from_str(bm_text).unwrap_or_default();
     let output_sha = |name: &str| {
-        bm.get("outputs").and_then(|o| o.get(name)).and_then(|o| o.get("sha256")).and_then(|v| v.as_str()).map(str::to_string)
+        bm.get("outputs")
+            .and_then(|o| o.get(name))
+            .and_then(|o| o.get("sha256"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     };
     let m = &vb.manifest;
     let same = toml::to_string(m).is_ok()
