@@ -128,9 +128,11 @@ impl Build {
         let manifest_path = report.out_dir.join(image::MANIFEST_NAME);
         let channel = recipe.channel;
         if channel == Channel::Dev {
-            // dev recipes: signed with the INSECURE dev key, verifiable with keys/dev/trust.toml.
-            let key = crate::keys::dev_secret(&ctx.root)?;
-            release::sign_file(&manifest_path, &key, trust::Role::Release, None, None)?;
+            // dev recipes: signed with the INSECURE dev keys (both roles), verifiable with
+            // keys/dev/trust.toml.
+            for (role, key) in crate::keys::dev_secrets(&ctx.root)? {
+                release::sign_file(&manifest_path, &key, role, None, None)?;
+            }
         }
         let lp = channel_policy(ctx, channel)?;
         let build_round =

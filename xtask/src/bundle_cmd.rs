@@ -80,8 +80,9 @@ pub fn make_bundle(
     force: bool,
 ) -> Result<(Option<PathBuf>, Round)> {
     let lp = channel_policy(ctx, channel)?;
-    let dev_key = if channel == Channel::Dev { Some(crate::keys::dev_secret(&ctx.root)?) } else { None };
-    Ok(match release::assemble(dir, previous, &lp.policy, dev_key.as_ref(), force)? {
+    let dev_keys = if channel == Channel::Dev { crate::keys::dev_secrets(&ctx.root)? } else { Vec::new() };
+    let dev_keys: Vec<(trust::Role, &trust::SecretKey)> = dev_keys.iter().map(|(r, k)| (*r, k)).collect();
+    Ok(match release::assemble(dir, previous, &lp.policy, &dev_keys, force)? {
         Assembled::Written { path, manifest, report } => (Some(path), Round { file: manifest, report }),
         Assembled::Waiting { manifest, report } => (None, Round { file: manifest, report }),
     })

@@ -17,6 +17,8 @@ use trust::{Kdf, SecretKey};
 use crate::{Ctx, Exit, out};
 
 pub const DEV_KEY: &str = "keys/dev/dev.key";
+/// The committed INSECURE dev approval key: the "asset owner" of dev builds and site profiles.
+pub const DEV_APPROVAL_KEY: &str = "keys/dev/dev-approval.key";
 
 /// A signing role, as given on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -112,8 +114,13 @@ pub fn load_secret(path: &Path, pass_file: &Option<PathBuf>) -> Result<SecretKey
 }
 
 /// The committed INSECURE dev key (read as it is: no chmod, no permission check).
-pub fn dev_secret(root: &Path) -> Result<SecretKey> {
-    load_secret(&root.join(DEV_KEY), &None)
+/// Both committed dev keys with their roles: what signs dev manifests and bundles, so that
+/// the dev policy's two roles are met the way a release's are, by two keys.
+pub fn dev_secrets(root: &Path) -> Result<Vec<(trust::Role, SecretKey)>> {
+    Ok(vec![
+        (trust::Role::Release, load_secret(&root.join(DEV_KEY), &None)?),
+        (trust::Role::Approval, load_secret(&root.join(DEV_APPROVAL_KEY), &None)?),
+    ])
 }
 
 #[derive(Args, Debug)]

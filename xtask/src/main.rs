@@ -17,6 +17,7 @@ mod mutants;
 mod output;
 mod repro;
 mod store_cmd;
+mod zones_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ enum Cmd {
     Bench(bench::Bench),
     /// Mutation testing of the decision code (cargo-mutants), within a time budget.
     Mutants(mutants::Mutants),
+    /// Show a recipe's zones and conduits and the firewall they compile to (`--rules`,
+    /// `--check`, `--site PROFILE`).
+    Zones(zones_cmd::ZonesCmd),
     /// Check every signature of a file (or a whole .airlock bundle) against the trust policy
     /// you choose: exit 0 accepted, 1 rejected.
     Verify(keys::Verify),
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             Cmd::Rotate(c) => c.run(&ctx),
             Cmd::Mutants(c) => c.run(&ctx),
             Cmd::Boot(c) => c.run(&ctx),
+            Cmd::Zones(c) => c.run(&ctx),
         }
     });
     match r {

@@ -46,8 +46,18 @@ impl Mutants {
             .args(["mutants", "--no-shuffle", "--jobs", &self.jobs.to_string(), "--output"])
             .arg(&out_dir)
             .args(["--timeout", "300", "--build-timeout", "600"]);
-        for f in &self.file {
-            c.args(["--file", f]);
+        if !self.file.is_empty() {
+            // Only these files: the config's own list of files would add to them, so it is
+            // left out, and its equivalent-mutant exclusions passed by hand.
+            c.arg("--no-config");
+            let conf: toml::Table = toml::from_str(&fs::read_to_string(ctx.root.join(".cargo/mutants.toml"))?)?;
+            for re in conf.get("exclude_re").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+            {
+                c.args(["--exclude-re", re]);
+            }
+            for f in &self.file {
+                c.args(["--file", f]);
+            }
         }
         if let Some(rev) = &self.in_diff {
             let diff =

@@ -32,13 +32,15 @@ pub enum Error {
     Undeclared(String),
     #[error("{what} is {size} bytes, more than the {max} accepted")]
     TooLarge { what: String, size: u64, max: u64 },
+    #[error("{count} {what}, more than the {max} accepted")]
+    TooMany { what: String, count: u64, max: u64 },
     #[error("{what}: the signed manifest declares {declared} bytes, the bundle holds {actual}")]
     SizeMismatch { what: String, declared: u64, actual: u64 },
     #[error("{what}: {}", match chunk { Some(c) => format!("chunk {c} does not match its signed hash"), None => "does not match its signed sha256".to_string() })]
     HashMismatch { what: String, chunk: Option<usize> },
     #[error("{what}: corrupt compressed data: {why}")]
     Corrupt { what: String, why: String },
-    #[error("{} byte(s) after the end of the bundle (from byte {offset})", 1)]
+    #[error("data after the end of the bundle (from byte {offset}): a bundle ends at its end-of-archive marker")]
     TrailingData { offset: u64 },
     #[error("signatures do not meet the trust policy: {}", summary(.0))]
     Rejected(Box<trust::Report>),
@@ -138,6 +140,7 @@ impl Error {
             Error::Tar { .. } | Error::BadEntry { .. } => Code::BadTar,
             Error::Unexpected { .. } | Error::Undeclared(_) => Code::UndeclaredEntry,
             Error::Duplicate(_) => Code::DuplicateEntry,
+            Error::TooMany { .. } => Code::TooLarge,
             Error::TooLarge { .. } => Code::TooLarge,
             Error::SizeMismatch { .. } => Code::SizeMismatch,
             Error::HashMismatch { .. } => Code::HashMismatch,

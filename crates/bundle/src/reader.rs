@@ -84,9 +84,9 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
             return Err(Error::Unexpected { name: name.to_string(), expected: "manifest.toml.KEYID.minisig".into() });
         }
         if signatures.len() == MAX_SIGNATURES {
-            return Err(Error::TooLarge {
-                what: "signature count".into(),
-                size: MAX_SIGNATURES as u64 + 1,
+            return Err(Error::TooMany {
+                what: "signatures".into(),
+                count: MAX_SIGNATURES as u64 + 1,
                 max: MAX_SIGNATURES as u64,
             });
         }

@@ -14,7 +14,7 @@ use xshell::{Shell, cmd};
 
 use crate::error::{Error, Result, io_err, tool_err};
 use crate::manifest::{BuildManifest, ImageInfo, Inputs, MANIFEST_FORMAT, Output};
-use crate::{archive, base, disk, normalise, overlay, slotfs, stack, tools};
+use crate::{archive, base, disk, firewall, normalise, overlay, slotfs, stack, tools};
 
 pub const MANIFEST_NAME: &str = "build-manifest.toml";
 pub const ROOTFS_NAME: &str = "rootfs.tar.zst";
@@ -312,6 +312,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             overlay::apply(&root, &recipe.repo_root.join(o))?;
         }
         bake_trust_root(&recipe, &root, work.path())?;
+        firewall::install(&sh, &recipe, &root, work.path())?;
         enable_services(&sh, &root, &recipe.services)
     })?;
     stages.run("normalise", "removing host leaks and volatile files", || {

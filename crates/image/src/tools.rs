@@ -37,8 +37,11 @@ const QEMU_IMG: HostTool = HostTool { bin: "qemu-img", package: "qemu-utils", wh
 const BMAPTOOL: HostTool =
     HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
 const APT_GET: HostTool = HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" };
-const UNSHARE: HostTool =
-    HostTool { bin: "unshare", package: "util-linux", why: "runs repro builds in their own hostname namespace" };
+const UNSHARE: HostTool = HostTool {
+    bin: "unshare",
+    package: "util-linux",
+    why: "checks the generated firewall in a network namespace of its own; runs repro builds in their own hostname namespace",
+};
 
 /// What `build` runs for `recipe`: only the tools this recipe needs (`fetch` adds apt-get
 /// when the build may go online).

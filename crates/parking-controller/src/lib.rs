@@ -1,11 +1,16 @@
-//! The parking controller: occupancy of one site's car park, served over a small HTTP API, with
-//! a health endpoint (version and boot slot) that the update agent uses as its health check.
+//! The parking controller: occupancy of one site's car park, fed by the parking field over MQTT
+//! (bay sensors publish `parking/bays/BAY/state`, barrier controllers `parking/barriers/ID/event`
+//! to the appliance's broker) and served over a small HTTP API to the management zone, with a
+//! health endpoint (version, boot slot, broker link) that the update agent uses as its health
+//! check.
+
+pub mod mqtt;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +30,9 @@ pub struct Config {
     /// Overrides the boot slot read from the kernel command line (tests, development).
     #[serde(default)]
     pub slot: Option<String>,
+    /// The field side: the broker the sensors and barriers publish to.
+    #[serde(default)]
+    pub mqtt: Option<mqtt::MqttConfig>,
 }
 
 impl Config {
@@ -46,9 +54,24 @@ pub fn slot_from_cmdline(cmdline: &str) -> Option<String> {
     })
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+/// Most bays tracked; a sensor name beyond this is ignored (and said so), never allocated.
+pub const MAX_BAYS: usize = 10_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Occupancy {
+    /// Cars inside, from barrier events (and the API's entry/exit).
     pub occupied: u32,
+    /// Each bay sensor's last report: true when occupied.
+    #[serde(default)]
+    pub bays: std::collections::BTreeMap<String, bool>,
+}
+
+/// What a field message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldChange {
+    Bay { bay: String, occupied: bool },
+    Entry,
+    Exit,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +83,8 @@ pub struct Health<'a> {
     pub controller: &'a str,
     pub slot: &'a str,
     pub site: &'a str,
+    /// `connected`, `disconnected`, or `off` when no broker is configured.
+    pub mqtt: &'a str,
 }
 
 /// `IMAGE_VERSION` from an os-release text (the build writes it into every image).
@@ -77,6 +102,8 @@ pub struct Controller {
     slot: String,
     version: String,
     occupancy: Occupancy,
+    /// The broker link, when one is configured: Some(true) while connected.
+    pub mqtt_connected: Option<bool>,
 }
 
 impl Controller {
@@ -92,25 +119,67 @@ impl Controller {
         let occupancy = std::fs::read_to_string(config.state_dir.join("occupancy.json"))
             .ok()
             .and_then(|s| serde_json::from_str::<Occupancy>(&s).ok())
-            .filter(|o| o.occupied <= config.capacity)
+            .filter(|o| o.occupied <= config.capacity && o.bays.len() <= MAX_BAYS)
             .unwrap_or_default();
-        Controller { config, slot, version, occupancy }
+        let mqtt_connected = config.mqtt.as_ref().map(|_| false);
+        Controller { config, slot, version, occupancy, mqtt_connected }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies one message from the field. Topics and payloads are untrusted: anything else
+    /// than the documented forms is refused with the reason, and changes nothing.
+    pub fn on_field_message(&mut self, topic: &str, payload: &[u8]) -> Result<FieldChange, String> {
+        let change = mqtt::parse(topic, payload)?;
+        match &change {
+            FieldChange::Bay { bay, occupied } => {
+                if !self.occupancy.bays.contains_key(bay) && self.occupancy.bays.len() >= MAX_BAYS {
+                    return Err(format!("bay {bay}: more than {MAX_BAYS} bays reported; ignored"));
+                }
+                self.occupancy.bays.insert(bay.clone(), *occupied);
+            }
+            FieldChange::Entry => {
+                if self.occupancy.occupied >= self.config.capacity {
+                    return Err("entry while the car park is full (count kept at capacity)".into());
+                }
+                self.occupancy.occupied += 1;
+            }
+            FieldChange::Exit => {
+                if self.occupancy.occupied == 0 {
+                    return Err("exit while the car park is empty (count kept at 0)".into());
+                }
+                self.occupancy.occupied -= 1;
+            }
+        }
+        Ok(change)
     }
 
     /// Handles one request: (status, JSON body).
     pub fn handle(&mut self, method: &str, path: &str) -> (u16, String) {
         let c = &self.config;
         match (method, path) {
-            ("GET", "/health") => (
-                200,
-                json(&Health {
-                    status: "ok",
+            ("GET", "/health") => {
+                let mqtt = match self.mqtt_connected {
+                    None => "off",
+                    Some(true) => "connected",
+                    Some(false) => "disconnected",
+                };
+                // Without its field side the controller is not doing its job: an image whose
+                // broker link does not come up is not healthy (and the agent falls back).
+                let ok = self.mqtt_connected != Some(false);
+                let h = Health {
+                    status: if ok { "ok" } else { "degraded" },
                     version: &self.version,
                     controller: VERSION,
                     slot: &self.slot,
                     site: &c.site,
-                }),
-            ),
+                    mqtt,
+                };
+                (if ok { 200 } else { 503 }, json(&h))
+            }
+            ("GET", "/api/v1/bays") => (200, json(&self.occupancy.bays)),
             ("GET", "/api/v1/occupancy") => (200, self.occupancy_json()),
             ("POST", "/api/v1/entry") => {
                 if self.occupancy.occupied >= c.capacity {
@@ -126,7 +195,7 @@ impl Controller {
                 self.occupancy.occupied -= 1;
                 (200, self.occupancy_json())
             }
-            (_, "/health" | "/api/v1/occupancy" | "/api/v1/entry" | "/api/v1/exit") => {
+            (_, "/health" | "/api/v1/occupancy" | "/api/v1/bays" | "/api/v1/entry" | "/api/v1/exit") => {
                 (405, r#"{"error":"method not allowed"}"#.to_string())
             }
             _ => (404, r#"{"error":"not found"}"#.to_string()),
@@ -136,7 +205,13 @@ impl Controller {
     fn occupancy_json(&self) -> String {
         let o = self.occupancy.occupied;
         let cap = self.config.capacity;
-        format!(r#"{{"site":{},"capacity":{cap},"occupied":{o},"free":{}}}"#, json(&self.config.site), cap - o)
+        let reported = self.occupancy.bays.len();
+        let taken = self.occupancy.bays.values().filter(|&&b| b).count();
+        format!(
+            r#"{{"site":{},"capacity":{cap},"occupied":{o},"free":{},"bays_reported":{reported},"bays_occupied":{taken}}}"#,
+            json(&self.config.site),
+            cap - o
+        )
     }
 
     /// Writes occupancy to the state directory: temp file, fsync, rename.
@@ -150,9 +225,16 @@ impl Controller {
         std::fs::rename(&tmp, dir.join("occupancy.json"))?;
         std::fs::File::open(dir)?.sync_all()
     }
+}
 
-    /// Serves until `stop` is set (SIGTERM/SIGINT), then saves state and returns.
-    pub fn serve(&mut self, server: &tiny_http::Server, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+/// Serves the HTTP API until `stop` is set (SIGTERM/SIGINT), then saves state and returns. The
+/// controller is shared with the MQTT thread.
+pub fn serve(
+    shared: &Arc<Mutex<Controller>>,
+    server: &tiny_http::Server,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    {
         while !stop.load(Ordering::Relaxed) {
             let Some(mut req) = server.recv_timeout(Duration::from_millis(200))? else {
                 continue;
@@ -166,9 +248,10 @@ impl Controller {
                 let method = req.method().as_str().to_string();
                 let path = req.url().split('?').next().unwrap_or("").to_string();
                 let changed = method == "POST";
-                let r = self.handle(&method, &path);
+                let mut c = lock(shared);
+                let r = c.handle(&method, &path);
                 if changed && r.0 == 200 {
-                    self.save()?;
+                    c.save()?;
                 }
                 r
             };
@@ -177,8 +260,14 @@ impl Controller {
             let resp = tiny_http::Response::from_string(body + "\n").with_status_code(status).with_header(header);
             let _ = req.respond(resp);
         }
-        self.save()
+        lock(shared).save()
     }
+}
+
+/// The controller, even if a thread panicked while holding it (its state is still whole: every
+/// change is one assignment).
+pub fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -217,7 +306,14 @@ mod tests {
 
     fn controller(cap: u32) -> Controller {
         let dir = std::env::temp_dir().join(format!("pc-test-{}-{cap}", std::process::id()));
-        let cfg = Config { listen: "127.0.0.1:0".into(), site: "s".into(), capacity: cap, state_dir: dir, slot: None };
+        let cfg = Config {
+            listen: "127.0.0.1:0".into(),
+            site: "s".into(),
+            capacity: cap,
+            state_dir: dir,
+            slot: None,
+            mqtt: None,
+        };
         Controller::new(cfg, "a".into())
     }
 
@@ -245,8 +341,48 @@ mod tests {
         assert_eq!(c.handle("POST", "/api/v1/entry").0, 409);
         let (s, body) = c.handle("GET", "/api/v1/occupancy");
         assert_eq!(s, 200);
-        assert_eq!(body, r#"{"site":"s","capacity":1,"occupied":1,"free":0}"#);
+        assert_eq!(body, r#"{"site":"s","capacity":1,"occupied":1,"free":0,"bays_reported":0,"bays_occupied":0}"#);
         assert_eq!(c.handle("DELETE", "/health").0, 405);
         assert_eq!(c.handle("GET", "/nope").0, 404);
+    }
+
+    #[test]
+    fn field_messages_move_occupancy_and_bays_and_hostile_ones_change_nothing() {
+        let mut c = controller(2);
+        assert_eq!(c.on_field_message("parking/barriers/gate-1/event", b"entry"), Ok(FieldChange::Entry));
+        assert_eq!(
+            c.on_field_message("parking/bays/bay-017/state", b"occupied"),
+            Ok(FieldChange::Bay { bay: "bay-017".into(), occupied: true })
+        );
+        c.on_field_message("parking/bays/bay-018/state", b"free\n").unwrap();
+        let before = c.handle("GET", "/api/v1/occupancy").1;
+        assert_eq!(before, r#"{"site":"s","capacity":2,"occupied":1,"free":1,"bays_reported":2,"bays_occupied":1}"#);
+        for (topic, payload) in [
+            ("parking/bays/bay-017/state", &b"maybe"[..]),
+            ("parking/bays/../state", b"free"),
+            ("parking/bays/BAY/state", b"free"),
+            ("parking/bays/a/b/state", b"free"),
+            ("parking/barriers/gate-1/event", b"open"),
+            ("parking/elsewhere", b"entry"),
+            ("parking/bays/bay-017/state", &[b'x'; 100][..]),
+        ] {
+            assert!(c.on_field_message(topic, payload).is_err(), "{topic}");
+        }
+        assert_eq!(c.handle("GET", "/api/v1/occupancy").1, before);
+        c.on_field_message("parking/barriers/gate-1/event", b"exit").unwrap();
+        assert!(c.on_field_message("parking/barriers/gate-1/event", b"exit").is_err(), "never below zero");
+        assert_eq!(c.handle("GET", "/api/v1/bays").1, r#"{"bay-017":true,"bay-018":false}"#);
+    }
+
+    #[test]
+    fn health_is_degraded_while_a_configured_broker_is_unreachable() {
+        let mut c = controller(1);
+        assert_eq!(c.handle("GET", "/health").0, 200, "no broker configured");
+        c.mqtt_connected = Some(false);
+        let (s, body) = c.handle("GET", "/health");
+        assert_eq!(s, 503);
+        assert!(body.contains(r#""status":"degraded""#) && body.contains(r#""mqtt":"disconnected""#), "{body}");
+        c.mqtt_connected = Some(true);
+        assert_eq!(c.handle("GET", "/health").0, 200);
     }
 }

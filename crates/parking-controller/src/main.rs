@@ -1,4 +1,5 @@
-//! `parking-controller`: runs the service, or (`health ADDR`) checks a running one.
+//! `parking-controller`: runs the service, checks a running one (`health ADDR`), or plays a
+//! field device (`simulate …`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,10 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use parking_controller::mqtt::{self, Device};
 use parking_controller::{Config, Controller, check_health, slot_from_cmdline};
 
 const USAGE: &str = "usage: parking-controller [--config FILE]
        parking-controller health [ADDR]   (default ADDR 127.0.0.1:8080; exit 0 when healthy)
+       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE bay BAY occupied|free
+       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE barrier ID entry|exit
+           (publishes one message as a field device, QoS 1; exit 0 when the broker acknowledged it)
        parking-controller --version";
 
 fn main() -> ExitCode {
@@ -28,6 +35,28 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("parking-controller: unhealthy: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        ["simulate", "--broker", broker, "--user", user, "--password-file", pw, kind, name, value] => {
+            let device = match *kind {
+                "bay" => Device::Bay,
+                "barrier" => Device::Barrier,
+                _ => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            let r = mqtt::password_from(std::path::Path::new(pw))
+                .and_then(|p| mqtt::simulate(broker, user, &p, device, name, value, Duration::from_secs(10)));
+            match r {
+                Ok(()) => {
+                    println!("published {kind} {name} {value}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("parking-controller simulate: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -75,8 +104,13 @@ fn run(config_path: PathBuf) -> ExitCode {
         parking_controller::VERSION,
         config.site
     );
-    let mut controller = Controller::new(config, slot);
-    match controller.serve(&server, &stop) {
+    let mqtt_cfg = config.mqtt.clone();
+    let shared = Arc::new(Mutex::new(Controller::new(config, slot)));
+    if let Some(cfg) = mqtt_cfg {
+        let (c, s) = (Arc::clone(&shared), Arc::clone(&stop));
+        std::thread::spawn(move || mqtt::run(c, cfg, s));
+    }
+    match parking_controller::serve(&shared, &server, &stop) {
         Ok(()) => {
             eprintln!("parking-controller: stopped, state saved");
             ExitCode::SUCCESS

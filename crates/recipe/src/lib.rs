@@ -4,6 +4,7 @@
 mod error;
 mod lock;
 mod recipe;
+mod zones;
 
 pub use error::{Error, Location};
 pub use lock::{LOCK_FORMAT, Lock, LockedPackage};

@@ -55,6 +55,9 @@ pub struct Recipe {
     pub services: Vec<String>,
     pub output: Output,
     pub disk: Disk,
+    /// The IEC 62443 zones and conduits (`[[zone]]`, `[[conduit]]`), checked; the nearest
+    /// file that declares zones declares all of them (and likewise conduits).
+    pub zones: zones::Model,
     /// sha256 over the bytes of every file read, in order.
     pub digest: String,
 }
@@ -134,6 +137,8 @@ struct RawFile {
     services: Option<RawServices>,
     output: Option<RawOutput>,
     disk: Option<RawDisk>,
+    zone: S<Vec<Spanned<crate::zones::RawZone>>>,
+    conduit: S<Vec<Spanned<crate::zones::RawConduit>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,6 +234,18 @@ const FIELDS: &[&str] = &[
     "esp_mib",
     "slot_mib",
     "data_mib",
+    "zone",
+    "conduit",
+    "description",
+    "security_level",
+    "interfaces",
+    "ranges",
+    "from",
+    "to",
+    "protocol",
+    "ports",
+    "purpose",
+    "exception",
 ];
 
 struct Layer {
@@ -646,6 +663,17 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         data_mib: mib(ctx.pick(|r| r.disk.as_ref()?.data_mib.as_ref()), "disk.data_mib", 16..=1_048_576, d.data_mib)?,
     };
 
+    // [[zone]], [[conduit]]
+    let empty_z = Vec::new();
+    let empty_c = Vec::new();
+    let (zs, lz) = ctx.pick(|r| r.zone.as_ref()).map_or((&empty_z, 0), |(v, l)| (v.get_ref(), l));
+    let (cs, lc) = ctx.pick(|r| r.conduit.as_ref()).map_or((&empty_c, 0), |(v, l)| (v.get_ref(), l));
+    // Zones and conduits may come from different files of the `extends` chain: each problem
+    // points into the file its item came from.
+    let invalid_z = |span: Range<usize>, m: String| ctx.invalid(lz, span, m);
+    let invalid_c = |span: Range<usize>, m: String| ctx.invalid(lc, span, m);
+    let zones = crate::zones::model(zs, cs, &invalid_z, &invalid_c)?;
+
     Ok(Recipe {
         path: path.to_path_buf(),
         repo_root: repo_root.to_path_buf(),
@@ -664,6 +692,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         services,
         output: Output { compression_level, slot_fs, slot_compression_level },
         disk,
+        zones,
         digest,
     })
 }

@@ -104,14 +104,14 @@ fn up_to_date(
     Ok(Some(Assembled::Written { path, manifest: mpath, report }))
 }
 
-/// Assembles the bundle of the build in `dir`. `dev_key` signs dev bundles; release bundles
+/// Assembles the bundle of the build in `dir`. `dev_keys` sign dev bundles; release bundles
 /// wait for the offline signers' `bundle-manifest.toml.KEYID.minisig` files. `force` allows
 /// replacing a signed bundle manifest that differs (its signatures are deleted).
 pub fn assemble(
     dir: &Path,
     previous: Option<&Path>,
     policy: &trust::Policy,
-    dev_key: Option<&SecretKey>,
+    dev_keys: &[(Role, &SecretKey)],
     force: bool,
 ) -> Result<Assembled> {
     let bm_path = dir.join(BUILD_MANIFEST);
@@ -192,8 +192,8 @@ pub fn assemble(
         }
         write_atomic(&mpath, mtext.as_bytes())?;
     }
-    if let Some(k) = dev_key {
-        sign_file(&mpath, k, Role::Release, Some(&info.product), Some(&info.version.to_string()))?;
+    for (role, k) in dev_keys {
+        sign_file(&mpath, k, *role, Some(&info.product), Some(&info.version.to_string()))?;
     }
     // Inside the bundle, `bundle-manifest.toml.KEYID.minisig` is `manifest.toml.KEYID.minisig`.
     let sigs: Vec<(String, Vec<u8>)> = read_signatures(&mpath)?

@@ -15,6 +15,7 @@ pub enum Kind {
     BuildManifest,
     BundleManifest,
     TrustPolicy,
+    SiteProfile,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Kind::BuildManifest => "build manifest",
             Kind::BundleManifest => "bundle manifest",
             Kind::TrustPolicy => "trust policy",
+            Kind::SiteProfile => "site profile",
         }
     }
 }
@@ -60,6 +62,15 @@ pub fn parse(text: &str) -> Option<Fields> {
             product: s(&t, "product"),
             version: s(&t, "version"),
             channel: channel(&t),
+        });
+    }
+    if t.contains_key("site") && t.contains_key("product") && t.get("serial").is_some_and(|v| v.is_integer()) {
+        return Some(Fields {
+            kind: Kind::SiteProfile,
+            product: s(&t, "product"),
+            // A profile has no version: its serial stands in, in the trusted comment.
+            version: t.get("serial").and_then(|v| v.as_integer()).map(|v| format!("serial-{v}")),
+            channel: None,
         });
     }
     if t.contains_key("release") && t.get("version").is_some_and(|v| v.is_integer()) {

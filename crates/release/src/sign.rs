@@ -30,6 +30,15 @@ pub fn sign_file(
             f.kind.as_str()
         )));
     }
+    if let Some(f) = &f
+        && f.kind == crate::fields::Kind::SiteProfile
+        && role != Role::Approval
+    {
+        return Err(Error::Usage(format!(
+            "{}: a site profile is the asset owner's: sign it with `--role approval` (a vendor's release key never counts for it)",
+            file.display()
+        )));
+    }
     let product = product
         .map(str::to_string)
         .or_else(|| f.as_ref().and_then(|f| f.product.clone()))

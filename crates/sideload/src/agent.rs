@@ -343,6 +343,94 @@ impl Agent {
     /// Installs the newest acceptable bundle found in `dir` (a USB stick). Every file is
     /// opened once and read only through that handle; bad ones are recorded (in one commit)
     /// and skipped, never blocking a good one. Linear in the number of files.
+    /// Verifies, checks and applies the site profile in `dir` (a stick): `Ok(None)` when there
+    /// is none. Every refusal is audited and changes nothing; the profile in force and the
+    /// running ruleset stay as they were.
+    pub fn install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
+        let name = shown(&dir.join(crate::site::PROFILE));
+        match self.try_install_site(dir) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.refused(&name, &e, "install-site")?;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
+        use crate::site;
+        let Some(files) = site::read_files(dir)? else { return Ok(None) };
+        let v = site::verify(&self.dev, files)?;
+        if let Some(cur) = &self.state.site {
+            if cur.digest == v.digest {
+                return Ok(Some(format!(
+                    "site profile {} serial {} is already in force",
+                    v.profile.site, v.profile.serial
+                )));
+            }
+            if v.profile.serial <= cur.serial {
+                return Err(Error::Refused(
+                    Reason::SiteRollback,
+                    format!(
+                        "site profile serial {} is not newer than serial {} in force (site {}): a profile is replaced only by a newer one",
+                        v.profile.serial, cur.serial, cur.site
+                    ),
+                ));
+            }
+        }
+        let model = site::model(&self.dev)?;
+        let (m, rules) = site::compile(&self.dev, &model, Some(&v.profile))?;
+        site::check(&self.dev, &rules)?;
+        failpoint("site-before-store");
+        site::store(&self.dev, &v)?;
+        let mut next = self.state.clone();
+        let previous = next.site.replace(state::SiteRecord {
+            site: v.profile.site.clone(),
+            serial: v.profile.serial,
+            digest: v.digest.clone(),
+        });
+        self.commit(next, &[record("site-profile-installed", site::audit_fields(&v, &m))])?;
+        failpoint("site-after-commit");
+        if previous.is_some() {
+            site::prune(&self.dev, &v.digest);
+        }
+        let how = if self.dev.live.via_systemd {
+            // The agent may run in a private network namespace (the USB service): the firewall
+            // is loaded by nftables.service, in the appliance's own.
+            let o = std::process::Command::new("systemctl")
+                .args(["reload", "nftables.service"])
+                .output()
+                .map_err(|e| Error::State(format!("systemctl reload nftables.service: {e}")))?;
+            if !o.status.success() {
+                let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                self.commit(
+                    self.state.clone(),
+                    &[record("site-profile-not-loaded", json!({"digest": v.digest, "message": escape(&why)}))],
+                )?;
+                return Err(Error::State(format!(
+                    "site profile recorded, but reloading the firewall failed: {why} (the previous rules stay loaded)"
+                )));
+            }
+            "loaded by nftables.service".to_string()
+        } else {
+            let a = site::activate(&self.dev, &rules, Some(&v.profile))?;
+            if a.loaded {
+                "loaded".to_string()
+            } else {
+                format!("written to {}", self.dev.run.join("nftables.conf").display())
+            }
+        };
+        Ok(Some(format!(
+            "site profile {} serial {} installed (signed by {}): {} zone(s), {} conduit(s), {} field device(s); firewall {how}",
+            v.profile.site,
+            v.profile.serial,
+            v.signers.join(", "),
+            m.zones.len(),
+            m.conduits.len(),
+            v.profile.devices.len()
+        )))
+    }
+
     pub fn install_dir(
         &mut self,
         dir: &Path,

@@ -75,7 +75,7 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
 pub fn first_boot(config: &DeviceConfig, booted: Slot) -> Option<(AgentState, Record)> {
     let version = config.version.as_ref()?;
     let sv = config.security_version?;
-    let mut state = AgentState { security_floor: sv, slots: Default::default(), audit: Default::default() };
+    let mut state = AgentState { security_floor: sv, slots: Default::default(), audit: Default::default(), site: None };
     state.set(
         booted,
         SlotRecord {
@@ -282,7 +282,8 @@ mod tests {
     }
 
     fn state(a: SlotRecord, b: SlotRecord, floor: u64) -> AgentState {
-        let mut s = AgentState { security_floor: floor, slots: Default::default(), audit: Default::default() };
+        let mut s =
+            AgentState { security_floor: floor, slots: Default::default(), audit: Default::default(), site: None };
         s.set(Slot::A, a);
         s.set(Slot::B, b);
         s

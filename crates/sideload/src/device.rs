@@ -21,6 +21,8 @@ use crate::{Error, simfs, slotio};
 
 /// The lock file in the data directory; it holds the holder's pid.
 pub const LOCK_FILE: &str = ".sideload.lock";
+/// In a simulated device's folder: load firewalls with nft for real (`init --live-firewall`).
+pub const LIVE_FIREWALL: &str = "live-firewall";
 
 pub struct Device {
     pub config: DeviceConfig,
@@ -33,6 +35,26 @@ pub struct Device {
     pub esp: Option<PathBuf>,
     /// The simulated device's folder (`--root`).
     pub sim_root: Option<PathBuf>,
+    /// This slot's zones and conduits (`/etc/airlock/zones.toml`).
+    pub zones: PathBuf,
+    /// Where generated runtime files go (`/run/airlock`): the ruleset, NTP sources, broker
+    /// credentials.
+    pub run: PathBuf,
+    /// What the firewall step may touch for real.
+    pub live: Live,
+}
+
+/// The effects beyond files: on the appliance all of them; on a simulated device none, or
+/// (`init --live-firewall`, for tests in a network namespace) nftables alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    /// `nft -c` and `nft -f` for real (in the caller's network namespace).
+    pub nft: bool,
+    /// Host name, and telling chrony and mosquitto to read their new files.
+    pub system: bool,
+    /// Firewall changes go through `systemctl reload nftables.service` (the agent may run in
+    /// a private network namespace, as the USB service does).
+    pub via_systemd: bool,
 }
 
 fn read_small(path: &Path, max: u64) -> Result<String, Error> {
@@ -68,6 +90,9 @@ impl Device {
             data: root.join("data"),
             esp: Some(root.join("esp")).filter(|e| e.is_dir()),
             sim_root: Some(root.to_path_buf()),
+            zones: root.join("zones.toml"),
+            run: root.join("run"),
+            live: Live { nft: root.join(LIVE_FIREWALL).exists(), system: false, via_systemd: false },
         })
     }
 
@@ -84,6 +109,8 @@ impl Device {
         version: &str,
         security_version: u64,
         power_loss: bool,
+        zones: Option<&str>,
+        live_firewall: bool,
     ) -> Result<(), Error> {
         let policy = trust::Policy::parse(policy_text).map_err(|e| Error::State(format!("trust policy: {e}")))?;
         config.check_policy(&policy).map_err(|e| Error::State(format!("trust policy: {e}")))?;
@@ -95,6 +122,12 @@ impl Device {
             fs::create_dir_all(root.join(simfs::MARKER)).map_err(|e| Error::io(root, e))?;
         }
         write_atomic(&root.join("device.toml"), config.to_toml().as_bytes())?;
+        let model = zones.unwrap_or("# no zones: the appliance talks to nobody\n");
+        zones::Model::parse(model).map_err(|e| Error::State(format!("zones: {e}")))?;
+        write_atomic(&root.join("zones.toml"), model.as_bytes())?;
+        if live_firewall {
+            write_atomic(&root.join(LIVE_FIREWALL), b"nft -f for real, in the network namespace the agent runs in\n")?;
+        }
         write_atomic(&root.join("trust.toml"), policy_text.as_bytes())?;
         let (sha256, size) = slotio::hash_prefix(image, u64::MAX)?;
         if size > slot_size {
@@ -111,8 +144,12 @@ impl Device {
             fsync_file(&f, &p)?;
         }
         SimBoot::init(&root.join("boot/state.toml"), Slot::A)?;
-        let mut st =
-            AgentState { security_floor: security_version, slots: BTreeMap::new(), audit: audit::Head::default() };
+        let mut st = AgentState {
+            security_floor: security_version,
+            slots: BTreeMap::new(),
+            audit: audit::Head::default(),
+            site: None,
+        };
         st.set(
             Slot::A,
             SlotRecord {
@@ -169,6 +206,9 @@ impl Device {
             data: PathBuf::from("/var/lib/airlock"),
             esp: Some(PathBuf::from("/boot/efi")),
             sim_root: None,
+            zones: PathBuf::from("/etc/airlock/zones.toml"),
+            run: PathBuf::from("/run/airlock"),
+            live: Live { nft: true, system: true, via_systemd: true },
         })
     }
 

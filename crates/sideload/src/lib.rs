@@ -18,6 +18,7 @@ pub mod device;
 pub mod fsutil;
 pub mod reason;
 pub mod simfs;
+pub mod site;
 pub mod slotio;
 pub mod state;
 

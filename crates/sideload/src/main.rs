@@ -46,8 +46,18 @@ enum Cmd {
         #[arg(long)]
         downgrade: bool,
     },
-    /// Install the newest acceptable bundle found in DIR (a mounted USB stick).
+    /// Apply the site profile (if any) and install the newest acceptable bundle found in DIR
+    /// (a mounted USB stick). Exit 0: a bundle was installed (reboot to try it); 3: only a site
+    /// profile was applied (no reboot needed); 1: refused.
     InstallDir { dir: PathBuf },
+    /// Verify a site profile (DIR/site-profile.toml and its signatures, signed by the asset
+    /// owner's approval role), check it against this image's zones, and apply it: the firewall
+    /// is swapped in one transaction. A refused profile changes nothing.
+    InstallSite { path: PathBuf },
+    /// Load the firewall (at boot, by nftables.service): this slot's zones with the recorded
+    /// site profile, else the image's defaults; fails only when nothing loads (the network
+    /// then stays down).
+    Firewall,
     /// Slots, versions, the next boot, trial tries left, the security floor, the last audit
     /// records. Changes nothing.
     Status,
@@ -85,6 +95,13 @@ enum Cmd {
         /// Keep unsynced writes apart, so that `simulate-boot` loses them as a power cut would.
         #[arg(long)]
         simulate_power_loss: bool,
+        /// The image's zones and conduits (`zones.toml`, as the build writes it).
+        #[arg(long)]
+        zones: Option<PathBuf>,
+        /// Load firewalls with nft for real, in the network namespace the agent runs in
+        /// (tests in `ip netns`).
+        #[arg(long)]
+        live_firewall: bool,
     },
     /// Simulated device only (with --root): what the firmware and boot loader do at power-on —
     /// unsynced writes are lost (with --simulate-power-loss at init), then a trial slot with
@@ -131,6 +148,8 @@ fn run(cli: &Cli) -> Result<Out, Error> {
             security_version,
             tries,
             simulate_power_loss,
+            zones,
+            live_firewall,
         } => {
             let root = cli.root.clone().ok_or_else(|| Error::State("init needs --root DIR".into()))?;
             let text = std::fs::read_to_string(trust).map_err(|e| Error::io(trust, e))?;
@@ -142,6 +161,10 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 security_version: None,
             };
             DeviceConfig::parse(&cfg.to_toml()).map_err(Error::State)?;
+            let zones_text = match zones {
+                Some(z) => Some(std::fs::read_to_string(z).map_err(|e| Error::io(z, e))?),
+                None => None,
+            };
             Device::init_simulated(
                 &root,
                 &cfg,
@@ -151,6 +174,8 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 version,
                 *security_version,
                 *simulate_power_loss,
+                zones_text.as_deref(),
+                *live_firewall,
             )?;
             Ok(ok(
                 format!("simulated device in {}: slot a holds {version}", root.display()),
@@ -197,6 +222,19 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 )),
             }
         }
+        Cmd::Firewall => {
+            let dev = device(cli)?;
+            let (a, warnings) = sideload::site::firewall(&dev)?;
+            for w in &warnings {
+                eprintln!("sideload: {w}");
+            }
+            let what = if a.loaded { "loaded" } else { "written (simulated device: not loaded)" };
+            let mut text = format!("firewall {what}: {}", a.ruleset);
+            for n in &a.notes {
+                text.push_str(&format!("\n  note: {n}"));
+            }
+            Ok(ok(text, json!({"ok": true, "firewall": a, "warnings": warnings})))
+        }
         Cmd::Verify { bundle } => {
             let dev = device(cli)?;
             let report = agent::verify(&dev, bundle, &policy_label(cli), opts(false, false))?;
@@ -218,13 +256,46 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                         json!({"ok": true, "installed": a}),
                     ))
                 }
+                Cmd::InstallSite { path } => {
+                    let dir =
+                        if path.is_dir() { path.clone() } else { path.parent().map(PathBuf::from).unwrap_or_default() };
+                    match agent.install_site(&dir)? {
+                        Some(msg) => Ok(ok(msg.clone(), json!({"ok": true, "message": msg}))),
+                        None => Err(Error::Refused(
+                            sideload::Reason::NotAFile,
+                            format!("no {} in {}", sideload::site::PROFILE, dir.display()),
+                        )),
+                    }
+                }
                 Cmd::InstallDir { dir } => {
+                    // The site profile first (it changes no slot), then the bundles; a refused
+                    // profile does not stop a good bundle, nor the other way round.
+                    let site = agent.install_site(dir);
+                    let has_bundles = std::fs::read_dir(dir)
+                        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".airlock")))
+                        .unwrap_or(false);
+                    let site_msg = match site {
+                        Ok(m) => m,
+                        Err(e) if !has_bundles => return Err(e),
+                        Err(e) => {
+                            eprintln!("sideload: site profile: {e}");
+                            None
+                        }
+                    };
+                    if !has_bundles && let Some(m) = site_msg {
+                        return Ok(Out {
+                            text: format!("{m}; no bundle on the stick: no reboot needed"),
+                            json: json!({"ok": true, "site": m, "installed": null}),
+                            code: 3,
+                        });
+                    }
                     let mut progress = ConsoleProgress::new(cli.json);
                     let a = agent.install_dir(dir, opts(false, false), &mut progress)?;
                     progress.finish();
+                    let pre = site_msg.map(|m| format!("{m}\n")).unwrap_or_default();
                     Ok(ok(
                         format!(
-                            "{} {}: installed into slot {}; trial boot armed — reboot to try it",
+                            "{pre}{} {}: installed into slot {}; trial boot armed — reboot to try it",
                             a.bundle, a.version, a.slot
                         ),
                         json!({"ok": true, "installed": a}),

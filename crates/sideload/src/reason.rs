@@ -35,6 +35,12 @@ pub enum Reason {
     /// This very bundle already failed its trial boot on this device (a stick left in would
     /// otherwise install it again and again): `--reinstall` overrides.
     FailedBefore,
+    /// A site profile that does not parse, or does not fit this image's zones and conduits.
+    BadSiteProfile,
+    /// A site profile whose serial is not newer than the one in force.
+    SiteRollback,
+    /// The firewall compiled from a site profile does not pass `nft -c`.
+    RulesetRefused,
 }
 
 impl Reason {
@@ -56,6 +62,9 @@ impl Reason {
             Reason::Busy,
             Reason::AuditBroken,
             Reason::FailedBefore,
+            Reason::BadSiteProfile,
+            Reason::SiteRollback,
+            Reason::RulesetRefused,
         ]);
         v
     }
@@ -77,6 +86,9 @@ impl Reason {
             Reason::Busy => "busy",
             Reason::AuditBroken => "audit-broken",
             Reason::FailedBefore => "failed-before",
+            Reason::BadSiteProfile => "bad-site-profile",
+            Reason::SiteRollback => "site-rollback",
+            Reason::RulesetRefused => "ruleset-refused",
         }
     }
 }

@@ -72,6 +72,19 @@ pub struct AgentState {
     pub slots: BTreeMap<Slot, SlotRecord>,
     /// The last audit record this state knows of: a log that ends elsewhere was cut or edited.
     pub audit: audit::Head,
+    /// The site profile in force (verified when installed, and again at every boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRecord {
+    pub site: String,
+    pub serial: u64,
+    /// `sha256:…` of the profile's bytes; its files are `site/HEX.toml` and
+    /// `site/HEX.KEYID.minisig` in the data directory.
+    pub digest: String,
 }
 
 impl AgentState {

@@ -15,7 +15,7 @@ pub use key::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
 pub use key::{KeyId, MAX_KEY_FILE, PublicKey};
 pub use policy::{
     Accepted, DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyKey, Rejected, Report, Role,
-    RolePolicy, RoleReport, SignerReport, dev_public_key, is_dev_key,
+    RolePolicy, RoleReport, SignerReport, dev_approval_public_key, dev_public_key, is_dev_key,
 };
 pub use product::Channel;
 pub use sig::{MAX_SIG_FILE, MAX_TRUSTED_COMMENT, Prehash, SignatureFile};

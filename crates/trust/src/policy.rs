@@ -35,9 +35,21 @@ pub fn dev_public_key() -> PublicKey {
     }
 }
 
-/// True when `key` is the INSECURE dev key (compared by key bytes, never by id).
+/// The INSECURE development approval key (the "asset owner" of dev builds and dev site
+/// profiles), committed beside the dev key and refused by release policies just the same.
+pub const DEV_APPROVAL_PUBLIC_KEY: &str = include_str!("../../../keys/dev/dev-approval.pub");
+
+/// The dev approval key, parsed.
+pub fn dev_approval_public_key() -> PublicKey {
+    match PublicKey::parse(DEV_APPROVAL_PUBLIC_KEY) {
+        Ok(k) => k,
+        Err(e) => panic!("keys/dev/dev-approval.pub is not a public key: {e}"),
+    }
+}
+
+/// True when `key` is one of the INSECURE dev keys (compared by key bytes, never by id).
 pub fn is_dev_key(key: &PublicKey) -> bool {
-    *key == dev_public_key()
+    *key == dev_public_key() || *key == dev_approval_public_key()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -290,7 +302,9 @@ impl Policy {
         let made_by = |k: &PublicKey| sig.verify(&k.with_id(id), prehash).is_ok();
         if self.revoked_keys.iter().any(made_by) {
             Error::Revoked(id)
-        } else if self.channel == Channel::Release && made_by(&dev_public_key()) {
+        } else if self.channel == Channel::Release
+            && (made_by(&dev_public_key()) || made_by(&dev_approval_public_key()))
+        {
             Error::DevKeyInRelease
         } else {
             Error::UnknownKey(id)
@@ -375,6 +389,21 @@ impl Policy {
     ) -> Result<Accepted, Rejected> {
         let report = self.verify(prehash, signatures, expect);
         if report.roles.iter().all(|r| r.met) { Ok(Accepted(report)) } else { Err(Rejected(report)) }
+    }
+
+    /// Verifies and decides for one role alone (a site profile: the asset owner's `approval`
+    /// role): [`Accepted`] only when that role exists and its threshold is met. Signatures by
+    /// other roles' keys are reported but never count for it.
+    pub fn require_role<N: AsRef<str>, B: AsRef<[u8]>>(
+        &self,
+        role: Role,
+        prehash: &Prehash,
+        signatures: &[(N, B)],
+        expect: &Expect<'_>,
+    ) -> Result<Accepted, Rejected> {
+        let mut report = self.verify(prehash, signatures, expect);
+        report.roles.retain(|r| r.role == role);
+        if report.roles.first().is_some_and(|r| r.met) { Ok(Accepted(report)) } else { Err(Rejected(report)) }
     }
 
     /// Accepts `new_text` as the next policy: version exactly one more, same channel, signed by

@@ -48,7 +48,8 @@ fn untrusted_bundle(v2: &Path, tmp: &Path) -> PathBuf {
         stranger.public().to_base64()
     ))
     .unwrap();
-    let Ok(release::Assembled::Written { path, .. }) = release::assemble(&d, None, &policy, Some(&stranger), false)
+    let Ok(release::Assembled::Written { path, .. }) =
+        release::assemble(&d, None, &policy, &[(trust::Role::Release, &stranger)], false)
     else {
         panic!("the untrusted bundle was not written")
     };
@@ -61,9 +62,12 @@ fn untrusted_bundle(v2: &Path, tmp: &Path) -> PathBuf {
 fn other_product_bundle(v2: &Path, tmp: &Path) -> PathBuf {
     let d = tmp.join("other");
     copy_build(v2, &d, |m| m.replace("airlock.parking-controller.x86_64", "airlock.other-product.x86_64"));
-    let dev = trust::SecretKey::parse(&fs::read_to_string(repo().join("keys/dev/dev.key")).unwrap(), None).unwrap();
+    let key =
+        |f: &str| trust::SecretKey::parse(&fs::read_to_string(repo().join("keys/dev").join(f)).unwrap(), None).unwrap();
+    let (dev, approval) = (key("dev.key"), key("dev-approval.key"));
     let policy = trust::Policy::parse(&fs::read_to_string(repo().join("keys/dev/trust.toml")).unwrap()).unwrap();
-    let Ok(release::Assembled::Written { path, .. }) = release::assemble(&d, None, &policy, Some(&dev), false) else {
+    let keys = [(trust::Role::Release, &dev), (trust::Role::Approval, &approval)];
+    let Ok(release::Assembled::Written { path, .. }) = release::assemble(&d, None, &policy, &keys, false) else {
         panic!("the other product's bundle was not written")
     };
     let dest = tmp.join("other-product-2.0.0.airlock");

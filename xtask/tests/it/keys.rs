@@ -138,8 +138,10 @@ fn dev_claiming_manifest(dir: &Path) -> PathBuf {
     let m = dir.join("build-manifest.toml");
     fs::write(&m, "[image]\nproduct = \"airlock.parking-controller.x86_64\"\nversion = \"9.9.9\"\nchannel = \"dev\"\n")
         .unwrap();
-    let (code, _, err) = run(xtask().arg("sign").arg(&m).arg("--key").arg(repo().join("keys/dev/dev.key")));
-    assert_eq!(code, 0, "{err}");
+    for (key, role) in [("keys/dev/dev.key", "release"), ("keys/dev/dev-approval.key", "approval")] {
+        let (code, _, err) = run(xtask().arg("sign").arg(&m).arg("--key").arg(repo().join(key)).args(["--role", role]));
+        assert_eq!(code, 0, "{err}");
+    }
     m
 }
 
@@ -304,6 +306,14 @@ fn signatures_interoperate_with_stock_minisign_both_ways() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let policy = policy_for(d.path(), &[&mk.with_extension("pub")], 1, &[]);
+    let (code, out, err) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // And Airlock signs with minisign's passwordless key (minisign 0.11 leaves its checksum
+    // empty; the key's two halves must still agree).
+    fs::remove_file(d.path().join("payload.bin.minisig")).unwrap();
+    let (code, out, err) = run(xtask().arg("sign").arg(&file).arg("--key").arg(mk.with_extension("key")));
+    assert_eq!(code, 0, "Airlock could not sign with a minisign -W key: {out}{err}");
     let (code, out, err) = run(xtask().arg("verify").arg(&file).arg("--trust").arg(&policy));
     assert_eq!(code, 0, "{out}{err}");
 }

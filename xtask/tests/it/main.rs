@@ -8,6 +8,7 @@ mod build;
 mod keys;
 mod release_flow;
 mod security_md;
+mod zones;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod manifest;
+mod structure;
+
 use bundle::{Code, Manifest, Payload, Target};
 use trust::{Expect, Policy, Prehash, SecretKey, SignatureFile};
 
@@ -205,4 +208,60 @@ fn an_io_error_mid_read_is_refused_as_io_and_nothing_unverified_is_handed_out() 
         assert_eq!(&img[..out.len()], &out[..], "only verified bytes were handed out");
         assert!(out.len() % CHUNK as usize == 0 || out.len() == img.len(), "whole chunks only");
     }
+}
+
+#[test]
+fn a_manifest_entry_is_bounded_from_its_header_before_a_byte_is_read() {
+    // A header that declares one byte more than the limit and nothing behind it: refused for its
+    // size, not for the missing bytes.
+    let name = bundle::EntryName::new("manifest.toml").unwrap();
+    for (size, code) in [(bundle::MAX_MANIFEST + 1, Code::TooLarge), (bundle::MAX_MANIFEST, Code::Truncated)] {
+        let mut b = Vec::new();
+        bundle::tar::write_header(&mut b, &name, size).unwrap();
+        let (_, r) = read_all(&b);
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), code, "{size}: {e}");
+        if code == Code::Truncated {
+            assert_eq!(e.to_string(), "truncated at byte 512: the bundle ends inside the manifest");
+        }
+    }
+}
+
+#[test]
+fn truncation_names_the_byte_offset_where_the_bundle_ends() {
+    let m = made(&image(150_000));
+    let good = bytes(&m.manifest, &m.payload_zst);
+    let (_, r) = read_all(&good[..700]);
+    assert_eq!(r.unwrap_err().to_string(), "truncated at byte 700: the bundle ends inside the manifest");
+    let cut = good.len() - 1024 - 100;
+    let (_, r) = read_all(&good[..cut]);
+    let e = r.unwrap_err();
+    assert!(e.to_string().starts_with(&format!("truncated at byte {cut}")), "{e}");
+}
+
+#[test]
+fn an_unsigned_or_wrongly_signed_bundle_says_which_role_is_short_and_why() {
+    let m = made(&image(70_000));
+    let text = toml::to_string(&m.manifest).unwrap();
+    let unsigned = |sigs: &[(String, String)]| {
+        let mut out = Vec::new();
+        let mut r: &[u8] = &m.payload_zst;
+        bundle::write_bundle(&mut out, text.as_bytes(), sigs, &mut [(&m.manifest.payloads[0], &mut r)]).unwrap();
+        out
+    };
+    let (_, r) = read_all(&unsigned(&[]));
+    let e = r.unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string()),
+        (Code::BadSignature, "signatures do not meet the trust policy: no signatures (release 0/1)".into())
+    );
+    let other = SecretKey::from_seed([9; 32], [9, 9, 9, 9, 9, 9, 9, 9]);
+    let sig = SignatureFile::sign(&other, &Prehash::of_bytes(text.as_bytes()), "x").unwrap();
+    let (_, r) = read_all(&unsigned(&[(format!("manifest.toml.{}.minisig", other.id()), sig.to_file())]));
+    let e = r.unwrap_err().to_string();
+    assert!(e.starts_with("signatures do not meet the trust policy: release 0/1 (manifest.toml."), "{e}");
+    assert!(e.contains(".minisig: "), "each signer's reason is named: {e}");
+    let good = SignatureFile::sign(&key(), &Prehash::of_bytes(text.as_bytes()), "x").unwrap();
+    let (_, r) = read_all(&unsigned(&[(format!("manifest.toml.{}.minisig", key().id()), good.to_file())]));
+    r.unwrap();
 }

@@ -135,3 +135,25 @@ fn tar_headers_are_explicit_sorted_and_the_same_whatever_the_creation_order() {
 }
 
 use std::os::unix::fs::MetadataExt;
+
+#[test]
+fn a_hand_written_firewall_in_an_overlay_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path();
+    fs::create_dir_all(repo.join("recipes")).unwrap();
+    fs::create_dir_all(repo.join("overlays/base/etc")).unwrap();
+    fs::write(repo.join("overlays/base/etc/nftables.conf"), "flush ruleset\n").unwrap();
+    let recipe = repo.join("recipes/r.toml");
+    fs::write(
+        &recipe,
+        "overlays = [\"overlays/base\"]\n[image]\nname = \"r\"\nversion = \"1.0.0\"\nsecurity_version = 1\nproduct = \"p\"\nchannel = \"dev\"\nsource_date_epoch = 0\n[base]\nsuite = \"bookworm\"\npackages = [\"nftables\"]\n",
+    )
+    .unwrap();
+    let r = recipe::Recipe::load(&recipe, repo).unwrap();
+    let root = repo.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let e = image::firewall::install(&sh, &r, &root, repo).unwrap_err().to_string();
+    assert!(e.contains("overlays/base/etc/nftables.conf: the firewall is generated from the recipe's [[zone]] and [[conduit]] tables"), "{e}");
+    assert!(!root.join("etc/nftables.conf").exists(), "nothing written");
+}

@@ -316,3 +316,65 @@ fn the_committed_default_recipe_and_lock_agree() {
     assert!(lock.packages.iter().any(|p| p.name == "linux-image-amd64"));
     assert!(lock.packages.iter().any(|p| p.name == "systemd"));
 }
+
+const ZONES: &str = r#"
+[[zone]]
+name = "field"
+description = "Field devices"
+security_level = "SL2"
+ranges = ["10.20.0.0/24"]
+
+[[zone]]
+name = "mgmt"
+description = "Management"
+security_level = "SL3"
+ranges = ["169.254.0.0/16"]
+
+[[conduit]]
+name = "field-mqtt"
+from = "field"
+to = "appliance"
+protocol = "tcp"
+ports = [1883]
+purpose = "Sensors publish"
+"#;
+
+#[test]
+fn zones_and_conduits_load_into_the_model() {
+    let repo = Repo::new();
+    let r = repo.load("pc.toml", &format!("{GOOD}{ZONES}")).unwrap();
+    assert_eq!(r.zones.zones.len(), 2);
+    assert_eq!(r.zones.conduits[0].ports, vec![zones::Port::One(1883)]);
+    assert_eq!(r.zones.zones[1].ranges[0].to_string(), "169.254.0.0/16");
+    // A recipe without zones has an empty model (and an image that only talks to itself).
+    assert!(repo.load("pc.toml", GOOD).unwrap().zones.zones.is_empty());
+}
+
+#[test]
+fn a_zone_problem_points_at_the_field_it_is_about() {
+    let repo = Repo::new();
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let check = |replace: (&str, &str), needle: &str, col: usize, message: &str| {
+        let text = format!("{GOOD}{}", ZONES.replacen(replace.0, replace.1, 1));
+        let line = line_of(&text, needle);
+        assert_eq!(repo.err("pc.toml", &text), format!("recipes/pc.toml:{line}:{col}: {message}"), "{replace:?}");
+    };
+    check(
+        ("from = \"field\"", "from = \"feild\""),
+        "from = \"feild\"",
+        8,
+        "conduit `field-mqtt`: from = `feild` is not a declared zone (zones: appliance, field, mgmt)",
+    );
+    check(
+        ("\"169.254.0.0/16\"", "\"10.20.0.64/26\""),
+        "10.20.0.64/26",
+        11,
+        "range 10.20.0.64/26 of zone `mgmt` overlaps range 10.20.0.0/24 of zone `field`: a host is in one zone",
+    );
+    check(
+        ("name = \"field\"", "name = \"field\\\"; accept\""),
+        "accept",
+        8,
+        "zone name `field\\\"; accept` must be a-z 0-9 -, starting with a letter, at most 31 characters (it goes into the firewall's rules)\n  also recipes/pc.toml:35:8: conduit `field-mqtt`: from = `field` is not a declared zone (zones: appliance, field\\\"; accept, mgmt)",
+    );
+}

@@ -20,6 +20,10 @@ fn dev_key() -> SecretKey {
     SecretKey::parse(include_str!("../../../../keys/dev/dev.key"), None).unwrap()
 }
 
+fn dev_approval_key() -> SecretKey {
+    SecretKey::parse(include_str!("../../../../keys/dev/dev-approval.key"), None).unwrap()
+}
+
 fn policy_text(
     version: u64,
     release: &[&SecretKey],
@@ -257,7 +261,14 @@ fn build_dir(channel: &str) -> tempfile::TempDir {
 fn a_dev_bundle_is_signed_with_the_dev_key_and_written() {
     let d = build_dir("dev");
     let dev_policy = trust::Policy::parse(include_str!("../../../../keys/dev/trust.toml")).unwrap();
-    let r = release::assemble(d.path(), None, &dev_policy, Some(&dev_key()), false).unwrap();
+    let r = release::assemble(
+        d.path(),
+        None,
+        &dev_policy,
+        &[(Role::Release, &dev_key()), (Role::Approval, &dev_approval_key())],
+        false,
+    )
+    .unwrap();
     let Assembled::Written { path, report, .. } = r else { panic!("not written: {r:?}") };
     assert!(path.ends_with("pc-1.2.0.airlock"));
     assert!(report.accepted());
@@ -270,7 +281,8 @@ fn a_dev_bundle_is_signed_with_the_dev_key_and_written() {
     let mut names: Vec<String> =
         fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    assert_eq!(names.len(), 5, "{names:?}");
+    // build manifest, root.img, bundle manifest, its two signatures (release, approval), bundle
+    assert_eq!(names.len(), 6, "{names:?}");
 }
 
 #[test]
@@ -278,7 +290,7 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
     let d = build_dir("release");
     let (v1, v2, owner) = (key(1), key(2), key(3));
     let policy = trust::Policy::parse(&policy_text(1, &[&v1, &v2], 2, &[&owner], &[])).unwrap();
-    let r = release::assemble(d.path(), None, &policy, None, false).unwrap();
+    let r = release::assemble(d.path(), None, &policy, &[], false).unwrap();
     let Assembled::Waiting { manifest, report } = r else { panic!("a release bundle was written unsigned") };
     assert_eq!(report.summary(), "release 0/2 not met; approval 0/1 not met");
     assert!(!d.path().join("pc-1.2.0.airlock").exists());
@@ -286,12 +298,12 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
     release::sign_file(&manifest, &v2, Role::Release, None, None).unwrap();
     // A stranger's signature lies beside them: it is not carried into the bundle.
     release::sign_file(&manifest, &key(9), Role::Release, None, None).unwrap();
-    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else {
+    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, &[], false).unwrap() else {
         panic!()
     };
     assert_eq!(report.summary(), "release 2/2 met; approval 0/1 not met");
     release::sign_file(&manifest, &owner, Role::Approval, None, None).unwrap();
-    let Assembled::Written { path, .. } = release::assemble(d.path(), None, &policy, None, false).unwrap() else {
+    let Assembled::Written { path, .. } = release::assemble(d.path(), None, &policy, &[], false).unwrap() else {
         panic!()
     };
     let listing = std::process::Command::new("tar").arg("-tf").arg(&path).output().unwrap();
@@ -301,7 +313,7 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
 
     // Other payload bytes under the same version: the signed manifest would change. Refused.
     fs::write(d.path().join("root.img"), b"other bytes").unwrap();
-    let e = release::assemble(d.path(), None, &policy, None, false).unwrap_err();
+    let e = release::assemble(d.path(), None, &policy, &[], false).unwrap_err();
     assert!(e.to_string().contains("exists with 4 signature(s) over other bytes"), "{e}");
     assert_eq!(
         fs::read_dir(d.path())
@@ -311,7 +323,7 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
         4
     );
     // --force deletes them (and says so) and waits for new ones.
-    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, None, true).unwrap() else {
+    let Assembled::Waiting { report, .. } = release::assemble(d.path(), None, &policy, &[], true).unwrap() else {
         panic!()
     };
     assert_eq!(report.summary(), "release 0/2 not met; approval 0/1 not met");
@@ -322,7 +334,14 @@ fn a_previous_release_is_chained_by_its_manifest_digest() {
     let d = build_dir("dev");
     let dev_policy = trust::Policy::parse(include_str!("../../../../keys/dev/trust.toml")).unwrap();
     let prev = write(d.path(), "prev.toml", "previous manifest bytes");
-    release::assemble(d.path(), Some(&prev), &dev_policy, Some(&dev_key()), false).unwrap();
+    release::assemble(
+        d.path(),
+        Some(&prev),
+        &dev_policy,
+        &[(Role::Release, &dev_key()), (Role::Approval, &dev_approval_key())],
+        false,
+    )
+    .unwrap();
     let m = fs::read_to_string(d.path().join("bundle-manifest.toml")).unwrap();
     use sha2::Digest;
     let want = format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"previous manifest bytes")));

@@ -121,7 +121,10 @@ fn extra_bytes_appended_are_refused() {
     let mut b = bundle_bytes("2.0.0", 2, &v2());
     let n = b.len();
     b.extend_from_slice(b"x");
-    assert_eq!(refused(&dev, &b, "trailing-data"), format!("1 byte(s) after the end of the bundle (from byte {n})"));
+    assert_eq!(
+        refused(&dev, &b, "trailing-data"),
+        format!("data after the end of the bundle (from byte {n}): a bundle ends at its end-of-archive marker")
+    );
     let mut b = bundle_bytes("2.0.0", 2, &v2());
     b.extend_from_slice(&[0u8; 1024]);
     refused(&dev, &b, "trailing-data");

@@ -7,6 +7,7 @@
 mod agent;
 mod corpus;
 mod powercut;
+mod site;
 
 use std::fs;
 use std::path::PathBuf;
@@ -121,8 +122,19 @@ impl Dev {
             version: None,
             security_version: None,
         };
-        Device::init_simulated(&dir.path().join("dev"), &cfg, &policy_text(), slot_size, &img, "1.0.0", 1, true)
-            .unwrap();
+        Device::init_simulated(
+            &dir.path().join("dev"),
+            &cfg,
+            &policy_text(),
+            slot_size,
+            &img,
+            "1.0.0",
+            1,
+            true,
+            None,
+            false,
+        )
+        .unwrap();
         Dev { dir, v1 }
     }
     pub fn root(&self) -> PathBuf {

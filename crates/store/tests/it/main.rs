@@ -75,7 +75,7 @@ fn missing_inputs_are_all_named() {
     assert_eq!(
         e.to_string(),
         format!(
-            "2 input(s) missing from the store {} and --offline forbids fetching: chrony=4.3-2 (amd64), udev=252 (amd64); run `cargo xtask fetch` on a connected machine, or `cargo xtask store import DIR` from a stick",
+            "2 input(s) missing from the store {} and --offline forbids fetching:\n  chrony=4.3-2 (amd64)\n  udev=252 (amd64)\nrun `cargo xtask fetch` on a connected machine, or `cargo xtask store import DIR` from a stick",
             s.root().display()
         )
     );

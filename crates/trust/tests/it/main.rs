@@ -32,3 +32,28 @@ pub fn policy_text(channel: &str, version: u64, threshold: i64, keys: &[&PublicK
 pub fn policy(threshold: i64, keys: &[&PublicKey]) -> Policy {
     Policy::parse(&policy_text("release", 1, threshold, keys, &[])).unwrap()
 }
+
+#[test]
+fn a_passwordless_minisign_key_without_a_checksum_loads_only_if_its_halves_agree() {
+    // keys/dev/dev-approval.key was made by `minisign -G -W` (0.11): its checksum is all zeros.
+    let text = include_str!("../../../../keys/dev/dev-approval.key");
+    let k = trust::SecretKey::parse(text, None).unwrap();
+    assert_eq!(k.public(), trust::dev_approval_public_key());
+    assert!(trust::is_dev_key(&k.public()));
+    // The same blob with one bit of the public half flipped is refused.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut raw = base64_decode(lines[1]);
+    raw[54 + 8 + 40] ^= 1;
+    let bad = format!("{}\n{}\n", lines[0], base64_encode(&raw));
+    assert!(trust::SecretKey::parse(&bad, None).is_err());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -1,0 +1,278 @@
+//! The manifest check on its own, field by field and at every bound: what the agent accepts is
+//! exactly what SECURITY.md says, one byte either side of each limit. Also the stable reason
+//! codes, the name escaper and the rejection summary an operator reads.
+
+use bundle::{Code, Manifest, Payload, Target};
+
+const KI: u64 = 1 << 10;
+const MI: u64 = 1 << 20;
+const GI: u64 = 1 << 30;
+
+fn digest(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+fn payload(name: &str, target: Target, size: u64, chunk: u64) -> Payload {
+    Payload {
+        name: name.into(),
+        target,
+        compression: "zstd".into(),
+        size,
+        compressed_size: size / 2,
+        sha256: digest('a'),
+        chunks: (0..size.div_ceil(chunk)).map(|_| digest('b')).collect(),
+    }
+}
+
+fn good() -> Manifest {
+    Manifest {
+        format: 1,
+        product: "parking-controller".into(),
+        version: product::Version::parse("2.0.0").unwrap(),
+        security_version: 2,
+        channel: product::Channel::Release,
+        previous_manifest: String::new(),
+        build_manifest: format!("sha256:{}", digest('0')),
+        hash: "sha256".into(),
+        chunk_size: MI,
+        payloads: vec![payload("root.img", Target::Root, 3 * MI + 1, MI)],
+    }
+}
+
+fn refused(m: &Manifest) -> String {
+    let e = m.check().expect_err("must be refused");
+    assert!(matches!(e.code(), Code::BadManifest | Code::TooLarge | Code::EmptyPayload), "{e}");
+    e.to_string()
+}
+
+#[test]
+fn a_good_manifest_round_trips_through_its_signed_text() {
+    let m = good();
+    let text = m.to_toml().unwrap();
+    assert!(text.contains("product = \"parking-controller\""), "{text}");
+    assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
+    // All three targets, each once, with distinct names.
+    let mut three = good();
+    three.payloads.push(payload("vmlinuz", Target::Kernel, 5 * MI, MI));
+    three.payloads.push(payload("initrd.img", Target::Initrd, 1, MI));
+    three.check().unwrap();
+    assert_eq!(Manifest::parse(three.to_toml().unwrap().as_bytes()).unwrap(), three);
+}
+
+#[test]
+fn to_toml_refuses_a_manifest_it_would_refuse_to_read() {
+    let mut m = good();
+    m.hash = "md5".into();
+    assert!(m.to_toml().is_err());
+}
+
+#[test]
+fn chunk_size_is_bounded_at_64_kib_and_16_mib_inclusive() {
+    for (chunk, ok) in [(64 * KI - 1, false), (64 * KI, true), (16 * MI, true), (16 * MI + 1, false), (0, false)] {
+        let mut m = good();
+        m.chunk_size = chunk;
+        m.payloads = vec![payload("root.img", Target::Root, 3 * MI + 1, chunk.max(1))];
+        match m.check() {
+            Ok(()) => assert!(ok, "chunk_size {chunk} accepted"),
+            Err(e) => {
+                assert!(!ok, "chunk_size {chunk} refused: {e}");
+                assert_eq!(e.to_string(), format!("manifest: chunk_size {chunk} is outside 65536..=16777216"));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_chunk_list_must_cover_the_payload_exactly() {
+    let mut m = good();
+    m.payloads[0].chunks.pop();
+    assert_eq!(
+        refused(&m),
+        "manifest: payload `root.img`: 3 chunk hashes for 3145729 bytes in chunks of 1048576 (expected 4)"
+    );
+    let mut m = good();
+    m.payloads[0].chunks.push(digest('c'));
+    assert!(refused(&m).contains("5 chunk hashes"));
+    // A payload of exactly n chunks has n hashes, not n+1.
+    let mut m = good();
+    m.payloads = vec![payload("root.img", Target::Root, 4 * MI, MI)];
+    assert_eq!(m.payloads[0].chunks.len(), 4);
+    m.check().unwrap();
+}
+
+#[test]
+fn digests_are_64_lowercase_hex_digits_and_nothing_else() {
+    let bad =
+        ["a".repeat(63), "a".repeat(65), "A".repeat(64), "g".repeat(64), format!("{} ", "a".repeat(63)), String::new()];
+    for d in &bad {
+        let mut m = good();
+        m.payloads[0].sha256 = d.clone();
+        assert_eq!(refused(&m), "manifest: payload `root.img`: digests must be 64 lowercase hex digits", "{d:?}");
+        let mut m = good();
+        m.payloads[0].chunks[2] = d.clone();
+        assert_eq!(refused(&m), "manifest: payload `root.img`: digests must be 64 lowercase hex digits", "{d:?}");
+    }
+    for d in ["0123456789abcdef".repeat(4), "f".repeat(64), "9".repeat(64)] {
+        let mut m = good();
+        m.payloads[0].sha256 = d.clone();
+        m.payloads[0].chunks[0] = d;
+        m.check().unwrap();
+    }
+}
+
+#[test]
+fn provenance_digests_are_tagged_and_only_the_previous_one_may_be_empty() {
+    let msg = "manifest: previous_manifest and build_manifest must be `sha256:` and 64 lowercase hex digits";
+    let mut m = good();
+    m.previous_manifest = format!("sha256:{}", digest('1'));
+    m.check().unwrap();
+    for bad in [digest('1'), format!("sha512:{}", digest('1')), format!("sha256:{}", "1".repeat(63)), "sha256:".into()]
+    {
+        let mut m = good();
+        m.previous_manifest = bad.clone();
+        assert_eq!(refused(&m), msg, "previous {bad:?}");
+        let mut m = good();
+        m.build_manifest = bad.clone();
+        assert_eq!(refused(&m), msg, "build {bad:?}");
+    }
+    let mut m = good();
+    m.build_manifest = String::new();
+    assert_eq!(refused(&m), msg, "the build manifest is never optional");
+}
+
+#[test]
+fn product_names_are_plain_and_at_most_128_bytes() {
+    let msg = "manifest: product has characters outside A-Z a-z 0-9 . _ + ~ -";
+    for ok in ["a".repeat(128), "A.b_c+d~e-9".into()] {
+        let mut m = good();
+        m.product = ok;
+        m.check().unwrap();
+    }
+    for bad in ["a".repeat(129), String::new(), "a b".into(), "a/b".into(), "a\u{1b}[31m".into(), "é".into()] {
+        let mut m = good();
+        m.product = bad.clone();
+        assert_eq!(refused(&m), msg, "{bad:?}");
+    }
+}
+
+#[test]
+fn format_hash_and_compression_are_known_values_only() {
+    let mut m = good();
+    m.format = 2;
+    assert_eq!(refused(&m), "manifest: format 2 is not known (this agent reads format 1)");
+    let mut m = good();
+    m.hash = "sha\n256".into();
+    assert_eq!(refused(&m), "manifest: hash algorithm `sha\\n256` is not known (sha256 is)");
+    let mut m = good();
+    m.payloads[0].compression = "xz".into();
+    assert_eq!(refused(&m), "manifest: payload `root.img`: compression `xz` is not known (zstd is)");
+}
+
+#[test]
+fn payload_count_targets_and_names() {
+    let mut m = good();
+    m.payloads.clear();
+    assert_eq!(refused(&m), "manifest: 0 payloads: a bundle has 1 to 8");
+    let mut m = good();
+    for i in 0..8 {
+        m.payloads.push(payload(&format!("p{i}"), Target::Kernel, 1, MI));
+    }
+    assert_eq!(refused(&m), "manifest: 9 payloads: a bundle has 1 to 8");
+    let mut m = good();
+    for i in 0..7 {
+        m.payloads.push(payload(&format!("p{i}"), Target::Kernel, 1, MI));
+    }
+    assert_eq!(refused(&m), "manifest: two payloads for target Kernel", "eight payloads pass the count");
+    let mut m = good();
+    m.payloads[0].target = Target::Kernel;
+    assert_eq!(refused(&m), "manifest: the first payload must be the root slot (target = \"root\")");
+    let mut m = good();
+    m.payloads.push(payload("root.img", Target::Kernel, 1, MI));
+    assert_eq!(refused(&m), "manifest: payload `root.img` is listed twice");
+    let mut m = good();
+    m.payloads[0].name = "../etc/passwd".into();
+    assert!(refused(&m).starts_with("manifest: payload 0: entry `../etc/passwd.zst`"), "{}", refused(&m));
+}
+
+#[test]
+fn payload_sizes_are_bounded_before_anything_is_allocated() {
+    let max = bundle::MAX_PAYLOAD_SIZE;
+    assert_eq!(max, 64 * GI);
+    let mut m = good();
+    m.chunk_size = 16 * MI;
+    m.payloads = vec![payload("root.img", Target::Root, max, 16 * MI)];
+    m.payloads[0].compressed_size = max + max / 128;
+    m.check().unwrap();
+    m.payloads[0].compressed_size += 1;
+    let e = m.check().unwrap_err();
+    assert_eq!(e.code(), Code::TooLarge);
+    let mut m = good();
+    m.chunk_size = 16 * MI;
+    m.payloads = vec![payload("root.img", Target::Root, max + 1, 16 * MI)];
+    let e = m.check().unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string()),
+        (Code::TooLarge, "payload `root.img` is 68719476737 bytes, more than the 68719476736 accepted".into())
+    );
+    let mut m = good();
+    m.payloads = vec![payload("root.img", Target::Root, 0, MI)];
+    assert_eq!(m.check().unwrap_err().code(), Code::EmptyPayload);
+}
+
+#[test]
+fn a_manifest_is_read_up_to_2_mib_and_not_one_byte_more() {
+    let max = bundle::MAX_MANIFEST as usize;
+    assert_eq!(max, 2 << 20);
+    let text = good().to_toml().unwrap();
+    let mut padded = text.clone().into_bytes();
+    padded.extend_from_slice(b"#");
+    padded.resize(max - 1, b'x');
+    padded.push(b'\n');
+    assert_eq!(padded.len(), max);
+    assert_eq!(Manifest::parse(&padded).unwrap(), good());
+    padded.insert(text.len() + 1, b'x');
+    let e = Manifest::parse(&padded).unwrap_err();
+    assert_eq!(e.to_string(), "manifest is 2097153 bytes, more than the 2097152 accepted");
+    assert_eq!(Manifest::parse(b"\xff").unwrap_err().to_string(), "manifest: not UTF-8");
+    let e = Manifest::parse(b"format = 1\nsurprise = true\n").unwrap_err();
+    assert_eq!(e.code(), Code::BadManifest);
+}
+
+#[test]
+fn reason_codes_are_stable_strings() {
+    let names: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "truncated",
+            "bad-tar",
+            "undeclared-entry",
+            "duplicate-entry",
+            "too-large",
+            "size-mismatch",
+            "hash-mismatch",
+            "corrupt-payload",
+            "trailing-data",
+            "bad-signature",
+            "wrong-product",
+            "bad-manifest",
+            "empty-payload",
+            "io"
+        ]
+    );
+    for c in Code::ALL {
+        assert_eq!(c.as_str(), c.to_string());
+    }
+}
+
+#[test]
+fn escape_keeps_printable_text_and_defuses_everything_else() {
+    use bundle::escape;
+    assert_eq!(escape("root.img v2 (final)"), "root.img v2 (final)");
+    assert_eq!(escape("a\nb\x1b[31m\u{7f}é"), "a\\nb\\u{1b}[31m\\u{7f}\\u{e9}");
+    assert_eq!(escape(&"x".repeat(120)), "x".repeat(120));
+    assert_eq!(escape(&"x".repeat(121)), format!("{}…", "x".repeat(120)));
+    assert_eq!(escape(&"é".repeat(121)).matches("\\u{e9}").count(), 120, "counted in characters, not bytes");
+    let n = bundle::EntryName::new("root.img.zst").unwrap();
+    assert_eq!((n.to_string(), n.as_str()), ("root.img.zst".to_string(), "root.img.zst"));
+}
