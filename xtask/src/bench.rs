@@ -22,6 +22,7 @@ pub enum Which {
     Verify,
     Install,
     Boot,
+    Firewall,
 }
 
 #[derive(Args, Debug)]
@@ -115,6 +116,7 @@ impl Bench {
             Some(Which::Verify) => self.verify(),
             Some(Which::Install) => crate::bench_install::run(ctx, self.install_mib),
             Some(Which::Boot) => crate::bench_boot::run(ctx),
+            Some(Which::Firewall) => crate::bench_firewall::run(ctx, &recipe, self.runs),
             None => {
                 self.build(ctx)?;
                 self.verify()?;

@@ -24,6 +24,21 @@ pub const TEST_TOOLS: &[HostTool] = &[
     HostTool { bin: "faketime", package: "faketime", why: "repro's second build runs with its clock years off" },
     HostTool { bin: "script", package: "bsdutils", why: "tests of passphrase prompts on a terminal" },
     HostTool { bin: "time", package: "time", why: "peak-memory figures and tests (GNU time)" },
+    HostTool { bin: "qemu-system-x86_64", package: "qemu-system-x86", why: "boots the appliance disk end to end" },
+    HostTool {
+        bin: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        package: "ovmf",
+        why: "the UEFI firmware the appliance boots with",
+    },
+    HostTool { bin: "qemu-img", package: "qemu-utils", why: "overlays the appliance disk for each test boot" },
+    HostTool { bin: "nft", package: "nftables", why: "checks every generated ruleset; the packet tests load them" },
+    HostTool { bin: "ip", package: "iproute2", why: "network namespaces of the packet tests (one per zone)" },
+    HostTool { bin: "mosquitto", package: "mosquitto", why: "the real broker of the packet tests" },
+    HostTool {
+        bin: "setpriv",
+        package: "util-linux",
+        why: "an agent without CAP_NET_ADMIN (a ruleset nft cannot check)",
+    },
 ];
 
 fn is_root() -> bool {

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_boot;
+mod bench_firewall;
 mod bench_install;
 mod boot;
 mod build;

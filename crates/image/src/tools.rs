@@ -70,6 +70,10 @@ pub fn fetch_tools() -> Vec<HostTool> {
 
 /// Looks `bin` up in `$PATH` (and the sbin directories, which a non-root PATH may lack).
 pub fn which(bin: &str) -> Option<PathBuf> {
+    // A data file a package provides (firmware), named by its absolute path.
+    if bin.starts_with('/') {
+        return Some(PathBuf::from(bin)).filter(|p| p.is_file());
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))

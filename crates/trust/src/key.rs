@@ -379,3 +379,33 @@ impl SecretKey {
         Ok(format!("untrusted comment: {comment}\n{}\n", B64.encode(raw)))
     }
 }
+
+#[cfg(all(test, feature = "sign"))]
+mod tests {
+    use super::scrypt_params;
+
+    /// libsodium's pickparams, worked by hand for each case (r is always 8).
+    #[test]
+    fn scrypt_parameters_follow_libsodium_and_are_bounded() {
+        let cases: &[(u64, u64, Option<(u8, u32, u32)>)] = &[
+            // minisign's defaults ("sensitive"): N = 2^20, p = 1.
+            (33_554_432, 1 << 30, Some((20, 8, 1))),
+            // "interactive".
+            (524_288, 1 << 24, Some((14, 8, 1))),
+            // opslimit below 32768 is raised to it; then the opslimit branch: N = 32768/32 → 2^10.
+            (1000, 1 << 30, Some((10, 8, 1))),
+            (1 << 24, 1 << 40, Some((19, 8, 1))),
+            (33_554_432, 1 << 40, Some((20, 8, 1))),
+            // memlimit branch: N from memory, p from what time is left.
+            (1 << 22, 1 << 24, Some((14, 8, 8))),
+            (1 << 23, 1 << 24, Some((14, 8, 16))),
+            (8_912_896, 1 << 24, None), // p = 17: refused
+            (67_108_864, 1 << 31, Some((21, 8, 1))),
+            (1 << 27, 1 << 32, Some((22, 8, 1))),
+            (1 << 28, 1 << 33, None), // N = 2^23: refused
+        ];
+        for &(ops, mem, want) in cases {
+            assert_eq!(scrypt_params(ops, mem).ok(), want, "opslimit {ops}, memlimit {mem}");
+        }
+    }
+}

@@ -68,6 +68,8 @@ fn to_toml_refuses_a_manifest_it_would_refuse_to_read() {
 
 #[test]
 fn chunk_size_is_bounded_at_64_kib_and_16_mib_inclusive() {
+    // The writer's default lies inside the bounds: 1 MiB (a 512 MiB slot lists 512 chunk hashes).
+    assert_eq!(bundle::DEFAULT_CHUNK, MI);
     for (chunk, ok) in [(64 * KI - 1, false), (64 * KI, true), (16 * MI, true), (16 * MI + 1, false), (0, false)] {
         let mut m = good();
         m.chunk_size = chunk;

@@ -71,3 +71,29 @@ fn a_release_is_newer_than_its_candidates_in_both_spellings() {
         assert_eq!(dpkg_cmp(&rc.replace('-', "~"), "1.1.0"), Ordering::Less, "dpkg agrees for {rc}");
     }
 }
+
+#[test]
+fn a_version_keeps_its_text_and_is_at_most_64_characters() {
+    let v = Version::parse("1.1.0~rc1").unwrap();
+    assert_eq!((v.as_str(), v.to_string()), ("1.1.0~rc1", "1.1.0~rc1".to_string()));
+    assert!(v.is_pre_release());
+    assert!(!Version::parse("1.1.0").unwrap().is_pre_release());
+    assert!(!Version::parse("1.1.0+build7").unwrap().is_pre_release(), "build metadata is not a pre-release");
+    // Equal by precedence, not by text; unequal when precedence differs.
+    assert_eq!(Version::parse("1.1.0~rc1").unwrap(), Version::parse("1.1.0-rc1").unwrap());
+    assert_ne!(Version::parse("1.1.0").unwrap(), Version::parse("1.1.1").unwrap());
+    let long = format!("1.0.0-{}", "a".repeat(product::MAX_VERSION - 6));
+    assert_eq!(long.len(), 64);
+    assert!(Version::parse(&long).is_ok());
+    let e = Version::parse(&format!("{long}a")).unwrap_err().to_string();
+    assert!(e.contains("must be 1 to 64 characters"), "{e}");
+    assert!(Version::parse("").unwrap_err().to_string().contains("must be 1 to 64 characters"));
+}
+
+#[test]
+fn channels_are_named_dev_and_release() {
+    use product::Channel;
+    assert_eq!((Channel::Dev.as_str(), Channel::Release.as_str()), ("dev", "release"));
+    assert_eq!((Channel::Dev.to_string(), Channel::Release.to_string()), ("dev".to_string(), "release".to_string()));
+    assert_eq!("release".parse::<Channel>(), Ok(Channel::Release));
+}
