@@ -387,7 +387,8 @@ mod tests {
     /// libsodium's pickparams, worked by hand for each case (r is always 8).
     #[test]
     fn scrypt_parameters_follow_libsodium_and_are_bounded() {
-        let cases: &[(u64, u64, Option<(u8, u32, u32)>)] = &[
+        type Params = Option<(u8, u32, u32)>;
+        let cases: &[(u64, u64, Params)] = &[
             // minisign's defaults ("sensitive"): N = 2^20, p = 1.
             (33_554_432, 1 << 30, Some((20, 8, 1))),
             // "interactive".
