@@ -130,14 +130,20 @@ impl Build {
         if channel == Channel::Dev {
             // dev recipes: signed with the INSECURE dev keys (both roles), verifiable with
             // keys/dev/trust.toml.
+            let statement = report.out_dir.join(evidence::STATEMENT_NAME);
             for (role, key) in crate::keys::dev_secrets(&ctx.root)? {
                 release::sign_file(&manifest_path, &key, role, None, None)?;
+                release::sign_file(&statement, &key, role, None, None)?;
             }
         }
         let lp = channel_policy(ctx, channel)?;
         let build_round =
             Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report };
         let (bundle, bundle_round) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
+        // The evidence (provenance envelope, report) from the published directory itself.
+        let evidence =
+            crate::evidence_cmd::make(&report.out_dir, &lp, crate::evidence_cmd::reproducibility(&report.out_dir))?;
+
         let complete = build_round.report.accepted() && bundle.is_some();
         if ctx.json {
             let out = serde_json::json!({
@@ -151,6 +157,8 @@ impl Build {
                 "build_manifest": build_round.json(),
                 "bundle_manifest": bundle_round.json(),
                 "timings": report.timings.iter().map(|(k, d)| serde_json::json!({"stage": k, "seconds": d.as_secs_f64()})).collect::<Vec<_>>(),
+                "report": evidence.report_html,
+                "provenance": evidence.envelope,
             });
             out!("{out}");
         } else {
@@ -173,6 +181,7 @@ impl Build {
             for l in build_round.lines().iter().chain(bundle_round.lines().iter()) {
                 out!("  {l}");
             }
+            out!("  evidence         {}", evidence.report_html.display());
             match &bundle {
                 Some(b) => out!("  update bundle    {}", b.display()),
                 None => {

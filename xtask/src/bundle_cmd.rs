@@ -102,12 +102,16 @@ impl BundleCmd {
         }
         let previous = self.previous.as_deref().map(|p| ctx.path(p));
         let (bundle, round) = make_bundle(ctx, &dir, recipe.channel, previous.as_deref(), self.force)?;
+        // The evidence again, now with the signers' provenance signatures (if any came back).
+        let lp = channel_policy(ctx, recipe.channel)?;
+        let evidence = crate::evidence_cmd::make(&dir, &lp, crate::evidence_cmd::reproducibility(&dir))?;
         if ctx.json {
             out!("{}", serde_json::json!({"ok": bundle.is_some(), "bundle": bundle, "bundle_manifest": round.json()}));
         } else {
             for l in round.lines() {
                 out!("{l}");
             }
+            out!("evidence: {}", evidence.report_html.display());
             match &bundle {
                 Some(p) => out!("{} ({} bytes)", p.display(), std::fs::metadata(p)?.len()),
                 None => out!(

@@ -146,10 +146,36 @@ impl Test {
         ensure(&all, false)?;
         let sh = Shell::new()?;
         sh.change_dir(&ctx.root);
+        let judges = python_judges(&ctx.root)?;
         let rest = &self.rest;
         // System tests (real mmdebstrap builds, offline, twice) are `#[ignore]`d for a plain
         // `cargo test`; this runs them too, one at a time so builds do not fight for 2 cores.
-        cmd!(sh, "cargo test --workspace --locked -- --include-ignored --test-threads=1 {rest...}").run()?;
+        cmd!(sh, "cargo test --workspace --locked -- --include-ignored --test-threads=1 {rest...}")
+            .env("AIRLOCK_JUDGES_PYTHON", &judges)
+            .run()?;
         Ok(())
     }
+}
+
+/// The independent judges from PyPI, pinned, in their own virtualenv (`target/judges`):
+/// spdx-tools (SPDX 2.3), cyclonedx-python-lib's schema validator (CycloneDX 1.6) and
+/// `cryptography` (DSSE's ed25519). Made once; says what it installs.
+pub const JUDGES: &[&str] =
+    &["spdx-tools==0.8.5", "cyclonedx-python-lib[json-validation]==11.12.0", "cryptography==50.0.2"];
+
+pub fn python_judges(root: &std::path::Path) -> Result<std::path::PathBuf> {
+    let venv = root.join("target/judges");
+    let py = venv.join("bin/python");
+    let stamp = venv.join("airlock-judges.txt");
+    let want = JUDGES.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) && py.exists() {
+        return Ok(py);
+    }
+    eprintln!("airlock: installing the Python judges into {} (pip, from PyPI): {}", venv.display(), JUDGES.join(" "));
+    let sh = Shell::new()?;
+    cmd!(sh, "python3 -m venv {venv}").run()?;
+    let judges = JUDGES;
+    cmd!(sh, "{py} -m pip install --quiet --disable-pip-version-check {judges...}").run()?;
+    std::fs::write(&stamp, want)?;
+    Ok(py)
 }

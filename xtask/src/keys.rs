@@ -302,7 +302,14 @@ impl Verify {
         let chain_required = !matches!(src, PolicySource::File(_));
         let chain_broken = chain_required && !lp.chain.is_ok();
         let path = ctx.path(&self.path);
-        let (accepted, text, json) = if path.extension().is_some_and(|x| x == "airlock") {
+        let is_envelope = path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".intoto.json"));
+        let (accepted, text, json) = if is_envelope {
+            let mut r = release::provenance::verify(&path, &lp)?;
+            if chain_broken {
+                r.accepted = false;
+            }
+            (r.accepted, r.render_text(), serde_json::to_value(&r)?)
+        } else if path.extension().is_some_and(|x| x == "airlock") {
             let f = release::files::open_regular(&path)?;
             let (mut report, _) = bundle::verify_stream(
                 std::io::BufReader::with_capacity(1 << 20, f),

@@ -13,6 +13,7 @@ mod boot;
 mod build;
 mod bundle_cmd;
 mod deps;
+mod evidence_cmd;
 mod keys;
 mod mutants;
 mod output;
@@ -72,6 +73,9 @@ enum Cmd {
     Bench(bench::Bench),
     /// Mutation testing of the decision code (cargo-mutants), within a time budget.
     Mutants(mutants::Mutants),
+    /// Make the evidence of a built image again from its directory alone: the provenance
+    /// envelope and report.html / report.json (every digest checked first).
+    Evidence(evidence_cmd::EvidenceCmd),
     /// Show a recipe's zones and conduits and the firewall they compile to (`--rules`,
     /// `--check`, `--site PROFILE`).
     Zones(zones_cmd::ZonesCmd),
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             Cmd::Mutants(c) => c.run(&ctx),
             Cmd::Boot(c) => c.run(&ctx),
             Cmd::Zones(c) => c.run(&ctx),
+            Cmd::Evidence(c) => c.run(&ctx),
         }
     });
     match r {

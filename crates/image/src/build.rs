@@ -14,7 +14,7 @@ use xshell::{Shell, cmd};
 
 use crate::error::{Error, Result, io_err, tool_err};
 use crate::manifest::{BuildManifest, ImageInfo, Inputs, MANIFEST_FORMAT, Output};
-use crate::{archive, base, disk, firewall, normalise, overlay, slotfs, stack, tools};
+use crate::{archive, base, disk, evidence_gather, firewall, normalise, overlay, slotfs, stack, tools};
 
 pub const MANIFEST_NAME: &str = "build-manifest.toml";
 pub const ROOTFS_NAME: &str = "rootfs.tar.zst";
@@ -320,6 +320,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         normalise::appliance(&root, &recipe.name, &recipe.version)?;
         normalise::check_no_secrets(&root)
     })?;
+    // The SBOM, from the image's own dpkg database and the crates compiled into it; the image
+    // carries a copy (without the outputs: it cannot list the image that holds it).
+    let mut sbom = stages.run("sbom", "SBOM: the image's packages and the stack's crates", || {
+        let debs = evidence_gather::debs(&root, &lock)?;
+        let crates = evidence_gather::crates(&recipe.repo_root, &recipe.stack, opts.offline)?;
+        let sbom = evidence_gather::sbom(&recipe, debs, crates);
+        let f = work.path().join("content.spdx.json");
+        fs::write(&f, sbom.spdx()).map_err(io_err(&f))?;
+        overlay::place_file(&root, evidence::IMAGE_SBOM, &f, 0o644)?;
+        Ok(sbom)
+    })?;
 
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
@@ -339,6 +350,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         let (sha, size) = store::sha256_file(&out.join(name))?;
         outputs.insert(name.to_string(), Output { sha256: sha, size });
     }
+    stages.run("evidence", "SBOM (SPDX, CycloneDX) and provenance of the outputs", || {
+        sbom.outputs = evidence_gather::outputs(&outputs);
+        let prov = provenance(&recipe, &lock_path, &inputs, &tool_versions, &settings, &build_key, &outputs)?;
+        for (name, text) in [
+            (evidence::SPDX_NAME, sbom.spdx()),
+            (evidence::CYCLONEDX_NAME, sbom.cyclonedx()),
+            (evidence::STATEMENT_NAME, prov.statement()),
+        ] {
+            store::write_atomic(&out.join(name), text.as_bytes())?;
+            let (sha, size) = store::sha256_file(&out.join(name))?;
+            outputs.insert(name.to_string(), Output { sha256: sha, size });
+        }
+        Ok(())
+    })?;
 
     let manifest =
         BuildManifest { format: MANIFEST_FORMAT, build_key, image, inputs, tools: tool_versions, settings, outputs };
@@ -361,6 +386,63 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     publish(&out, &out_dir, work.path())?;
     store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
     Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
+}
+
+/// The provenance statement of a build: its outputs by digest, every resolved input.
+fn provenance(
+    recipe: &Recipe,
+    lock_path: &Path,
+    inputs: &Inputs,
+    tools: &BTreeMap<String, String>,
+    settings: &BTreeMap<String, String>,
+    build_key: &str,
+    outputs: &BTreeMap<String, Output>,
+) -> Result<evidence::Provenance> {
+    use evidence::provenance::Input;
+    let rel = |p: &Path| p.strip_prefix(&recipe.repo_root).unwrap_or(p).display().to_string();
+    let mut deps = Vec::new();
+    for f in &recipe.files {
+        deps.push(Input { uri: rel(f), sha256: store::sha256_file(f)?.0 });
+    }
+    deps.push(Input { uri: rel(lock_path), sha256: inputs.lock.clone() });
+    deps.push(Input { uri: "keys/trust.toml (the baked trust root)".into(), sha256: inputs.trust_root.clone() });
+    deps.push(Input { uri: "airlock:base-stage".into(), sha256: inputs.base_stage.clone() });
+    for (k, v) in &inputs.overlays {
+        deps.push(Input { uri: format!("airlock:overlay:{k}"), sha256: v.clone() });
+    }
+    for (k, v) in &inputs.stack {
+        deps.push(Input { uri: format!("airlock:stack:{k}"), sha256: v.clone() });
+    }
+    for (k, v) in &inputs.artifacts {
+        deps.push(Input { uri: format!("airlock:artifact:{k}"), sha256: v.clone() });
+    }
+    for (k, v) in &inputs.packages {
+        // `name=version (arch)` → a purl.
+        let (nv, arch) = k.split_once(" (").unwrap_or((k, ""));
+        let (n, ver) = nv.split_once('=').unwrap_or((nv, ""));
+        deps.push(Input {
+            uri: format!(
+                "pkg:deb/debian/{n}@{}?arch={}&distro=debian-{}",
+                ver.replace(':', "%3A").replace('+', "%2B"),
+                arch.trim_end_matches(')'),
+                recipe.base.suite
+            ),
+            sha256: v.clone(),
+        });
+    }
+    Ok(evidence::Provenance {
+        recipe_path: rel(&recipe.path),
+        name: recipe.name.clone(),
+        version: recipe.version.clone(),
+        product: recipe.product.clone(),
+        channel: recipe.channel.to_string(),
+        build_key: build_key.to_string(),
+        builder_version: env!("CARGO_PKG_VERSION").to_string(),
+        settings: settings.clone(),
+        tools: tools.clone(),
+        inputs: deps,
+        subjects: outputs.iter().map(|(n, o)| (n.clone(), o.sha256.clone())).collect(),
+    })
 }
 
 fn trust_policy_path(recipe: &Recipe) -> PathBuf {

@@ -6,6 +6,7 @@ pub mod base;
 mod build;
 pub mod disk;
 mod error;
+pub mod evidence_gather;
 pub mod firewall;
 pub mod manifest;
 pub mod normalise;

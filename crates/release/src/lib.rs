@@ -7,12 +7,14 @@
 //! - `policy`: the verifier's choice of trust policy (never the artefact's), and the rotation
 //!   chain from version 1 kept in `history/`;
 //! - `sign`, `verify`: one file, streamed;
-//! - `assemble`: a bundle from a build directory, once its signatures meet the policy.
+//! - `assemble`: a bundle from a build directory, once its signatures meet the policy;
+//! - `provenance`: DSSE signatures of the provenance statement, the envelope, its verification.
 
 pub mod assemble;
 pub mod fields;
 pub mod files;
 pub mod policy;
+pub mod provenance;
 pub mod sigfiles;
 pub mod sign;
 pub mod verify;

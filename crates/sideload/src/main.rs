@@ -60,7 +60,12 @@ enum Cmd {
     Firewall,
     /// Slots, versions, the next boot, trial tries left, the security floor, the last audit
     /// records. Changes nothing.
-    Status,
+    Status {
+        /// Print the booted slot's SBOM instead (SPDX 2.3 JSON, carried inside the image as
+        /// /usr/share/airlock/sbom.spdx.json).
+        #[arg(long)]
+        sbom: bool,
+    },
     /// Record this boot in the audit log (once per boot, by airlock-boot.service), after
     /// reconciling with what the boot loader did.
     Booted,
@@ -188,7 +193,17 @@ fn run(cli: &Cli) -> Result<Out, Error> {
             let s = SimBoot { path: root.join("boot/state.toml") }.power_on()?;
             Ok(ok(format!("booted slot {}", s.booted.letter()), json!({"ok": true, "booted": s.booted.letter()})))
         }
-        Cmd::Status => {
+        Cmd::Status { sbom: true } => {
+            let path = match &cli.root {
+                Some(r) => r.join("sbom.spdx.json"),
+                None => PathBuf::from("/usr/share/airlock/sbom.spdx.json"),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+            Ok(Out { text: text.trim_end().to_string(), json: v, code: 0 })
+        }
+        Cmd::Status { sbom: false } => {
             let dev = device(cli)?;
             let v = agent::view(&dev)?;
             let recent = agent::recent(&dev, 5);

@@ -115,6 +115,15 @@ impl PublicKey {
         PublicKey { id, key: self.key }
     }
 
+    /// Verifies a plain ed25519 signature over `msg` (DSSE envelopes): canonical S, strict.
+    pub fn verify_raw(&self, msg: &[u8], sig: &[u8; 64]) -> Result<(), Error> {
+        if !crate::sig::s_is_canonical(&sig[32..]) {
+            return Err(Error::Malleable(format!("signature of key {} has S ≥ L (non-canonical, malleable)", self.id)));
+        }
+        let s = ed25519_dalek::Signature::from_bytes(sig);
+        self.key.verify_strict(msg, &s).map_err(|_| Error::BadSignature(self.id))
+    }
+
     pub(crate) fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }
@@ -276,6 +285,12 @@ impl SecretKey {
 
     pub fn public(&self) -> PublicKey {
         PublicKey { id: self.id, key: self.signing.verifying_key() }
+    }
+
+    /// A plain ed25519 signature over `msg` (DSSE envelopes; minisign files use [`crate::SignatureFile`]).
+    pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(msg).to_bytes()
     }
 
     /// Whether a secret key file is passphrase-protected, without decrypting it.

@@ -6,6 +6,7 @@
 //! The code that decides whether bytes are trusted is `SignatureFile::verify` (sig.rs) and
 //! `Policy::verify` / `Policy::require` (policy.rs).
 
+pub mod dsse;
 mod key;
 mod policy;
 mod sig;

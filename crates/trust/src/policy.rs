@@ -349,19 +349,58 @@ impl Policy {
         signatures: &[(N, B)],
         expect: &Expect<'_>,
     ) -> Report {
+        self.tally(signatures.iter().map(|(file, text)| {
+            let mut key_id = None;
+            let r = self.check_one(text.as_ref(), prehash, expect, &mut key_id);
+            (file.as_ref().to_string(), key_id, r)
+        }))
+    }
+
+    /// Checks the signatures of a DSSE envelope (ed25519 over the pre-authentication encoding
+    /// of `payload_type` and `payload`), each named by its key id, and each role's threshold:
+    /// the same policy, roles and counting as minisign-format signatures.
+    pub fn verify_dsse(&self, payload_type: &str, payload: &[u8], signatures: &[crate::dsse::Signature]) -> Report {
+        let msg = crate::dsse::pae(payload_type, payload);
+        self.tally(signatures.iter().enumerate().map(|(i, s)| {
+            let file = format!("signature {i} (keyid {})", crate::dsse::shown(&s.keyid));
+            let id = KeyId::parse_hex(&s.keyid);
+            let r = (|| {
+                let id = id.ok_or_else(|| Error::Malformed("keyid is not 16 hex digits".into()))?;
+                let sig = crate::dsse::decode_sig(&s.sig)?;
+                if self.revoked_ids.contains(&id) {
+                    return Err(Error::Revoked(id));
+                }
+                let Some((role, key)) = self.key_for_id(id) else {
+                    let made_by = |k: &PublicKey| k.verify_raw(&msg, &sig).is_ok();
+                    return Err(if self.revoked_keys.iter().any(made_by) {
+                        Error::Revoked(id)
+                    } else if self.channel == Channel::Release
+                        && (made_by(&dev_public_key()) || made_by(&dev_approval_public_key()))
+                    {
+                        Error::DevKeyInRelease
+                    } else {
+                        Error::UnknownKey(id)
+                    });
+                };
+                key.public.verify_raw(&msg, &sig).map_err(|_| Error::BadSignature(id))?;
+                Ok((role, key))
+            })();
+            (file, id, r)
+        }))
+    }
+
+    /// Counts what verified, per role: a key counts once per role, whatever ids or files its
+    /// signatures come in.
+    fn tally<'p>(
+        &'p self,
+        items: impl Iterator<Item = (String, Option<KeyId>, Result<(Role, &'p PolicyKey), Error>)>,
+    ) -> Report {
         let mut signers = Vec::new();
         let mut counted: BTreeMap<Role, BTreeSet<[u8; 32]>> = BTreeMap::new();
-        for (file, text) in signatures {
-            let mut s = SignerReport {
-                file: file.as_ref().to_string(),
-                key_id: None,
-                role: None,
-                key_name: None,
-                reason: None,
-            };
-            match self.check_one(text.as_ref(), prehash, expect, &mut s.key_id) {
+        for (file, key_id, r) in items {
+            let mut s = SignerReport { file, key_id, role: None, key_name: None, reason: None };
+            match r {
                 Ok((role, key)) => {
-                    // A key counts once per role, whatever ids or files its signatures come in.
                     counted.entry(role).or_default().insert(key.public.bytes());
                     s.role = Some(role);
                     s.key_name = key.names.first().cloned();

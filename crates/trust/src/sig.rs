@@ -29,7 +29,7 @@ const L: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-fn s_is_canonical(s: &[u8]) -> bool {
+pub(crate) fn s_is_canonical(s: &[u8]) -> bool {
     // Compare little-endian numbers from the most significant byte down.
     for i in (0..32).rev() {
         if s[i] != L[i] {

@@ -61,6 +61,13 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     assert!(out.contains("reproducible: both builds gave identical outputs"), "{out}");
 
     let img = keep.join("a/images/parking-controller/1.0.0");
+    // The reproducibility result is evidence too: recorded beside build a, in its report.
+    assert!(img.join("reproducibility.json").is_file());
+    assert!(
+        fs::read_to_string(img.join("report.html")).unwrap().contains("identical byte for byte"),
+        "the report gives the repro result"
+    );
+    crate::evidence::check(&img);
     let entries = tar_entries(&img.join("rootfs.tar.zst"));
     let find = |name: &str| entries.iter().find(|(n, _, _)| n == name);
 
@@ -76,7 +83,7 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     // systemctl links through /lib (a symlink to usr/lib on a merged-/usr system).
     let target = link.link_name().unwrap().unwrap().to_string_lossy().into_owned();
     assert!(target.ends_with("lib/systemd/system/parking-controller.service"), "{target}");
-    assert!(find("etc/chrony/sources.d/site.sources").is_some(), "the overlay was applied");
+    assert!(find("etc/mosquitto/airlock-field.acl").is_some(), "the overlay was applied");
     assert!(find("boot/").is_some() && entries.iter().any(|(n, _, _)| n.starts_with("boot/vmlinuz-")), "a kernel");
     assert!(entries.iter().any(|(n, _, _)| n.starts_with("boot/initrd.img-")), "an initrd");
 

@@ -5,6 +5,7 @@
 mod appliance;
 mod architecture;
 mod build;
+mod evidence;
 mod keys;
 mod release_flow;
 mod security_md;

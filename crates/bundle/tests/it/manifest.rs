@@ -271,6 +271,7 @@ fn reason_codes_are_stable_strings() {
 fn escape_keeps_printable_text_and_defuses_everything_else() {
     use bundle::escape;
     assert_eq!(escape("root.img v2 (final)"), "root.img v2 (final)");
+    assert_eq!(escape(r#"it's "quoted" \ raw"#), r#"it's "quoted" \ raw"#, "printable ASCII is kept as it is");
     assert_eq!(escape("a\nb\x1b[31m\u{7f}é"), "a\\nb\\u{1b}[31m\\u{7f}\\u{e9}");
     assert_eq!(escape(&"x".repeat(120)), "x".repeat(120));
     assert_eq!(escape(&"x".repeat(121)), format!("{}…", "x".repeat(120)));

@@ -232,3 +232,73 @@ fn trailing_data_names_its_first_byte() {
         )
     );
 }
+
+/// A signed one-payload bundle around `zst` (any bytes), declaring `size` and the chunk hashes
+/// of `img[..size]`.
+fn with_stream(img: &[u8], size: usize, zst: &[u8]) -> Vec<u8> {
+    let mut m = made(&img[..size]).manifest;
+    m.payloads[0].compressed_size = zst.len() as u64;
+    let (text, sig) = signed(&m);
+    raw(&[("manifest.toml", text.as_bytes()), (&sig_name(), sig.as_bytes()), ("root.img.zst", zst)], true)
+}
+
+fn zstd_frame(b: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(b, 3).unwrap()
+}
+
+#[test]
+fn a_stream_longer_than_its_declared_size_is_a_size_mismatch() {
+    let img = image(200_000);
+    let e = read_to_end(&with_stream(&img, 199_999, &zstd_frame(&img))).unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string()),
+        (Code::SizeMismatch, "root.img.zst: the signed manifest declares 199999 bytes, the bundle holds 200000".into())
+    );
+}
+
+#[test]
+fn bytes_after_the_compressed_stream_inside_the_entry_are_refused() {
+    // The decoder reads the entry to its end: what follows the frame is read as a frame, and
+    // refused as corrupt data.
+    let img = image(100_000);
+    let mut zst = zstd_frame(&img);
+    zst.extend_from_slice(&[0u8; 7]);
+    let e = read_to_end(&with_stream(&img, img.len(), &zst)).unwrap_err();
+    assert_eq!(e.code(), Code::CorruptPayload, "{e}");
+}
+
+#[test]
+fn a_bundle_cut_between_two_zstd_frames_is_truncated_and_hands_out_only_verified_chunks() {
+    // Two frames: the first holds exactly the first chunk. Cut right after it: the decoder ends
+    // cleanly there, but the entry is not complete — truncated, never a short payload.
+    let img = image(3 * CHUNK as usize);
+    let mut zst = zstd_frame(&img[..CHUNK as usize]);
+    let first = zst.len();
+    zst.extend_from_slice(&zstd_frame(&img[CHUNK as usize..]));
+    let b = with_stream(&img, img.len(), &zst);
+    read_to_end(&b).unwrap();
+    let header = b.len() - 1024 - crate_padding(zst.len()) - zst.len();
+    let cut = &b[..header + first];
+    let mut out = Vec::new();
+    let r = (|| {
+        let mut vb = bundle::open(cut, &policy(), Expect::default())?;
+        let mut buf = Vec::new();
+        while let Some(mut p) = vb.next_payload()? {
+            while p.next_chunk(&mut buf)? {
+                out.extend_from_slice(&buf);
+            }
+        }
+        vb.finish()
+    })();
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Code::Truncated, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("truncated at byte {}: the bundle ends inside the payload root.img.zst", header + first)
+    );
+    assert_eq!(out, img[..CHUNK as usize], "the first chunk, complete and verified, and nothing else");
+}
+
+fn crate_padding(n: usize) -> usize {
+    bundle::tar::padding(n as u64) as usize
+}

@@ -1,0 +1,47 @@
+//! DSSE, the Dead Simple Signing Envelope (in-toto's signature wrapper): a payload, its type,
+//! and signatures that are plain ed25519 over the pre-authentication encoding
+//! `DSSEv1 SP LEN(type) SP type SP LEN(payload) SP payload`. Airlock signs provenance this way
+//! with the same keys and policy as its manifests; the key id is the minisign key id in hex.
+//! The JSON form is read and written by the callers; this module holds the bytes that are
+//! signed and checked.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::Error;
+
+/// The payload type of an in-toto Statement.
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// Largest envelope payload accepted (a provenance statement is a few KiB).
+pub const MAX_PAYLOAD: usize = 4 << 20;
+
+/// One signature of an envelope: `keyid` (16 hex digits) and `sig` (standard base64).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// DSSE's pre-authentication encoding: what a signature covers.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut m = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    m.extend_from_slice(payload);
+    m
+}
+
+pub(crate) fn decode_sig(s: &str) -> Result<[u8; 64], Error> {
+    let raw = B64.decode(s.trim()).map_err(|e| Error::Malformed(format!("DSSE signature is not base64: {e}")))?;
+    raw.try_into().map_err(|r: Vec<u8>| Error::Malformed(format!("DSSE signature is {} bytes, ed25519 is 64", r.len())))
+}
+
+/// A key id as a message shows it (untrusted: escaped and cut).
+pub(crate) fn shown(s: &str) -> String {
+    s.chars().take(32).flat_map(char::escape_default).collect()
+}
+
+/// Signs `payload` of `payload_type` with `key`: the envelope signature.
+#[cfg(feature = "sign")]
+pub fn sign(key: &crate::SecretKey, payload_type: &str, payload: &[u8]) -> Signature {
+    Signature { keyid: key.id().to_string(), sig: B64.encode(key.sign_raw(&pae(payload_type, payload))) }
+}
