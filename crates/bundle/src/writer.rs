@@ -73,7 +73,10 @@ pub fn compress_payload(
             break;
         }
     }
-    let counting = enc.finish().map_err(|e| Error::Io(e.to_string()))?;
+    let mut counting = enc.finish().map_err(|e| Error::Io(e.to_string()))?;
+    // The caller's writer may buffer: a write error at its last flush (a full disk) must be
+    // an error here, not lost when a buffer is dropped.
+    counting.flush().map_err(|e| Error::Io(e.to_string()))?;
     Ok(Payload {
         name: name.to_string(),
         target,

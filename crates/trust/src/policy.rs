@@ -382,7 +382,7 @@ impl Policy {
                         Error::UnknownKey(id)
                     });
                 };
-                key.public.verify_raw(&msg, &sig).map_err(|_| Error::BadSignature(id))?;
+                key.public.with_id(id).verify_raw(&msg, &sig)?;
                 Ok((role, key))
             })();
             (file, id, r)

@@ -9,6 +9,7 @@
 
 mod manifest;
 mod structure;
+mod tarfmt;
 
 use bundle::{Code, Manifest, Payload, Target};
 use trust::{Expect, Policy, Prehash, SecretKey, SignatureFile};
