@@ -1,6 +1,6 @@
 //! The invariants of ARCHITECTURE.md that a test can check, read from the manifests
 //! themselves: the crate list comes from `crates/*`, every dependency table counts, and the
-//! agent's whole dependency closure comes from `Cargo.lock` (and `cargo tree` for features).
+//! agent's whole dependency closure and its features come from `cargo tree`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -86,33 +86,41 @@ fn crate_dependencies_go_one_way() {
     }
 }
 
-/// The packages of Cargo.lock and their dependencies, by name.
-fn lock_graph() -> BTreeMap<String, Vec<String>> {
-    let lock: toml::Table = toml::from_str(&fs::read_to_string(repo().join("Cargo.lock")).unwrap()).unwrap();
-    let mut g = BTreeMap::new();
-    for p in lock["package"].as_array().unwrap() {
-        let name = p["name"].as_str().unwrap().to_string();
-        let ds: Vec<String> = p
-            .get("dependencies")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|d| d.as_str().unwrap().split(' ').next().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        g.entry(name).or_insert_with(Vec::new).extend(ds);
-    }
-    g
+/// The packages the agent links, as cargo resolves them for it alone: normal and build
+/// dependencies for the host, which is the image's target (x86-64 Linux). `Cargo.lock` would be too coarse: it also lists the
+/// dev-dependencies of every crate (bundle's tests use the `tar` crate as a judge; the agent
+/// never links it).
+fn agent_closure() -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-p",
+            "sideload",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "-f",
+            "{p}",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
 fn the_agent_never_links_the_builder_anywhere_in_its_closure() {
-    let g = lock_graph();
-    assert!(g.contains_key("sideload"), "Cargo.lock has no sideload");
-    let mut seen = BTreeSet::new();
-    let mut todo = vec!["sideload".to_string()];
-    while let Some(p) = todo.pop() {
-        if seen.insert(p.clone()) {
-            todo.extend(g.get(&p).cloned().unwrap_or_default());
-        }
-    }
+    let seen = agent_closure();
+    assert!(seen.contains("sideload") && seen.contains("trust"), "cargo tree gave {seen:?}");
     for banned in ["image", "store", "recipe", "release", "evidence", "xshell", "xtask", "tar"] {
         assert!(!seen.contains(banned), "the agent's dependency closure holds `{banned}`");
     }
