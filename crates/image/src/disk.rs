@@ -185,7 +185,12 @@ fn make_esp(sh: &Shell, recipe: &Recipe, root: &Path, kernel: &Path, initrd: &Pa
 }
 
 /// The data partition: ext4 with the overlay directories for `/var`, every id and time fixed.
-fn make_data(sh: &Shell, recipe: &Recipe, scratch: &Path) -> Result<PathBuf> {
+///
+/// `mke2fs -d` copies each entry's ctime from the staging tree, and a ctime cannot be set (it
+/// is the host's clock when the entry last changed): every copied inode's ctime is then set to
+/// the recipe's time with debugfs, under the same fake time so the superblock's write time is
+/// fixed too.
+pub fn make_data(sh: &Shell, recipe: &Recipe, scratch: &Path) -> Result<PathBuf> {
     let stage = scratch.join("data");
     for d in ["var/upper", "var/work"] {
         fs::create_dir_all(stage.join(d)).map_err(io_err(&stage))?;
@@ -204,7 +209,42 @@ fn make_data(sh: &Shell, recipe: &Recipe, scratch: &Path) -> Result<PathBuf> {
         .ignore_stdout()
         .run()
         .map_err(tool_err("mke2fs (data partition)"))?;
+    let mut cmds = String::new();
+    for rel in entries_under(&stage)? {
+        cmds.push_str(&format!("set_inode_field \"/{rel}\" ctime @{sde}\n"));
+    }
+    let cmd_file = scratch.join("data.debugfs");
+    fs::write(&cmd_file, cmds).map_err(io_err(&cmd_file))?;
+    cmd!(sh, "debugfs -w -f {cmd_file} {img}")
+        .env("E2FSPROGS_FAKE_TIME", &sde)
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .map_err(tool_err("debugfs (data partition times)"))?;
     Ok(img)
+}
+
+/// Every entry under `dir`, as relative paths, sorted.
+fn entries_under(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        for e in fs::read_dir(&p).map_err(io_err(&p))? {
+            let path = e.map_err(io_err(&p))?.path();
+            let rel = path.strip_prefix(dir).map_err(|_| Error::Invalid(format!("{}: outside", path.display())))?;
+            let rel = rel.to_str().ok_or_else(|| Error::Invalid(format!("{}: not UTF-8", path.display())))?;
+            if rel.contains(['"', '\n', '\\']) {
+                return Err(Error::Invalid(format!("{}: a name debugfs cannot quote", path.display())));
+            }
+            out.push(rel.to_string());
+            if fs::symlink_metadata(&path).map_err(io_err(&path))?.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Copies `src` into `dest` at `offset`, leaving all-zero blocks as holes (the disk stays sparse).

@@ -33,6 +33,8 @@ const SGDISK: HostTool = HostTool { bin: "sgdisk", package: "gdisk", why: "write
 const MKFS_VFAT: HostTool = HostTool { bin: "mkfs.vfat", package: "dosfstools", why: "formats the ESP" };
 const MCOPY: HostTool = HostTool { bin: "mcopy", package: "mtools", why: "fills the ESP without mounting it" };
 const MKE2FS: HostTool = HostTool { bin: "mke2fs", package: "e2fsprogs", why: "formats the data partition" };
+const DEBUGFS: HostTool =
+    HostTool { bin: "debugfs", package: "e2fsprogs", why: "fixes the data partition's inode change times" };
 const QEMU_IMG: HostTool = HostTool { bin: "qemu-img", package: "qemu-utils", why: "writes disk.qcow2" };
 const BMAPTOOL: HostTool =
     HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
@@ -51,7 +53,7 @@ pub fn needed(recipe: &Recipe, offline: bool) -> Vec<HostTool> {
         SlotFs::Squashfs => MKSQUASHFS,
         SlotFs::Erofs => MKFS_EROFS,
     });
-    v.extend([SGDISK, MKFS_VFAT, MCOPY, MKE2FS, QEMU_IMG, BMAPTOOL]);
+    v.extend([SGDISK, MKFS_VFAT, MCOPY, MKE2FS, DEBUGFS, QEMU_IMG, BMAPTOOL]);
     if !offline {
         v.push(APT_GET);
     }

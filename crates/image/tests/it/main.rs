@@ -157,3 +157,47 @@ fn a_hand_written_firewall_in_an_overlay_is_refused() {
     assert!(e.contains("overlays/base/etc/nftables.conf: the firewall is generated from the recipe's [[zone]] and [[conduit]] tables"), "{e}");
     assert!(!root.join("etc/nftables.conf").exists(), "nothing written");
 }
+
+/// Every time debugfs shows for `path` in `img`, as the seconds of each `*time:` line.
+fn inode_times(img: &Path, path: &str) -> Vec<(String, String)> {
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", &format!("stat \"{path}\""), img.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            k.ends_with("time").then(|| (k.to_string(), v.split(':').next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_data_partition_holds_only_the_recipe_time_whatever_the_host_clock() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path();
+    fs::create_dir_all(repo.join("recipes")).unwrap();
+    let recipe = repo.join("recipes/r.toml");
+    fs::write(
+        &recipe,
+        "[image]\nname = \"r\"\nversion = \"1.0.0\"\nsecurity_version = 1\nproduct = \"p\"\nchannel = \"dev\"\nsource_date_epoch = 1764028800\n[base]\nsuite = \"bookworm\"\npackages = []\n[disk]\ndata_mib = 16\n",
+    )
+    .unwrap();
+    let r = recipe::Recipe::load(&recipe, repo).unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let (one, two) = (repo.join("one"), repo.join("two"));
+    fs::create_dir_all(&one).unwrap();
+    fs::create_dir_all(&two).unwrap();
+    let a = image::disk::make_data(&sh, &r, &one).unwrap();
+    // The staging tree's change times are the host clock's: a later build has later ones.
+    let b = image::disk::make_data(&sh, &r, &two).unwrap();
+    for p in ["/", "/var", "/var/upper", "/var/work"] {
+        let times = inode_times(&a, p);
+        assert_eq!(times.len(), 4, "{p}: {times:?}");
+        for (k, v) in times {
+            assert_eq!(v, "0x6924f180", "{p} {k} is not the recipe's time");
+        }
+    }
+    assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "two builds of the data partition differ");
+}
