@@ -24,6 +24,10 @@ pub struct Mutants {
     pub budget_mins: u64,
     #[arg(long, default_value_t = 2)]
     pub jobs: u32,
+    /// Skip cargo-mutants' baseline run of the unmutated tests (CI: they already passed in the
+    /// same run, and the time goes to mutants instead).
+    #[arg(long)]
+    pub skip_baseline: bool,
     /// Only files matching this glob (e.g. `crates/trust/**`).
     #[arg(long)]
     pub file: Vec<String>,
@@ -46,6 +50,9 @@ impl Mutants {
             .args(["mutants", "--no-shuffle", "--jobs", &self.jobs.to_string(), "--output"])
             .arg(&out_dir)
             .args(["--timeout", "300", "--build-timeout", "600"]);
+        if self.skip_baseline {
+            c.arg("--baseline=skip");
+        }
         if !self.file.is_empty() {
             // Only these files: the config's own list of files would add to them, so it is
             // left out, and its equivalent-mutant exclusions passed by hand.

@@ -143,14 +143,18 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
         assert!(text.contains(&sha), "manifest lacks the digest of {o}");
     }
 
-    // The update bundle beside it verifies fully offline, and holds root.img.
+    // The update bundle beside it verifies fully offline, and holds root.img and the slot's
+    // kernel and initrd (every byte of the three verified, chunk by chunk).
     let bundle = img.join("parking-controller-1.0.0.airlock");
     let (code, out, err) = run(xtask().args(["verify", "--dev"]).arg(&bundle));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains(&format!("{} payload bytes verified", fs::metadata(img.join("root.img")).unwrap().len())),
-        "{out}"
-    );
+    let payload: u64 =
+        ["root.img", "vmlinuz", "initrd.img"].iter().map(|p| fs::metadata(img.join(p)).unwrap().len()).sum();
+    assert!(out.contains(&format!("{payload} payload bytes verified")), "{out}");
+    let listed = fs::read_to_string(img.join("bundle-manifest.toml")).unwrap();
+    for p in ["root.img", "vmlinuz", "initrd.img"] {
+        assert!(listed.contains(&format!("name = \"{p}\"")), "the bundle lacks {p}:\n{listed}");
+    }
     assert!(
         find("usr/bin/sideload").is_some() && find("etc/airlock/trust.toml").is_some(),
         "the agent and its trust root"
