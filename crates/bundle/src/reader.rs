@@ -20,7 +20,9 @@ pub const MAX_SIGNATURES: usize = 16;
 /// zstd window accepted, log2: 2^24 = 16 MiB of decoder memory at most.
 pub const MAX_WINDOW_LOG: u32 = 24;
 
-/// Counts the bytes read, for error offsets, and remembers whether the input ended.
+/// Counts the bytes read, for error offsets, and remembers whether the input ended. An
+/// interrupted read (EINTR) is retried here, once for every reader above it: zstd's decoder
+/// would pass it up as an error, and a signal is not a corrupt bundle.
 pub struct Counting<R> {
     inner: R,
     pub offset: u64,
@@ -29,7 +31,12 @@ pub struct Counting<R> {
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         self.offset += n as u64;
         if n == 0 && !buf.is_empty() {
             self.eof = true;

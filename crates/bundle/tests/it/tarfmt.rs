@@ -292,3 +292,111 @@ fn a_payload_reader_counts_its_verified_bytes() {
     while p.next_chunk(&mut buf).unwrap() {}
     assert_eq!(p.verified(), 150_000);
 }
+
+/// A bundle of `m` signed by the dev release key and the dev approval key (as a dev build is).
+fn dev_signed(m: &bundle::Manifest, zst: &[u8]) -> Vec<u8> {
+    let text = toml::to_string(m).unwrap();
+    let mut sigs = Vec::new();
+    for (key, role) in [
+        (include_str!("../../../../keys/dev/dev.key"), "release"),
+        (include_str!("../../../../keys/dev/dev-approval.key"), "approval"),
+    ] {
+        let k = trust::SecretKey::parse(key, None).unwrap();
+        let s = trust::SignatureFile::sign(
+            &k,
+            &trust::Prehash::of_bytes(text.as_bytes()),
+            &format!("airlock product=p version=2.0.0 role={role}"),
+        )
+        .unwrap();
+        sigs.push((format!("manifest.toml.{}.minisig", k.id()), s.to_file()));
+    }
+    let mut out = Vec::new();
+    let mut r: &[u8] = zst;
+    bundle::write_bundle(&mut out, text.as_bytes(), &sigs, &mut [(&m.payloads[0], &mut r)]).unwrap();
+    out
+}
+
+#[test]
+fn a_bundle_the_dev_keys_signed_is_accepted_and_labelled_insecure_to_the_last_line() {
+    let dev = trust::Policy::parse(include_str!("../../../../keys/dev/trust.toml")).unwrap();
+    let m = made(&image(70_000));
+    let (r, manifest) =
+        bundle::verify_stream(&dev_signed(&m.manifest, &m.payload_zst)[..], "b", "dev", &dev, Expect::default());
+    assert!(r.accepted && manifest.is_some(), "{}", r.render_text());
+    let t = r.render_text();
+    assert_eq!(t.lines().last().unwrap(), "accepted — INSECURE DEV KEY", "{t}");
+    assert!(!t.contains("no signatures"), "{t}");
+    // The same bytes under a release policy: refused, and no dev label anywhere.
+    let (r, _) =
+        bundle::verify_stream(&dev_signed(&m.manifest, &m.payload_zst)[..], "b", "p", &policy(), Expect::default());
+    assert!(!r.accepted && !r.insecure_dev_key, "{}", r.render_text());
+    assert!(!r.render_text().contains("INSECURE DEV KEY"), "{}", r.render_text());
+}
+
+#[test]
+fn no_signatures_is_said_only_when_signatures_were_looked_for_and_none_found() {
+    let m = made(&image(70_000));
+    let good = bytes(&m.manifest, &m.payload_zst);
+    let (r, _) = bundle::verify_stream(&good[..], "b", "p", &policy(), Expect::default());
+    assert!(r.accepted && !r.render_text().contains("no signatures"), "{}", r.render_text());
+    // Refused before any signature was read (the manifest entry is cut short): no roles, no
+    // signers, and nothing said about signatures.
+    let (r, _) = bundle::verify_stream(&good[..700], "b", "p", &policy(), Expect::default());
+    assert!(!r.accepted && r.signers.is_empty() && r.roles.is_empty(), "{r:?}");
+    assert!(!r.render_text().contains("no signatures"), "{}", r.render_text());
+}
+
+#[test]
+fn at_most_twenty_signer_lines_then_a_count_of_the_rest() {
+    let m = made(&image(70_000));
+    let (mut r, _) =
+        bundle::verify_stream(&bytes(&m.manifest, &m.payload_zst)[..], "b", "p", &policy(), Expect::default());
+    let one = r.signers[0].clone();
+    r.signers = vec![one.clone(); bundle::MAX_SIGNER_LINES];
+    let t = r.render_text();
+    assert_eq!(t.lines().filter(|l| l.starts_with("  verified  ")).count(), 20, "{t}");
+    assert!(!t.contains("more signature files"), "exactly twenty are all shown: {t}");
+    r.signers.push(one);
+    let t = r.render_text();
+    assert_eq!(t.lines().filter(|l| l.starts_with("  verified  ")).count(), 20, "{t}");
+    assert!(t.contains("  …and 1 more signature files\n"), "{t}");
+}
+
+/// A reader that is interrupted (EINTR) before every read that would give bytes.
+struct Interrupting<'a> {
+    inner: &'a [u8],
+    next_fails: bool,
+}
+
+impl Read for Interrupting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.next_fails = !self.next_fails;
+        if self.next_fails {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        self.inner.read(buf)
+    }
+}
+
+#[test]
+fn an_interrupted_read_is_retried_not_refused() {
+    let img = image(150_000);
+    let m = made(&img);
+    let good = bytes(&m.manifest, &m.payload_zst);
+    let (r, manifest) = bundle::verify_stream(
+        Interrupting { inner: &good[..], next_fails: false },
+        "b",
+        "p",
+        &policy(),
+        Expect::default(),
+    );
+    assert!(r.accepted && manifest.is_some(), "{}", r.render_text());
+}
+
+#[test]
+fn a_header_read_through_interruptions_is_the_same_header() {
+    let ar = foreign("root.img.zst", b"abc");
+    let mut r = Interrupting { inner: &ar[..], next_fails: false };
+    let h = bundle::tar::read_header(&mut r, 0).unwrap().unwrap();
+    assert_eq!((h.name.as_str(), h.size), ("root.img.zst", 3));
+}
