@@ -161,7 +161,7 @@ impl PublicKey {
         let lines = bounded_lines(text, MAX_KEY_FILE, "public key file")?;
         let b64 = match lines.as_slice() {
             [c, k, ..] if c.starts_with("untrusted comment:") => k,
-            [k] => k,
+            // The key line alone (blank lines after it allowed).
             [k, rest @ ..] if rest.iter().all(|l| l.is_empty()) => k,
             _ => {
                 return Err(Error::Malformed(

@@ -400,3 +400,31 @@ fn a_header_read_through_interruptions_is_the_same_header() {
     let h = bundle::tar::read_header(&mut r, 0).unwrap().unwrap();
     assert_eq!((h.name.as_str(), h.size), ("root.img.zst", 3));
 }
+
+/// Gives its parts one after the other, with an end of input (`Ok(0)`) between them: a file
+/// that grows while it is read.
+struct Growing(Vec<Vec<u8>>);
+
+impl Read for Growing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(part) = self.0.first_mut() else { return Ok(0) };
+        if part.is_empty() {
+            self.0.remove(0);
+            return Ok(0);
+        }
+        let n = part.len().min(buf.len());
+        buf[..n].copy_from_slice(&part[..n]);
+        part.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_payload_is_what_its_input_held_up_to_its_first_end() {
+    let img = image(1000);
+    let input = Growing(vec![img.clone(), vec![9u8; 500]]);
+    let mut out = Vec::new();
+    let p = bundle::compress_payload("root.img", Target::Root, input, &mut out, CHUNK).unwrap();
+    assert_eq!((p.size, p.chunks.len()), (1000, 1), "nothing read after the input ended");
+    assert_eq!(zstd::stream::decode_all(&out[..]).unwrap(), img);
+}

@@ -64,3 +64,20 @@ fn a_non_canonical_dsse_signature_is_refused() {
     let r = p.verify_dsse(IN_TOTO, b"x", &[m]);
     assert!(r.signers()[0].reason.as_deref().unwrap().contains("malleable"), "{r:?}");
 }
+
+#[test]
+fn each_envelope_signature_is_named_by_its_place_and_its_keyid_escaped_and_cut() {
+    let a = key(64);
+    let p = policy(1, &[&a.public()]);
+    let s = dsse::sign(&a, IN_TOTO, b"x");
+    let hostile = Signature { keyid: format!("\u{1b}[2J{}", "f".repeat(100)), sig: s.sig.clone() };
+    let r = p.verify_dsse(IN_TOTO, b"x", &[s.clone(), hostile]);
+    assert_eq!(r.signers()[0].file, format!("signature 0 (keyid {})", s.keyid));
+    // 32 characters at most, control characters escaped.
+    assert_eq!(r.signers()[1].file, format!("signature 1 (keyid \\u{{1b}}[2J{})", "f".repeat(28)));
+}
+
+#[test]
+fn an_envelope_payload_is_bounded_at_four_mebibytes() {
+    assert_eq!(dsse::MAX_PAYLOAD, 4 * 1024 * 1024);
+}

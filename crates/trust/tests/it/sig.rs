@@ -215,3 +215,20 @@ fn an_oversized_signature_file_is_refused_before_parsing() {
         format!("malformed: signature file is {} bytes, more than the 4096 a signature file can be", big.len())
     );
 }
+
+#[test]
+fn a_public_key_file_is_a_comment_and_a_key_or_the_key_alone() {
+    let k = key(10).public();
+    let b64 = k.to_base64();
+    for ok in [k.to_file(), b64.clone(), format!("{b64}\n"), format!("{b64}\n\n\n")] {
+        assert_eq!(PublicKey::parse(&ok).unwrap(), k, "{ok:?}");
+    }
+    // A key line followed by anything but blank lines is not a key file.
+    for bad in [format!("{b64}\nsomething else\n"), format!("{b64}\n\n{b64}\n"), format!("comment\n{b64}\n")] {
+        assert_eq!(
+            PublicKey::parse(&bad).unwrap_err().to_string(),
+            "malformed: a public key file is an `untrusted comment:` line and a base64 line",
+            "{bad:?}"
+        );
+    }
+}
