@@ -59,3 +59,20 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn a_passwordless_key_whose_checksum_is_wrong_is_refused_even_when_its_halves_agree() {
+    // keys/dev/dev.key has no passphrase and carries its checksum.
+    let text = include_str!("../../../../keys/dev/dev.key");
+    trust::SecretKey::parse(text, None).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut raw = base64_decode(lines[1]);
+    assert_eq!(&raw[2..4], [0, 0], "no KDF");
+    assert!(raw[54 + 72..54 + 104].iter().any(|&b| b != 0), "a checksum is present");
+    raw[54 + 72 + 5] ^= 1;
+    let bad = format!("{}\n{}\n", lines[0], base64_encode(&raw));
+    assert_eq!(
+        trust::SecretKey::parse(&bad, None).unwrap_err().to_string(),
+        "malformed: secret key checksum does not match"
+    );
+}
