@@ -183,3 +183,17 @@ fn a_signer_that_did_not_count_is_not_verified() {
     let r = p.verify(&Prehash::of_bytes(msg), &[("g", good.as_bytes()), ("b", bad.as_bytes())], &Expect::default());
     assert_eq!(r.signers().iter().map(|s| s.verified()).collect::<Vec<_>>(), [true, false]);
 }
+
+#[test]
+fn the_signature_accessors_give_the_bytes_of_the_file() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let k = crate::key(94);
+    let s = SignatureFile::sign(&k, &trust::Prehash::of_bytes(b"m"), "c").unwrap();
+    let text = s.to_file();
+    let lines: Vec<&str> = text.lines().collect();
+    let sig = b64.decode(lines[1]).unwrap();
+    assert_eq!(sig.len(), 74);
+    assert_eq!(s.signature()[..], sig[10..]);
+    assert_eq!(s.global_signature()[..], b64.decode(lines[3]).unwrap()[..]);
+}

@@ -198,3 +198,38 @@ fn a_key_revoked_by_its_bytes_is_refused_under_any_id() {
     );
     assert!(Policy::parse(&relisted).unwrap_err().to_string().contains("is a key this policy revokes"));
 }
+
+#[test]
+fn require_role_looks_at_that_role_alone() {
+    let (v, o) = (key(90), key(91));
+    let p = Policy::parse(&two_roles((1, &[("vendor", &v.public())]), (1, &[("owner", &o.public())]))).unwrap();
+    let expect = Expect { product: Some("p"), version: Some("1.0.0") };
+    let pre = Prehash::of_bytes(MSG);
+    // The vendor alone: release met, approval not. A site profile needs approval.
+    let vendor = signed_by(&[&v], "release");
+    let r = p.require_role(Role::Approval, &pre, &vendor, &expect).unwrap_err();
+    assert_eq!(r.report().roles().iter().map(|r| (r.role, r.met)).collect::<Vec<_>>(), [(Role::Approval, false)]);
+    assert!(p.require_role(Role::Release, &pre, &vendor, &expect).is_ok());
+    // The owner alone: the other way round.
+    let owner = signed_by(&[&o], "approval");
+    assert!(p.require_role(Role::Approval, &pre, &owner, &expect).is_ok());
+    assert!(p.require_role(Role::Release, &pre, &owner, &expect).is_err());
+}
+
+#[test]
+fn an_envelope_signed_by_either_dev_key_is_refused_as_such_by_a_release_policy() {
+    let v = key(92);
+    let release =
+        Policy::parse(&two_roles((1, &[("vendor", &v.public())]), (1, &[("owner", &key(93).public())]))).unwrap();
+    let payload = b"{}";
+    for text in [include_str!("../../../../keys/dev/dev.key"), include_str!("../../../../keys/dev/dev-approval.key")] {
+        let dev = SecretKey::parse(text, None).unwrap();
+        let s = trust::dsse::sign(&dev, trust::dsse::IN_TOTO, payload);
+        let r = release.verify_dsse(trust::dsse::IN_TOTO, payload, std::slice::from_ref(&s));
+        assert_eq!(r.signers()[0].reason.as_deref(), Some(Error::DevKeyInRelease.to_string().as_str()), "{r:?}");
+        // Under a dev-channel policy that does not list it, it is only an unknown key.
+        let dev_channel = Policy::parse(&crate::policy_text("dev", 1, 1, &[&v.public()], &[])).unwrap();
+        let r = dev_channel.verify_dsse(trust::dsse::IN_TOTO, payload, &[s]);
+        assert!(r.signers()[0].reason.as_deref().unwrap().contains("is not in the trust policy"), "{r:?}");
+    }
+}
