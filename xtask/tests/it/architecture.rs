@@ -86,30 +86,24 @@ fn crate_dependencies_go_one_way() {
     }
 }
 
-/// The packages the agent links, as cargo resolves them for it alone: normal and build
-/// dependencies for the host, which is the image's target (x86-64 Linux). `Cargo.lock` would be too coarse: it also lists the
-/// dev-dependencies of every crate (bundle's tests use the `tar` crate as a judge; the agent
-/// never links it).
-fn agent_closure() -> BTreeSet<String> {
+/// `cargo tree` for the agent alone (`-p sideload`, offline, no prefix): one package a line in
+/// `format`, over the `edges` kinds.
+fn agent_tree(edges: &str, format: &str) -> String {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--locked",
-            "--offline",
-            "-p",
-            "sideload",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-            "-f",
-            "{p}",
-        ])
+        .args(["tree", "--locked", "--offline", "-p", "sideload", "-e", edges, "--prefix", "none", "-f", format])
         .current_dir(repo())
         .output()
         .expect("cargo tree");
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The packages the agent links, as cargo resolves them for it alone: normal and build
+/// dependencies for the host, which is the image's target (x86-64 Linux). `Cargo.lock` would
+/// be too coarse: it also lists the dev-dependencies of every crate (bundle's tests use the
+/// `tar` crate as a judge; the agent never links it).
+fn agent_closure() -> BTreeSet<String> {
+    agent_tree("normal,build", "{p}")
         .lines()
         .filter_map(|l| l.split(' ').next())
         .filter(|n| !n.is_empty())
@@ -129,25 +123,7 @@ fn the_agent_never_links_the_builder_anywhere_in_its_closure() {
 #[test]
 fn the_agent_does_not_link_signing() {
     // Features as cargo resolves them for the agent alone (what the image build compiles).
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--locked",
-            "--offline",
-            "-p",
-            "sideload",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "-f",
-            "{p} [{f}]",
-        ])
-        .current_dir(repo())
-        .output()
-        .expect("cargo tree");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = agent_tree("normal", "{p} [{f}]");
     let trust = tree.lines().find(|l| l.starts_with("trust ")).expect("the agent links trust");
     assert!(!trust.contains("sign"), "the agent links trust with signing: {trust}");
     assert!(!tree.lines().any(|l| l.starts_with("scrypt ")), "the agent links scrypt (secret keys)");
