@@ -194,3 +194,24 @@ fn no_secret_key_is_tracked_outside_keys_dev() {
         );
     }
 }
+
+#[test]
+fn every_equivalent_mutant_named_by_line_still_points_at_its_operator() {
+    // `.cargo/mutants.toml` lists equivalent mutants, some by `file:line`: when code moves, an
+    // entry must not silently start excusing another line's mutant.
+    let conf: toml::Table = toml::from_str(&fs::read_to_string(repo().join(".cargo/mutants.toml")).unwrap()).unwrap();
+    let mut checked = 0;
+    for re in conf["exclude_re"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()) {
+        let Some((path, rest)) = re.split_once(".rs:") else { continue };
+        let Some((line, rest)) = rest.split_once(':') else { continue };
+        let Ok(line) = line.parse::<usize>() else { continue };
+        let op = rest.split_once("replace ").and_then(|(_, r)| r.split_once(" with ")).map(|(op, _)| op).unwrap();
+        let op = op.trim_start_matches("match guard ").replace('\\', "");
+        let file = repo().join("crates").join(format!("{path}.rs"));
+        let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{re}: {}: {e}", file.display()));
+        let at = text.lines().nth(line - 1).unwrap_or_else(|| panic!("{re}: {} has no line {line}", file.display()));
+        assert!(at.contains(&op), "{re}: line {line} of {} is `{}`, which has no `{op}`", file.display(), at.trim());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} line-named entries were found: is the format still `file.rs:LINE:`?");
+}
