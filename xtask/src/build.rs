@@ -141,8 +141,11 @@ impl Build {
             Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report };
         let (bundle, bundle_round) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
         // The evidence (provenance envelope, report) from the published directory itself.
-        let evidence =
-            crate::evidence_cmd::make(&report.out_dir, &lp, crate::evidence_cmd::reproducibility(&report.out_dir))?;
+        let evidence = image::evidence_report::make(
+            &report.out_dir,
+            &lp,
+            image::evidence_report::reproducibility(&report.out_dir),
+        )?;
 
         let complete = build_round.report.accepted() && bundle.is_some();
         if ctx.json {

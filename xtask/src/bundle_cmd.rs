@@ -104,7 +104,7 @@ impl BundleCmd {
         let (bundle, round) = make_bundle(ctx, &dir, recipe.channel, previous.as_deref(), self.force)?;
         // The evidence again, now with the signers' provenance signatures (if any came back).
         let lp = channel_policy(ctx, recipe.channel)?;
-        let evidence = crate::evidence_cmd::make(&dir, &lp, crate::evidence_cmd::reproducibility(&dir))?;
+        let evidence = image::evidence_report::make(&dir, &lp, image::evidence_report::reproducibility(&dir))?;
         if ctx.json {
             out!("{}", serde_json::json!({"ok": bundle.is_some(), "bundle": bundle, "bundle_manifest": round.json()}));
         } else {

@@ -180,6 +180,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Store(s)) if is_rejection(s))
             || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Rejected(_)))
             || c.downcast_ref::<release::Error>().is_some_and(|r| r.exit_code() == 1)
+            || matches!(c.downcast_ref::<image::Error>(), Some(image::Error::Release(r)) if r.exit_code() == 1)
     });
     if rejected { 1 } else { 2 }
 }

@@ -184,7 +184,7 @@ impl Repro {
         let lp = crate::bundle_cmd::channel_policy(ctx, recipe.channel)?;
         for d in dirs {
             store::write_atomic(&d.join("reproducibility.json"), format!("{record:#}\n").as_bytes())?;
-            crate::evidence_cmd::make(&d, &lp, Some(summary.clone()))?;
+            image::evidence_report::make(&d, &lp, Some(summary.clone()))?;
             out!("recorded in {}", d.join("reproducibility.json").display());
         }
         Ok(())

@@ -8,6 +8,8 @@ pub enum Error {
     Recipe(#[from] recipe::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Release(#[from] release::Error),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -7,6 +7,7 @@ mod build;
 pub mod disk;
 mod error;
 pub mod evidence_gather;
+pub mod evidence_report;
 pub mod firewall;
 pub mod manifest;
 pub mod normalise;
