@@ -187,14 +187,7 @@ pub fn diagram(m: &zones::Model) -> String {
         let len = (dx * dx + dy * dy).sqrt().max(1.0);
         let (ux, uy) = (dx / len, dy / len);
         let (ax, ay, bx, by) = (x1 + ux * 80.0, y1 + uy * 40.0, x2 - ux * 80.0, y2 - uy * 40.0);
-        let ports: Vec<String> = c
-            .ports
-            .iter()
-            .map(|p| match p {
-                zones::Port::One(n) => n.to_string(),
-                zones::Port::Range(r) => r.clone(),
-            })
-            .collect();
+        let ports: Vec<String> = c.ports.iter().map(zones::Port::to_string).collect();
         let _ = write!(
             s,
             r##"<line x1="{ax:.1}" y1="{ay:.1}" x2="{bx:.1}" y2="{by:.1}" stroke="#1f4e79" stroke-width="2" marker-end="url(#arrow)"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="#1f4e79">{} ({} {})</text>"##,
@@ -351,14 +344,7 @@ Everything here can be checked offline with the files beside this report (see th
     }
     h.push_str("</table><table><tr><th>Conduit</th><th>From → to</th><th>Protocol, ports</th><th>Purpose</th></tr>");
     for c in &input.zones.conduits {
-        let ports: Vec<String> = c
-            .ports
-            .iter()
-            .map(|p| match p {
-                zones::Port::One(n) => n.to_string(),
-                zones::Port::Range(r) => r.clone(),
-            })
-            .collect();
+        let ports: Vec<String> = c.ports.iter().map(zones::Port::to_string).collect();
         let _ = write!(
             h,
             "<tr><td><code>{}</code></td><td>{} → {}</td><td>{} {}</td><td>{}{}</td></tr>",

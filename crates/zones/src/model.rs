@@ -57,6 +57,16 @@ pub enum Port {
     Range(String),
 }
 
+impl std::fmt::Display for Port {
+    /// As the recipe wrote it: `1883`, or the range's text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Port::One(n) => write!(f, "{n}"),
+            Port::Range(r) => f.write_str(r),
+        }
+    }
+}
+
 impl Port {
     /// (first, last), when well formed.
     pub fn bounds(&self) -> Option<(u16, u16)> {
@@ -205,14 +215,7 @@ impl Model {
         out.push("conduits (everything else is dropped and counted):".to_string());
         let cw = self.conduits.iter().map(|c| c.name.len()).max().unwrap_or(0);
         for c in &self.conduits {
-            let ports: Vec<String> = c
-                .ports
-                .iter()
-                .map(|p| match p {
-                    Port::One(n) => n.to_string(),
-                    Port::Range(r) => r.clone(),
-                })
-                .collect();
+            let ports: Vec<String> = c.ports.iter().map(Port::to_string).collect();
             let what = format!("{} {}", c.protocol.as_str(), ports.join(","));
             let dir = format!("{} -> {}", c.from, c.to);
             out.push(format!("  {:cw$}  {dir:36}  {:12}  {}", c.name, what.trim(), c.purpose));
