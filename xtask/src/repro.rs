@@ -3,9 +3,7 @@
 //! HOME/USER, hostname — then every output is compared byte for byte. On a difference it
 //! names the files inside that differ.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -272,7 +270,7 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
     }
     for n in &differ {
         if n == image::ROOTFS_NAME {
-            for line in tar_diff(&a.join(n), &b.join(n))?.iter().take(50) {
+            for line in image::archive::diff(&a.join(n), &b.join(n))?.iter().take(50) {
                 out!("  {line}");
             }
         }
@@ -281,37 +279,4 @@ fn compare(a: &Path, b: &Path) -> Result<()> {
         out!("for details: diffoscope {} {}", a.display(), b.display());
     }
     Err(Exit(1, format!("not reproducible: {} differ", differ.join(", "))).into())
-}
-
-/// Entries whose header or content differ between two rootfs tars.
-fn tar_diff(a: &Path, b: &Path) -> Result<Vec<String>> {
-    let ea = tar_entries(a)?;
-    let eb = tar_entries(b)?;
-    let mut out = Vec::new();
-    for (k, va) in &ea {
-        match eb.get(k) {
-            None => out.push(format!("{k}: only in build a")),
-            Some(vb) if vb != va => out.push(format!("{k}: a {va} / b {vb}")),
-            _ => {}
-        }
-    }
-    out.extend(eb.keys().filter(|k| !ea.contains_key(*k)).map(|k| format!("{k}: only in build b")));
-    Ok(out)
-}
-
-fn tar_entries(p: &Path) -> Result<BTreeMap<String, String>> {
-    let dec = zstd::stream::Decoder::new(fs::File::open(p)?)?;
-    let mut ar = tar::Archive::new(dec);
-    let mut map = BTreeMap::new();
-    for e in ar.entries()? {
-        let mut e = e?;
-        let path = e.path()?.display().to_string();
-        let h = e.header();
-        let meta = format!("mode {:o} uid {} gid {} mtime {}", h.mode()?, h.uid()?, h.gid()?, h.mtime()?);
-        let mut buf = Vec::new();
-        e.read_to_end(&mut buf)?;
-        use sha2::Digest;
-        map.insert(path, format!("{meta} sha256 {}", hex::encode(sha2::Sha256::digest(&buf))));
-    }
-    Ok(map)
 }

@@ -154,3 +154,40 @@ pub fn write_tar_zst(root: &Path, dest: &Path, level: i32, clamp: u64) -> Result
     file.sync_all().map_err(io_err(dest))?;
     Ok((sha, len))
 }
+
+/// Every entry of a `.tar.zst` with its mode, owner, mtime and content digest, by path: what
+/// `repro` compares when two rootfs archives differ.
+pub fn entry_digests(p: &Path) -> Result<BTreeMap<String, String>> {
+    let read = || -> io::Result<BTreeMap<String, String>> {
+        let dec = zstd::stream::Decoder::new(fs::File::open(p)?)?;
+        let mut ar = tar::Archive::new(dec);
+        let mut map = BTreeMap::new();
+        for e in ar.entries()? {
+            let mut e = e?;
+            let path = e.path()?.display().to_string();
+            let h = e.header();
+            let meta = format!("mode {:o} uid {} gid {} mtime {}", h.mode()?, h.uid()?, h.gid()?, h.mtime()?);
+            let mut buf = Vec::new();
+            io::Read::read_to_end(&mut e, &mut buf)?;
+            map.insert(path, format!("{meta} sha256 {}", hex::encode(Sha256::digest(&buf))));
+        }
+        Ok(map)
+    };
+    read().map_err(io_err(p))
+}
+
+/// The entries whose header or content differ between two `.tar.zst` archives, one line each.
+pub fn diff(a: &Path, b: &Path) -> Result<Vec<String>> {
+    let ea = entry_digests(a)?;
+    let eb = entry_digests(b)?;
+    let mut out = Vec::new();
+    for (k, va) in &ea {
+        match eb.get(k) {
+            None => out.push(format!("{k}: only in build a")),
+            Some(vb) if vb != va => out.push(format!("{k}: a {va} / b {vb}")),
+            _ => {}
+        }
+    }
+    out.extend(eb.keys().filter(|k| !ea.contains_key(*k)).map(|k| format!("{k}: only in build b")));
+    Ok(out)
+}

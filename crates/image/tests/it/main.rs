@@ -201,3 +201,20 @@ fn the_data_partition_holds_only_the_recipe_time_whatever_the_host_clock() {
     }
     assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "two builds of the data partition differ");
 }
+
+#[test]
+fn two_archives_differ_exactly_where_their_trees_do() {
+    let d = tempfile::tempdir().unwrap();
+    for (t, body) in [("a", "one"), ("b", "two")] {
+        let root = d.path().join(t);
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/same"), "same").unwrap();
+        fs::write(root.join("etc/other"), body).unwrap();
+        archive::write_tar_zst(&root, &d.path().join(format!("{t}.tar.zst")), 3, 0).unwrap();
+    }
+    let (a, b) = (d.path().join("a.tar.zst"), d.path().join("b.tar.zst"));
+    assert!(archive::diff(&a, &a).unwrap().is_empty());
+    let lines = archive::diff(&a, &b).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("etc/other: a mode 644"), "{lines:?}");
+}
