@@ -139,7 +139,7 @@ impl Build {
         let lp = channel_policy(ctx, channel)?;
         let build_round =
             Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report };
-        let (bundle, bundle_round) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
+        let (bundle, bundle_rounds) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
         // The evidence (provenance envelope, report) from the published directory itself.
         let evidence = image::evidence_report::make(
             &report.out_dir,
@@ -158,7 +158,8 @@ impl Build {
                 "build_key": m.build_key,
                 "outputs": m.outputs.iter().map(|(k, o)| (k.clone(), serde_json::json!({"sha256": o.sha256, "size": o.size}))).collect::<serde_json::Map<_, _>>(),
                 "build_manifest": build_round.json(),
-                "bundle_manifest": bundle_round.json(),
+                "bundle_manifest": bundle_rounds[0].json(),
+                "provenance_signatures": bundle_rounds.get(1).map(Round::json),
                 "timings": report.timings.iter().map(|(k, d)| serde_json::json!({"stage": k, "seconds": d.as_secs_f64()})).collect::<Vec<_>>(),
                 "report": evidence.report_html,
                 "provenance": evidence.envelope,
@@ -181,7 +182,7 @@ impl Build {
             if lp.policy.trusts_dev_key() {
                 out!("  signed with the INSECURE dev key (channel dev): anyone can sign with it");
             }
-            for l in build_round.lines().iter().chain(bundle_round.lines().iter()) {
+            for l in std::iter::once(&build_round).chain(&bundle_rounds).flat_map(Round::lines) {
                 out!("  {l}");
             }
             out!("  evidence         {}", evidence.report_html.display());
@@ -191,11 +192,18 @@ impl Build {
                     out!("  waiting for the offline signers (README, \"The release flow\"): carry");
                     out!(
                         "    {}",
-                        capped(&[manifest_path.display().to_string(), bundle_round.file.display().to_string()], 2, "")
-                            .replace('\n', "\n    ")
+                        capped(
+                            &std::iter::once(&build_round)
+                                .chain(&bundle_rounds)
+                                .map(|r| r.file.display().to_string())
+                                .collect::<Vec<_>>(),
+                            3,
+                            ""
+                        )
+                        .replace('\n', "\n    ")
                     );
                     out!(
-                        "  to the signing machine, bring the .minisig files back beside them, then run `{}`",
+                        "  to the signing machine, bring the .minisig and .dsse files back beside them, then run `{}`",
                         crate::build::command("bundle", &self.args.shown(ctx))
                     );
                 }

@@ -71,21 +71,25 @@ pub fn channel_policy(ctx: &Ctx, channel: Channel) -> Result<release::LoadedPoli
     Ok(release::policy::load(&ctx.root, &src)?)
 }
 
-/// Assembles the bundle of the build in `dir`: (bundle path if written, the signature round).
+/// Assembles the bundle of the build in `dir`: (bundle path if written, the signature rounds:
+/// the bundle manifest's, then the provenance statement's when the build made one).
 pub fn make_bundle(
     ctx: &Ctx,
     dir: &Path,
     channel: Channel,
     previous: Option<&Path>,
     force: bool,
-) -> Result<(Option<PathBuf>, Round)> {
+) -> Result<(Option<PathBuf>, Vec<Round>)> {
     let lp = channel_policy(ctx, channel)?;
     let dev_keys = if channel == Channel::Dev { crate::keys::dev_secrets(&ctx.root)? } else { Vec::new() };
     let dev_keys: Vec<(trust::Role, &trust::SecretKey)> = dev_keys.iter().map(|(r, k)| (*r, k)).collect();
-    Ok(match release::assemble(dir, previous, &lp.policy, &dev_keys, force)? {
-        Assembled::Written { path, manifest, report } => (Some(path), Round { file: manifest, report }),
-        Assembled::Waiting { manifest, report } => (None, Round { file: manifest, report }),
-    })
+    let (path, manifest, report, provenance) = match release::assemble(dir, previous, &lp.policy, &dev_keys, force)? {
+        Assembled::Written { path, manifest, report, provenance } => (Some(path), manifest, report, provenance),
+        Assembled::Waiting { manifest, report, provenance } => (None, manifest, report, provenance),
+    };
+    let mut rounds = vec![Round { file: manifest, report }];
+    rounds.extend(provenance.map(|report| Round { file: dir.join(bundle::PROVENANCE), report }));
+    Ok((path, rounds))
 }
 
 impl BundleCmd {
@@ -101,22 +105,25 @@ impl BundleCmd {
             .into());
         }
         let previous = self.previous.as_deref().map(|p| ctx.path(p));
-        let (bundle, round) = make_bundle(ctx, &dir, recipe.channel, previous.as_deref(), self.force)?;
+        let (bundle, rounds) = make_bundle(ctx, &dir, recipe.channel, previous.as_deref(), self.force)?;
         // The evidence again, now with the signers' provenance signatures (if any came back).
         let lp = channel_policy(ctx, recipe.channel)?;
         let evidence = image::evidence_report::make(&dir, &lp, image::evidence_report::reproducibility(&dir))?;
         if ctx.json {
-            out!("{}", serde_json::json!({"ok": bundle.is_some(), "bundle": bundle, "bundle_manifest": round.json()}));
+            out!(
+                "{}",
+                serde_json::json!({"ok": bundle.is_some(), "bundle": bundle, "bundle_manifest": rounds[0].json(), "provenance": rounds.get(1).map(Round::json)})
+            );
         } else {
-            for l in round.lines() {
+            for l in rounds.iter().flat_map(Round::lines) {
                 out!("{l}");
             }
             out!("evidence: {}", evidence.report_html.display());
             match &bundle {
                 Some(p) => out!("{} ({} bytes)", p.display(), std::fs::metadata(p)?.len()),
                 None => out!(
-                    "waiting for signatures: bring the .minisig files back beside {} and run `cargo xtask bundle {}` again",
-                    round.file.display(),
+                    "waiting for signatures: bring the .minisig (and provenance .dsse) files back beside {} and run `cargo xtask bundle {}` again",
+                    rounds[0].file.display(),
                     self.args.shown(ctx)
                 ),
             }

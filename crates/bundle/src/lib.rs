@@ -10,10 +10,15 @@ mod report;
 pub mod tar;
 mod writer;
 
-pub use manifest::{DEFAULT_CHUNK, FORMAT, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, Manifest, Payload, Target};
+pub use manifest::{
+    DEFAULT_CHUNK, FORMAT, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, MIN_FORMAT, Manifest, PROVENANCE, Payload,
+    Target,
+};
 pub use name::{EntryName, escape};
 pub use reader::{MANIFEST_ENTRY, MAX_SIGNATURES, MAX_WINDOW_LOG, PayloadReader, VerifiedBundle, open};
-pub use report::{BundleFacts, MAX_SIGNER_LINES, RoleLine, SignerLine, VerifyReport, signer_lines, verify_stream};
+pub use report::{
+    BundleFacts, MAX_SIGNER_LINES, RoleLine, SignerLine, VerifyReport, roles_line, signer_lines, verify_stream,
+};
 pub use writer::{ZSTD_LEVEL, ZSTD_WORKERS, compress_payload, write_bundle};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,8 @@ pub enum Error {
     TrailingData { offset: u64 },
     #[error("signatures do not meet the trust policy: {}", summary(.0))]
     Rejected(Box<trust::Report>),
+    #[error("the provenance's DSSE signatures do not meet the trust policy: {}", summary(.0))]
+    ProvenanceRejected(Box<trust::Report>),
     #[error("bundle is for product `{}`, this device is `{}`", escape(bundle), escape(device))]
     WrongProduct { bundle: String, device: String },
     #[error("manifest: {0}")]
@@ -55,16 +62,15 @@ pub enum Error {
 }
 
 fn summary(r: &trust::Report) -> String {
-    let roles: Vec<String> =
-        r.roles().iter().map(|x| format!("{} {}/{}", x.role.as_str(), x.valid, x.threshold)).collect();
+    let roles = report::roles_line(r);
     let reasons: Vec<String> =
         r.signers().iter().filter_map(|s| s.reason.as_ref().map(|why| format!("{}: {why}", escape(&s.file)))).collect();
     if r.signers().is_empty() {
-        format!("no signatures ({})", roles.join(", "))
+        format!("no signatures ({roles})")
     } else if reasons.is_empty() {
-        roles.join(", ")
+        roles
     } else {
-        format!("{} ({})", roles.join(", "), reasons.join("; "))
+        format!("{roles} ({})", reasons.join("; "))
     }
 }
 
@@ -146,7 +152,7 @@ impl Error {
             Error::HashMismatch { .. } => Code::HashMismatch,
             Error::Corrupt { .. } => Code::CorruptPayload,
             Error::TrailingData { .. } => Code::TrailingData,
-            Error::Rejected(_) => Code::BadSignature,
+            Error::Rejected(_) | Error::ProvenanceRejected(_) => Code::BadSignature,
             Error::WrongProduct { .. } => Code::WrongProduct,
             Error::Manifest(_) => Code::BadManifest,
             Error::EmptyPayload(_) => Code::EmptyPayload,

@@ -7,7 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::name::EntryName;
 
-pub const FORMAT: u32 = 1;
+/// The format this writer makes. Format 2 added the provenance payload and its DSSE
+/// signature entries; a reader of format 2 reads format 1 too (a format-1 agent refuses a
+/// format-2 bundle by its number: "format 2 is not known").
+pub const FORMAT: u32 = 2;
+/// The oldest format still read.
+pub const MIN_FORMAT: u32 = 1;
+/// The name of the provenance payload (the in-toto statement, `provenance.json` in the build
+/// directory), and so the stem of its DSSE signature entries `provenance.json.KEYID.dsse`.
+pub const PROVENANCE: &str = "provenance.json";
 /// Largest manifest accepted, in bytes (a 16 GiB payload's chunk list is about 1 MiB).
 pub const MAX_MANIFEST: u64 = 2 << 20;
 pub const MAX_PAYLOADS: usize = 8;
@@ -21,12 +29,16 @@ pub const DEFAULT_CHUNK: u64 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// The inactive root slot (always the first payload).
+    /// The inactive root slot (the first payload, after the provenance statement if any).
     Root,
     /// The slot's kernel, on the ESP beside the slot's boot entry.
     Kernel,
     /// The slot's initrd, on the ESP.
     Initrd,
+    /// The build's provenance statement (an in-toto Statement), checked against the DSSE
+    /// signatures the bundle carries and kept on the data partition beside the slot
+    /// (format 2; the first payload when present).
+    Provenance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +108,9 @@ impl Manifest {
 
     pub fn check(&self) -> Result<(), Error> {
         let bad = |s: &str| Err(Error::Manifest(s.to_string()));
-        if self.format != FORMAT {
+        if !(MIN_FORMAT..=FORMAT).contains(&self.format) {
             return Err(Error::Manifest(format!(
-                "format {} is not known (this agent reads format {FORMAT})",
+                "format {} is not known (this agent reads formats {MIN_FORMAT} to {FORMAT})",
                 self.format
             )));
         }
@@ -125,8 +137,13 @@ impl Manifest {
         if self.payloads.is_empty() || self.payloads.len() > MAX_PAYLOADS {
             return Err(Error::Manifest(format!("{} payloads: a bundle has 1 to {MAX_PAYLOADS}", self.payloads.len())));
         }
-        if self.payloads[0].target != Target::Root {
-            return bad("the first payload must be the root slot (target = \"root\")");
+        // The provenance statement, when there is one, comes first: its signatures are
+        // checked before a byte of the root slot is written.
+        let lead = usize::from(self.payloads[0].target == Target::Provenance);
+        if self.payloads.get(lead).map(|p| p.target) != Some(Target::Root) {
+            return bad(
+                "the first payload must be the root slot (target = \"root\"), after the provenance statement if any",
+            );
         }
         for (i, p) in self.payloads.iter().enumerate() {
             EntryName::new(&p.entry_name()).map_err(|e| Error::Manifest(format!("payload {i}: {e}")))?;
@@ -135,6 +152,27 @@ impl Manifest {
             }
             if self.payloads[..i].iter().any(|q| q.name == p.name) {
                 return Err(Error::Manifest(format!("payload `{}` is listed twice", p.name)));
+            }
+            if p.target == Target::Provenance {
+                if i > 0 {
+                    return bad("the provenance statement is the first payload");
+                }
+                if self.format < 2 {
+                    return bad("a provenance payload needs format 2");
+                }
+                if p.name != PROVENANCE {
+                    return Err(Error::Manifest(format!(
+                        "the provenance payload is named `{}`, not `{PROVENANCE}`",
+                        crate::escape(&p.name)
+                    )));
+                }
+                if p.size > trust::dsse::MAX_PAYLOAD as u64 {
+                    return Err(Error::TooLarge {
+                        what: format!("payload `{PROVENANCE}`"),
+                        size: p.size,
+                        max: trust::dsse::MAX_PAYLOAD as u64,
+                    });
+                }
             }
             if p.compression != "zstd" {
                 return Err(Error::Manifest(format!(

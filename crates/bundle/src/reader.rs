@@ -9,14 +9,18 @@
 use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
+use trust::dsse::{Envelope, IN_TOTO, Signature};
 use trust::{Expect, Policy, Prehash, Report};
 
 use crate::Error;
-use crate::manifest::{MAX_MANIFEST, Manifest, Payload};
+use crate::manifest::{MAX_MANIFEST, Manifest, PROVENANCE, Payload, Target};
 use crate::tar::{self, BLOCK, Header, read_full};
 
 pub const MANIFEST_ENTRY: &str = "manifest.toml";
 pub const MAX_SIGNATURES: usize = 16;
+/// The DSSE signature entries are `PROVENANCE.KEYID.dsse`.
+const DSSE_PREFIX: &str = "provenance.json.";
+const _: () = assert!(DSSE_PREFIX.len() == PROVENANCE.len() + 1);
 /// zstd window accepted, log2: 2^24 = 16 MiB of decoder memory at most.
 pub const MAX_WINDOW_LOG: u32 = 24;
 
@@ -80,24 +84,36 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
     read_full(&mut r, &mut manifest_bytes, at, "manifest")?;
     skip(&mut r, tar::padding(first.size), "padding")?;
 
+    // The manifest's signatures, then (format 2) the provenance statement's DSSE signatures.
     let mut signatures: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut dsse: Vec<(String, Vec<u8>)> = Vec::new();
     let pending = loop {
         let Some(h) = next_header(&mut r)? else { break None };
         let name = h.name.as_str();
-        let Some(id) = name.strip_prefix("manifest.toml.").and_then(|n| n.strip_suffix(".minisig")) else {
-            break Some(h);
+        let minisig = name.strip_prefix("manifest.toml.").and_then(|n| n.strip_suffix(".minisig"));
+        let envelope_sig = name.strip_prefix(DSSE_PREFIX).and_then(|n| n.strip_suffix(".dsse"));
+        let (id, list, pattern) = match (minisig, envelope_sig) {
+            (Some(_), _) if !dsse.is_empty() => {
+                return Err(Error::Unexpected {
+                    name: name.to_string(),
+                    expected: "provenance.json.KEYID.dsse (the manifest's signatures come first)".into(),
+                });
+            }
+            (Some(id), _) => (id, &mut signatures, "manifest.toml.KEYID.minisig"),
+            (None, Some(id)) => (id, &mut dsse, "provenance.json.KEYID.dsse"),
+            (None, None) => break Some(h),
         };
         if id.len() != 16 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Unexpected { name: name.to_string(), expected: "manifest.toml.KEYID.minisig".into() });
+            return Err(Error::Unexpected { name: name.to_string(), expected: pattern.into() });
         }
-        if signatures.len() == MAX_SIGNATURES {
+        if list.len() == MAX_SIGNATURES {
             return Err(Error::TooMany {
-                what: "signatures".into(),
+                what: if pattern.ends_with(".dsse") { "provenance signatures" } else { "signatures" }.into(),
                 count: MAX_SIGNATURES as u64 + 1,
                 max: MAX_SIGNATURES as u64,
             });
         }
-        if signatures.iter().any(|(n, _)| n == name) {
+        if list.iter().any(|(n, _)| n == name) {
             return Err(Error::Duplicate(name.to_string()));
         }
         if h.size > trust::MAX_SIG_FILE as u64 {
@@ -111,7 +127,7 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
         let at = r.offset;
         read_full(&mut r, &mut buf, at, "signature")?;
         skip(&mut r, tar::padding(h.size), "padding")?;
-        signatures.push((name.to_string(), buf));
+        list.push((name.to_string(), buf));
     };
 
     let accepted = policy
@@ -124,7 +140,42 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
         return Err(Error::WrongProduct { bundle: manifest.product.clone(), device: p.to_string() });
     }
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest_bytes)));
-    Ok(VerifiedBundle { r, manifest, digest, report, pending, next: 0, ended: false })
+    let provenance = match manifest.payloads.iter().any(|p| p.target == Target::Provenance) {
+        true => Some(Provenance {
+            policy: policy.clone(),
+            signatures: dsse.iter().map(|(name, bytes)| dsse_signature(name, bytes)).collect(),
+            statement: Vec::new(),
+            report: None,
+        }),
+        false => match dsse.first() {
+            Some((name, _)) => return Err(Error::Undeclared(name.clone())),
+            None => None,
+        },
+    };
+    Ok(VerifiedBundle { r, manifest, digest, report, pending, next: 0, ended: false, provenance })
+}
+
+/// The DSSE signature in a `provenance.json.KEYID.dsse` entry (`{"keyid", "sig"}`, as
+/// `cargo xtask sign provenance.json` writes it). One that does not parse, or whose key id
+/// differs from its name's, still goes to the policy, which counts it as a refused signer
+/// with the reason, as it does a malformed minisig file.
+fn dsse_signature(name: &str, bytes: &[u8]) -> Signature {
+    let named = name.strip_prefix(DSSE_PREFIX).and_then(|n| n.strip_suffix(".dsse")).unwrap_or_default();
+    match serde_json::from_slice::<Signature>(bytes) {
+        Ok(s) if s.keyid.eq_ignore_ascii_case(named) => s,
+        Ok(s) => {
+            Signature { keyid: named.to_string(), sig: format!("(key id {} in an entry named for {named})", s.keyid) }
+        }
+        Err(_) => Signature { keyid: named.to_string(), sig: "(not a DSSE signature)".into() },
+    }
+}
+
+/// The provenance statement being read, and what its signatures proved once it was whole.
+struct Provenance {
+    policy: Policy,
+    signatures: Vec<Signature>,
+    statement: Vec<u8>,
+    report: Option<Report>,
 }
 
 /// A bundle whose manifest signatures met the policy. The only way to get one is [`open`].
@@ -137,9 +188,26 @@ pub struct VerifiedBundle<R> {
     pending: Option<Header>,
     next: usize,
     ended: bool,
+    provenance: Option<Provenance>,
 }
 
 impl<R: Read> VerifiedBundle<R> {
+    /// The provenance envelope (the statement and the DSSE signatures that verified), once
+    /// its payload was read to its end and its signatures met the policy; `None` before that
+    /// or when the bundle carries no provenance.
+    pub fn provenance(&self) -> Option<(Envelope, &Report)> {
+        let p = self.provenance.as_ref()?;
+        let report = p.report.as_ref()?;
+        let counted = p
+            .signatures
+            .iter()
+            .zip(report.signers())
+            .filter(|(_, s)| s.verified())
+            .map(|(sig, _)| sig.clone())
+            .collect();
+        Some((Envelope::new(IN_TOTO, &p.statement, counted), report))
+    }
+
     /// The next payload, as the manifest lists them; `None` after the last one.
     pub fn next_payload(&mut self) -> Result<Option<PayloadReader<'_, R>>, Error> {
         if self.next == self.manifest.payloads.len() {
@@ -173,6 +241,10 @@ impl<R: Read> VerifiedBundle<R> {
             });
         }
         self.next += 1;
+        let provenance = match want.target {
+            Target::Provenance => self.provenance.as_mut(),
+            _ => None,
+        };
         let take = (&mut self.r).take(h.size);
         let mut dec = zstd::stream::read::Decoder::new(take).map_err(|e| Error::Io(e.to_string()))?;
         dec.window_log_max(MAX_WINDOW_LOG).map_err(|e| Error::Io(e.to_string()))?;
@@ -184,6 +256,7 @@ impl<R: Read> VerifiedBundle<R> {
             done: 0,
             whole: Sha256::new(),
             ended: &mut self.ended,
+            provenance,
         }))
     }
 
@@ -236,6 +309,9 @@ pub struct PayloadReader<'a, R: Read> {
     /// sha256 of every verified byte so far: the signed whole-payload digest is checked too.
     whole: Sha256,
     ended: &'a mut bool,
+    /// The provenance statement's bytes are kept (at most `dsse::MAX_PAYLOAD`, the manifest
+    /// checked) and its signatures checked once it is whole.
+    provenance: Option<&'a mut Provenance>,
 }
 
 impl<R: Read> PayloadReader<'_, R> {
@@ -270,6 +346,13 @@ impl<R: Read> PayloadReader<'_, R> {
             if whole != self.payload.sha256 {
                 return Err(Error::HashMismatch { what: name, chunk: None });
             }
+            if let Some(p) = self.provenance.as_deref_mut() {
+                let report = p.policy.verify_dsse(IN_TOTO, &p.statement, &p.signatures);
+                if !report.accepted() {
+                    return Err(Error::ProvenanceRejected(Box::new(report)));
+                }
+                p.report = Some(report);
+            }
             *self.ended = true;
             return Ok(false);
         }
@@ -295,6 +378,9 @@ impl<R: Read> PayloadReader<'_, R> {
             return Err(Error::HashMismatch { what: name, chunk: Some(self.chunk) });
         }
         self.whole.update(&buf[..]);
+        if let Some(p) = self.provenance.as_deref_mut() {
+            p.statement.extend_from_slice(buf);
+        }
         self.chunk += 1;
         self.done += want as u64;
         Ok(true)

@@ -42,6 +42,9 @@ pub struct BundleFacts {
     pub manifest: String,
     /// Uncompressed payload bytes checked chunk by chunk (0 when payloads were not read).
     pub payload_bytes: u64,
+    /// The provenance statement's DSSE signatures, per role (`release 2/2, approval 1/1`),
+    /// once it was read and they met the policy; `None` when the bundle carries none.
+    pub provenance: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,6 +86,11 @@ pub fn signer_lines(r: &Report) -> (Vec<SignerLine>, Vec<RoleLine>) {
         .map(|r| RoleLine { role: r.role.as_str().to_string(), threshold: r.threshold, valid: r.valid, met: r.met })
         .collect();
     (signers, roles)
+}
+
+/// Each role's count, `release 2/2, approval 1/1`.
+pub fn roles_line(r: &Report) -> String {
+    r.roles().iter().map(|x| format!("{} {}/{}", x.role.as_str(), x.valid, x.threshold)).collect::<Vec<_>>().join(", ")
 }
 
 impl VerifyReport {
@@ -150,6 +158,9 @@ impl VerifyReport {
                 "  {} {} security_version {} channel {}; manifest {}; {} payload bytes verified chunk by chunk\n",
                 b.product, b.version, b.security_version, b.channel, b.manifest, b.payload_bytes
             ));
+            if let Some(p) = &b.provenance {
+                out.push_str(&format!("  provenance (in-toto statement) signed: {p}\n"));
+            }
         }
         match (&self.reason, &self.message) {
             (Some(code), Some(m)) => out.push_str(&format!("rejected ({code}): {m}")),
@@ -190,18 +201,22 @@ pub fn verify_stream<R: Read>(
         channel: m.channel.to_string(),
         manifest: vb.digest.clone(),
         payload_bytes: 0,
+        provenance: None,
     });
     let mut buf = Vec::new();
     let mut bytes = 0u64;
+    let mut vb_provenance = None;
     let result = (|| -> Result<(), Error> {
         while let Some(mut p) = vb.next_payload()? {
             while p.next_chunk(&mut buf)? {}
             bytes += p.verified();
         }
+        vb_provenance = vb.provenance().map(|(_, r)| roles_line(r));
         vb.finish()
     })();
     if let Some(b) = report.bundle.as_mut() {
         b.payload_bytes = bytes;
+        b.provenance = vb_provenance;
     }
     match result {
         Ok(()) => {

@@ -1,6 +1,7 @@
-//! A bundle from a build directory: `root.img` (and the slot's kernel and initrd when the
-//! build made them) compressed and chunk-hashed, a bundle manifest, its signatures, then
-//! `NAME-VERSION.airlock` — written only once the signatures meet the policy. A bundle
+//! A bundle from a build directory: the provenance statement, `root.img` (and the slot's
+//! kernel and initrd when the build made them) compressed and chunk-hashed, a bundle manifest,
+//! its signatures and the statement's DSSE signatures, then `NAME-VERSION.airlock` — written
+//! only once both sets of signatures meet the policy. A bundle
 //! manifest that already has signatures is never replaced by other bytes.
 
 use std::fs;
@@ -18,9 +19,14 @@ use crate::{Error, Result, sign_file};
 pub const BUNDLE_MANIFEST: &str = "bundle-manifest.toml";
 pub const BUILD_MANIFEST: &str = "build-manifest.toml";
 
-/// The payloads a bundle carries, in order, when the build directory holds them.
-pub const PAYLOADS: &[(&str, Target)] =
-    &[("root.img", Target::Root), ("vmlinuz", Target::Kernel), ("initrd.img", Target::Initrd)];
+/// The payloads a bundle carries, in order, when the build directory holds them: the
+/// provenance statement first (its signatures are checked before a slot byte is written).
+pub const PAYLOADS: &[(&str, Target)] = &[
+    (bundle::PROVENANCE, Target::Provenance),
+    ("root.img", Target::Root),
+    ("vmlinuz", Target::Kernel),
+    ("initrd.img", Target::Initrd),
+];
 
 #[derive(Debug)]
 pub enum Assembled {
@@ -28,12 +34,45 @@ pub enum Assembled {
         path: PathBuf,
         manifest: PathBuf,
         report: trust::Report,
+        /// The provenance statement's DSSE signatures (when the build made one).
+        provenance: Option<trust::Report>,
     },
-    /// The signatures do not meet the policy yet.
-    Waiting {
-        manifest: PathBuf,
-        report: trust::Report,
-    },
+    /// The signatures (of the bundle manifest, or of the provenance statement the bundle
+    /// carries) do not meet the policy yet.
+    Waiting { manifest: PathBuf, report: trust::Report, provenance: Option<trust::Report> },
+}
+
+/// The provenance statement's DSSE signatures beside it (`provenance.json.KEYID.dsse`) and
+/// what they prove against `policy`: (entry name, file text) of each that verified, and the
+/// report. The statement read here is checked against the digest the manifest holds.
+fn provenance_signatures(
+    dir: &Path,
+    policy: &trust::Policy,
+    sha256: &str,
+) -> Result<(Vec<(String, String)>, trust::Report)> {
+    let statement = dir.join(bundle::PROVENANCE);
+    let payload = read_bounded(&statement, trust::dsse::MAX_PAYLOAD as u64)?
+        .ok_or_else(|| Error::Usage(format!("{}: too large to be a provenance statement", statement.display())))?;
+    if hex::encode(sha2::Sha256::digest(&payload)) != sha256 {
+        return Err(Error::Usage(format!("{}: changed while the bundle was made", statement.display())));
+    }
+    let mut files = Vec::new();
+    for p in crate::provenance::dsse_paths(&statement)? {
+        let Some(b) = read_bounded(&p, trust::MAX_SIG_FILE as u64)? else { continue };
+        if let Ok(sig) = serde_json::from_slice::<trust::dsse::Signature>(&b) {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push((name, String::from_utf8_lossy(&b).into_owned(), sig));
+        }
+    }
+    let sigs: Vec<trust::dsse::Signature> = files.iter().map(|(_, _, s)| s.clone()).collect();
+    let report = policy.verify_dsse(trust::dsse::IN_TOTO, &payload, &sigs);
+    let counted = files
+        .into_iter()
+        .zip(report.signers())
+        .filter(|(_, s)| s.verified())
+        .map(|((name, text, _), _)| (name, text))
+        .collect();
+    Ok((counted, report))
 }
 
 struct BuildInfo {
@@ -42,6 +81,12 @@ struct BuildInfo {
     product: String,
     channel: product::Channel,
     security_version: u64,
+}
+
+/// The sha256 the build manifest lists for output `name`.
+fn output_sha(bm_text: &str, name: &str) -> Option<String> {
+    let bm: toml::Table = toml::from_str(bm_text).ok()?;
+    bm.get("outputs")?.get(name)?.get("sha256")?.as_str().map(str::to_string)
 }
 
 fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
@@ -83,14 +128,7 @@ fn up_to_date(
     let version = info.version.to_string();
     let expect = Expect { product: Some(&info.product), version: Some(&version) };
     let Ok(vb) = bundle::open(BufReader::new(f), policy, expect) else { return Ok(None) };
-    let bm: toml::Table = toml::from_str(bm_text).unwrap_or_default();
-    let output_sha = |name: &str| {
-        bm.get("outputs")
-            .and_then(|o| o.get(name))
-            .and_then(|o| o.get("sha256"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let output_sha = |name: &str| output_sha(bm_text, name);
     let m = &vb.manifest;
     let same = toml::to_string(m).is_ok()
         && m.build_manifest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes())))
@@ -101,7 +139,11 @@ fn up_to_date(
         return Ok(None);
     }
     let report = vb.report.clone();
-    Ok(Some(Assembled::Written { path, manifest: mpath, report }))
+    let provenance = match m.payloads.iter().find(|p| p.target == Target::Provenance) {
+        Some(p) => Some(provenance_signatures(dir, policy, &p.sha256)?.1),
+        None => None,
+    };
+    Ok(Some(Assembled::Written { path, manifest: mpath, report, provenance }))
 }
 
 /// Assembles the bundle of the build in `dir`. `dev_keys` sign dev bundles; release bundles
@@ -157,6 +199,13 @@ pub fn assemble(
             bundle::DEFAULT_CHUNK,
         )
         .map_err(|e| Error::Usage(format!("{}: {e}", src.display())))?;
+        if let Some(listed) = output_sha(&bm_text, name).filter(|l| *l != p.sha256) {
+            return Err(Error::Usage(format!(
+                "{}: sha256 {} differs from the {listed} that {BUILD_MANIFEST} lists: the file changed after the build; build again",
+                src.display(),
+                p.sha256
+            )));
+        }
         payloads.push(p);
         scratch.push(tmp);
     }
@@ -204,8 +253,15 @@ pub fn assemble(
     let version = info.version.to_string();
     let expect = Expect { product: Some(&info.product), version: Some(&version) };
     let report = policy.verify(&Prehash::of_bytes(mtext.as_bytes()), &sigs, &expect);
-    if !report.accepted() {
-        return Ok(Assembled::Waiting { manifest: mpath, report });
+    let (dsse, provenance) = match manifest.payloads.iter().find(|p| p.target == Target::Provenance) {
+        Some(p) => {
+            let (files, r) = provenance_signatures(dir, policy, &p.sha256)?;
+            (files, Some(r))
+        }
+        None => (Vec::new(), None),
+    };
+    if !report.accepted() || provenance.as_ref().is_some_and(|r| !r.accepted()) {
+        return Ok(Assembled::Waiting { manifest: mpath, report, provenance });
     }
     // Only signatures that counted go into the bundle (a stale or foreign one would make
     // every device log a refusal).
@@ -213,6 +269,7 @@ pub fn assemble(
         .iter()
         .filter(|(name, _)| report.signers().iter().any(|s| &s.file == name && s.verified()))
         .map(|(n, b)| (n.clone(), String::from_utf8_lossy(b).into_owned()))
+        .chain(dsse)
         .collect();
     let name = format!("{}-{}.airlock", info.name, info.version);
     let dest = dir.join(&name);
@@ -232,5 +289,5 @@ pub fn assemble(
     }
     out.persist(&dest).map_err(|e| Error::Io { path: dest.clone(), source: e.error })?;
     sync_dir(dir)?;
-    Ok(Assembled::Written { path: dest, manifest: mpath, report })
+    Ok(Assembled::Written { path: dest, manifest: mpath, report, provenance })
 }

@@ -21,7 +21,7 @@ use crate::{Error, LoadedPolicy, Result};
 pub const STATEMENT: &str = "provenance.json";
 pub const ENVELOPE: &str = "provenance.intoto.json";
 
-fn dsse_paths(statement: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn dsse_paths(statement: &Path) -> Result<Vec<PathBuf>> {
     let dir = statement.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let base = statement.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut out: Vec<PathBuf> = fs::read_dir(dir)

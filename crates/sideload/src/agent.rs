@@ -222,6 +222,24 @@ impl Agent {
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
+        // The provenance statement comes first and is checked (its DSSE signatures against
+        // this device's policy) before anything changes.
+        let evidence = match vb.manifest.payloads.first().map(|p| p.target) {
+            Some(bundle::Target::Provenance) => {
+                progress.phase("checking the provenance statement");
+                let mut buf = Vec::new();
+                if let Some(mut p) = vb.next_payload()? {
+                    while p.next_chunk(&mut buf)? {}
+                }
+                let (env, _) = vb.provenance().ok_or_else(|| {
+                    Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the provenance was not read".into())
+                })?;
+                let mut text = serde_json::to_string_pretty(&env).map_err(|e| Error::State(e.to_string()))?;
+                text.push('\n');
+                Some(text)
+            }
+            _ => None,
+        };
         let payload = vb
             .manifest
             .payloads
@@ -242,8 +260,10 @@ impl Agent {
             ));
         }
 
-        // The slot leaves the boot rotation before a byte of it changes.
+        // The slot leaves the boot rotation before a byte of it changes, and its evidence
+        // goes with the image it described.
         self.dev.boot.cancel_trial(target)?;
+        crate::evidence::forget(&self.dev, target)?;
         let mut next = self.state.clone();
         next.set(
             target,
@@ -277,10 +297,10 @@ impl Agent {
                 let name = match other.payload.target {
                     bundle::Target::Kernel => "vmlinuz",
                     bundle::Target::Initrd => "initrd.img",
-                    bundle::Target::Root => {
+                    bundle::Target::Root | bundle::Target::Provenance => {
                         return Err(Error::Refused(
                             Reason::Bundle(bundle::Code::BadManifest),
-                            "a second root payload".into(),
+                            format!("a second {:?} payload", other.payload.target),
                         ));
                     }
                 };
@@ -303,6 +323,9 @@ impl Agent {
                     "this appliance boots each slot's own kernel and initrd: the bundle carries none".into(),
                 ));
             }
+        }
+        if let Some(text) = &evidence {
+            crate::evidence::keep(&self.dev, target, text)?;
         }
         failpoint("after-sync");
         progress.phase("reading the slot back");

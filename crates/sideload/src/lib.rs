@@ -5,7 +5,8 @@
 //! Modules: `config` (device.toml, the device's identity), `device` (where things are, the
 //! lock), `state` (state.toml), `audit` (the hash-chained log), `decide` (pure decisions),
 //! `agent` (effects), `slotio` (writing and reading back a slot), `boot` (simulated boot loader
-//! and systemd-boot entries), `fsutil` (atomic writes, fsync, opening untrusted paths once),
+//! and systemd-boot entries), `evidence` (the provenance a bundle brought, per slot), `fsutil`
+//! (atomic writes, fsync, opening untrusted paths once),
 //! `simfs` (power loss for the simulated device), `console` (what an operator reads).
 
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod console;
 pub mod decide;
 pub mod device;
+pub mod evidence;
 pub mod fsutil;
 pub mod reason;
 pub mod simfs;

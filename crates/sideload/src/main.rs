@@ -63,8 +63,13 @@ enum Cmd {
     Status {
         /// Print the booted slot's SBOM instead (SPDX 2.3 JSON, carried inside the image as
         /// /usr/share/airlock/sbom.spdx.json).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "provenance")]
         sbom: bool,
+        /// Print the booted slot's provenance instead: the in-toto statement in its DSSE
+        /// envelope, as the bundle that installed the slot carried it and this device's
+        /// policy verified it (kept on the data partition).
+        #[arg(long)]
+        provenance: bool,
     },
     /// Record this boot in the audit log (once per boot, by airlock-boot.service), after
     /// reconciling with what the boot loader did.
@@ -193,7 +198,20 @@ fn run(cli: &Cli) -> Result<Out, Error> {
             let s = SimBoot { path: root.join("boot/state.toml") }.power_on()?;
             Ok(ok(format!("booted slot {}", s.booted.letter()), json!({"ok": true, "booted": s.booted.letter()})))
         }
-        Cmd::Status { sbom: true } => {
+        Cmd::Status { provenance: true, .. } => {
+            let dev = device(cli)?;
+            let booted = dev.boot.state()?.booted;
+            let text = sideload::evidence::read(&dev, booted)?.ok_or_else(|| {
+                Error::State(format!(
+                    "slot {} has no provenance: the bundle that installed it carried none (format 1, or the factory image)",
+                    booted.letter()
+                ))
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::State(format!("provenance: {e}")))?;
+            Ok(Out { text: text.trim_end().to_string(), json: v, code: 0 })
+        }
+        Cmd::Status { sbom: true, .. } => {
             let path = match &cli.root {
                 Some(r) => r.join("sbom.spdx.json"),
                 None => PathBuf::from("/usr/share/airlock/sbom.spdx.json"),
@@ -203,7 +221,7 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 serde_json::from_str(&text).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
             Ok(Out { text: text.trim_end().to_string(), json: v, code: 0 })
         }
-        Cmd::Status { sbom: false } => {
+        Cmd::Status { .. } => {
             let dev = device(cli)?;
             let v = agent::view(&dev)?;
             let recent = agent::recent(&dev, 5);

@@ -45,3 +45,25 @@ pub(crate) fn shown(s: &str) -> String {
 pub fn sign(key: &crate::SecretKey, payload_type: &str, payload: &[u8]) -> Signature {
     Signature { keyid: key.id().to_string(), sig: B64.encode(key.sign_raw(&pae(payload_type, payload))) }
 }
+
+/// A DSSE envelope as in-toto tools read it (`{"payload", "payloadType", "signatures"}`, in
+/// that order, which is also the order of sorted keys).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Envelope {
+    /// The payload, standard base64.
+    pub payload: String,
+    pub payload_type: String,
+    pub signatures: Vec<Signature>,
+}
+
+impl Envelope {
+    pub fn new(payload_type: &str, payload: &[u8], signatures: Vec<Signature>) -> Envelope {
+        Envelope { payload: B64.encode(payload), payload_type: payload_type.to_string(), signatures }
+    }
+
+    /// The payload's bytes.
+    pub fn payload_bytes(&self) -> Result<Vec<u8>, Error> {
+        B64.decode(self.payload.trim()).map_err(|e| Error::Malformed(format!("DSSE payload is not base64: {e}")))
+    }
+}

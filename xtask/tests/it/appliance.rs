@@ -10,7 +10,7 @@
 //! c. version 3, whose controller never becomes healthy: its tries run out and the machine is
 //!    back on slot b by itself.
 //! Then the data partition is read from the disk, outside the VM: the audit chain is intact
-//! and says all of that.
+//! and says all of that, and slot b keeps the provenance envelope its bundle carried.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -86,8 +86,9 @@ fn health(port: u16) -> serde_json::Value {
     serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1.trim()).unwrap()
 }
 
-/// The data partition of the VM's disk, read outside the VM: (state.toml, audit.jsonl).
-fn data_partition(workdir: &Path, layout: image::disk::Layout) -> (String, String) {
+/// The data partition of the VM's disk, read outside the VM: (state.toml, audit.jsonl, slot
+/// b's provenance envelope).
+fn data_partition(workdir: &Path, layout: image::disk::Layout) -> (String, String, String) {
     let raw = workdir.join("final.raw");
     let st = Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
@@ -109,7 +110,11 @@ fn data_partition(workdir: &Path, layout: image::disk::Layout) -> (String, Strin
         let o = Command::new("debugfs").args(["-R", &format!("cat {p}")]).arg(&data).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    (cat("/var/upper/lib/airlock/state.toml"), cat("/var/upper/lib/airlock/audit.jsonl"))
+    (
+        cat("/var/upper/lib/airlock/state.toml"),
+        cat("/var/upper/lib/airlock/audit.jsonl"),
+        cat("/var/upper/lib/airlock/evidence/b/provenance.intoto.json"),
+    )
 }
 
 #[test]
@@ -212,7 +217,14 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
 
     // Outside the VM: the audit log on the data partition is intact and tells the story.
     let recipe = recipe::Recipe::load(&repo().join("recipes/parking-controller.toml"), &repo()).unwrap();
-    let (state, audit) = data_partition(&workdir, image::disk::Layout::of(&recipe));
+    let (state, audit, provenance) = data_partition(&workdir, image::disk::Layout::of(&recipe));
+    // Slot b keeps the provenance its bundle carried, verified by the appliance's own policy:
+    // byte for byte the envelope the build directory holds.
+    assert_eq!(
+        provenance,
+        fs::read_to_string(v2.join("provenance.intoto.json")).unwrap(),
+        "slot b's provenance on the appliance"
+    );
     let log = tmp.path().join("audit.jsonl");
     fs::write(&log, &audit).unwrap();
     let st: sideload::AgentState = toml::from_str(&state).unwrap_or_else(|e| panic!("state.toml: {e}\n{state}"));

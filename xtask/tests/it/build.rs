@@ -143,16 +143,19 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
         assert!(text.contains(&sha), "manifest lacks the digest of {o}");
     }
 
-    // The update bundle beside it verifies fully offline, and holds root.img and the slot's
-    // kernel and initrd (every byte of the three verified, chunk by chunk).
+    // The update bundle beside it verifies fully offline, and holds the provenance statement,
+    // root.img and the slot's kernel and initrd (every byte of the four verified, chunk by
+    // chunk; the statement's DSSE signatures against the policy).
     let bundle = img.join("parking-controller-1.0.0.airlock");
     let (code, out, err) = run(xtask().args(["verify", "--dev"]).arg(&bundle));
     assert_eq!(code, 0, "{out}{err}");
-    let payload: u64 =
-        ["root.img", "vmlinuz", "initrd.img"].iter().map(|p| fs::metadata(img.join(p)).unwrap().len()).sum();
+    const PAYLOADS: [&str; 4] = ["provenance.json", "root.img", "vmlinuz", "initrd.img"];
+    let payload: u64 = PAYLOADS.iter().map(|p| fs::metadata(img.join(p)).unwrap().len()).sum();
     assert!(out.contains(&format!("{payload} payload bytes verified")), "{out}");
+    assert!(out.contains("provenance (in-toto statement) signed: release 1/1, approval 1/1"), "{out}");
     let listed = fs::read_to_string(img.join("bundle-manifest.toml")).unwrap();
-    for p in ["root.img", "vmlinuz", "initrd.img"] {
+    assert!(listed.starts_with("format = 2\n"), "{listed}");
+    for p in PAYLOADS {
         assert!(listed.contains(&format!("name = \"{p}\"")), "the bundle lacks {p}:\n{listed}");
     }
     assert!(

@@ -106,6 +106,15 @@ fn the_whole_release_flow_from_the_readme() {
 
     // Both rounds on the offline machine: vendor-1 with Airlock, vendor-2 with stock minisign
     // (the README's line), the owner with --role approval.
+    let bring_back = |name: &str| {
+        for e in fs::read_dir(&offline).unwrap() {
+            let p = e.unwrap().path();
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            if n.starts_with(&format!("{name}.")) && (n.ends_with(".minisig") || n.ends_with(".dsse")) {
+                fs::copy(&p, dir.join(&n)).unwrap();
+            }
+        }
+    };
     for name in ["build-manifest.toml", "bundle-manifest.toml"] {
         let there = offline.join(name);
         fs::copy(dir.join(name), &there).unwrap();
@@ -130,14 +139,22 @@ fn the_whole_release_flow_from_the_readme() {
         m.stdin.take().unwrap().write_all(b"vendor-2 passphrase\n").unwrap();
         assert!(m.wait().unwrap().success());
         sign(&co, &there, &keys[3].0, &keys[3].2, true);
-        for e in fs::read_dir(&offline).unwrap() {
-            let p = e.unwrap().path();
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            if n.starts_with(&format!("{name}.")) && n.ends_with(".minisig") {
-                fs::copy(&p, dir.join(&n)).unwrap();
-            }
-        }
+        bring_back(name);
     }
+    // Both manifests signed, the provenance statement not yet: the bundle, which carries the
+    // statement, waits for its DSSE signatures.
+    let (code, out, _) = run(xtask_in(&co).args(["bundle", "recipes/release.toml", "--out"]).arg(&images));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bundle-manifest.toml: release 2/2 met; approval 1/1 met"), "{out}");
+    assert!(out.contains("provenance.json: release 0/2 not met; approval 0/1 not met"), "{out}");
+    assert!(!dir.join("parking-controller-1.0.0.airlock").exists());
+    // The statement's DSSE signatures (not a minisign format: every party uses Airlock here).
+    let there = offline.join("provenance.json");
+    fs::copy(dir.join("provenance.json"), &there).unwrap();
+    for (k, approval) in [(0, false), (1, false), (3, true)] {
+        sign(&co, &there, &keys[k].0, &keys[k].2, approval);
+    }
+    bring_back("provenance.json");
     let (code, out, err) = run(xtask_in(&co).args(["bundle", "recipes/release.toml", "--out"]).arg(&images));
     assert_eq!(code, 0, "{out}{err}");
     let bundle = dir.join("parking-controller-1.0.0.airlock");
@@ -154,6 +171,11 @@ fn the_whole_release_flow_from_the_readme() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".minisig"))
         .count();
     assert_eq!((sigs_before, sigs_after), (6, 6));
+    let dsse = fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".dsse"))
+        .count();
+    assert_eq!(dsse, 3);
 
     // Verify with Airlock: the manifest and the whole bundle.
     for f in [dir.join("build-manifest.toml"), bundle.clone()] {
@@ -190,6 +212,13 @@ fn the_whole_release_flow_from_the_readme() {
     let sum = Command::new("sha256sum").arg(x.join("root.img")).output().unwrap();
     let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
     assert!(fs::read_to_string(x.join("manifest.toml")).unwrap().contains(&format!("sha256 = \"{sum}\"")));
+    // The bundle carries the provenance statement (the build's, byte for byte) and the three
+    // DSSE signatures that met the policy.
+    assert!(Command::new("zstd").args(["-q", "-d"]).arg(x.join("provenance.json.zst")).status().unwrap().success());
+    assert_eq!(fs::read(x.join("provenance.json")).unwrap(), fs::read(dir.join("provenance.json")).unwrap());
+    for k in [0, 1, 3] {
+        assert!(x.join(format!("provenance.json.{}.dsse", key_id(&keys[k].1))).is_file());
+    }
 
     // Rotation to version 2, revoking vendor-3, signed by vendor-1 and vendor-2.
     let v2 = v1

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod manifest;
+mod provenance;
 mod structure;
 mod tarfmt;
 

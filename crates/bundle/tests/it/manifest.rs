@@ -159,9 +159,17 @@ fn product_names_are_plain_and_at_most_128_bytes() {
 
 #[test]
 fn format_hash_and_compression_are_known_values_only() {
-    let mut m = good();
-    m.format = 2;
-    assert_eq!(refused(&m), "manifest: format 2 is not known (this agent reads format 1)");
+    for f in [0, 3, u32::MAX] {
+        let mut m = good();
+        m.format = f;
+        assert_eq!(refused(&m), format!("manifest: format {f} is not known (this agent reads formats 1 to 2)"));
+    }
+    // Format 1 (no provenance) is still read, and so is format 2.
+    for f in [1, 2] {
+        let mut m = good();
+        m.format = f;
+        m.check().unwrap();
+    }
     let mut m = good();
     m.hash = "sha\n256".into();
     assert_eq!(refused(&m), "manifest: hash algorithm `sha\\n256` is not known (sha256 is)");
@@ -187,13 +195,56 @@ fn payload_count_targets_and_names() {
     assert_eq!(refused(&m), "manifest: two payloads for target Kernel", "eight payloads pass the count");
     let mut m = good();
     m.payloads[0].target = Target::Kernel;
-    assert_eq!(refused(&m), "manifest: the first payload must be the root slot (target = \"root\")");
+    assert_eq!(
+        refused(&m),
+        "manifest: the first payload must be the root slot (target = \"root\"), after the provenance statement if any"
+    );
     let mut m = good();
     m.payloads.push(payload("root.img", Target::Kernel, 1, MI));
     assert_eq!(refused(&m), "manifest: payload `root.img` is listed twice");
     let mut m = good();
     m.payloads[0].name = "../etc/passwd".into();
     assert!(refused(&m).starts_with("manifest: payload 0: entry `../etc/passwd.zst`"), "{}", refused(&m));
+}
+
+#[test]
+fn the_provenance_statement_is_format_2_named_first_and_small() {
+    let with_provenance = |size: u64| {
+        let mut m = good();
+        m.format = 2;
+        m.payloads.insert(0, payload(bundle::PROVENANCE, Target::Provenance, size, MI));
+        m
+    };
+    with_provenance(40 << 10).check().unwrap();
+    // Largest statement a DSSE envelope takes, and one byte more.
+    with_provenance(trust::dsse::MAX_PAYLOAD as u64).check().unwrap();
+    let e = with_provenance(trust::dsse::MAX_PAYLOAD as u64 + 1).check().unwrap_err();
+    assert_eq!(
+        (e.code(), e.to_string()),
+        (Code::TooLarge, "payload `provenance.json` is 4194305 bytes, more than the 4194304 accepted".into())
+    );
+    // A format-1 manifest has no provenance payload (a format-1 agent does not know it).
+    let mut m = with_provenance(100);
+    m.format = 1;
+    assert_eq!(refused(&m), "manifest: a provenance payload needs format 2");
+    // Its name is fixed: the DSSE signature entries are named after it.
+    let mut m = with_provenance(100);
+    m.payloads[0].name = "evil.json".into();
+    assert_eq!(refused(&m), "manifest: the provenance payload is named `evil.json`, not `provenance.json`");
+    // It comes first, before the root slot, and only once.
+    let mut m = with_provenance(100);
+    m.payloads.swap(0, 1);
+    assert_eq!(refused(&m), "manifest: the provenance statement is the first payload");
+    let mut m = with_provenance(100);
+    m.payloads.push(payload("other.json", Target::Provenance, 1, MI));
+    assert_eq!(refused(&m), "manifest: two payloads for target Provenance");
+    // A statement alone installs nothing.
+    let mut m = with_provenance(100);
+    m.payloads.truncate(1);
+    assert_eq!(
+        refused(&m),
+        "manifest: the first payload must be the root slot (target = \"root\"), after the provenance statement if any"
+    );
 }
 
 #[test]

@@ -291,7 +291,7 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
     let (v1, v2, owner) = (key(1), key(2), key(3));
     let policy = trust::Policy::parse(&policy_text(1, &[&v1, &v2], 2, &[&owner], &[])).unwrap();
     let r = release::assemble(d.path(), None, &policy, &[], false).unwrap();
-    let Assembled::Waiting { manifest, report } = r else { panic!("a release bundle was written unsigned") };
+    let Assembled::Waiting { manifest, report, .. } = r else { panic!("a release bundle was written unsigned") };
     assert_eq!(report.summary(), "release 0/2 not met; approval 0/1 not met");
     assert!(!d.path().join("pc-1.2.0.airlock").exists());
     release::sign_file(&manifest, &v1, Role::Release, None, None).unwrap();
@@ -327,6 +327,149 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
         panic!()
     };
     assert_eq!(report.summary(), "release 0/2 not met; approval 0/1 not met");
+}
+
+/// A release build directory that made a provenance statement, with the build manifest
+/// listing both outputs by digest (as `cargo xtask build` writes it).
+fn build_dir_with_provenance() -> tempfile::TempDir {
+    let d = build_dir("release");
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"https://slsa.dev/provenance/v1","predicate":{}}"#;
+    fs::write(d.path().join("provenance.json"), statement).unwrap();
+    let sha = |n: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(fs::read(d.path().join(n)).unwrap()));
+    let bm = format!(
+        "{BUILD}\n[outputs.\"provenance.json\"]\nsha256 = \"{}\"\n\n[outputs.\"root.img\"]\nsha256 = \"{}\"\n",
+        sha("provenance.json"),
+        sha("root.img")
+    );
+    write(d.path(), "build-manifest.toml", &bm);
+    d
+}
+
+#[cfg(unix)]
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).unwrap().ino()
+}
+
+#[test]
+fn a_bundle_carries_the_provenance_once_its_dsse_signatures_meet_the_policy_too() {
+    let d = build_dir_with_provenance();
+    let (v1, v2, owner) = (key(1), key(2), key(3));
+    let policy = trust::Policy::parse(&policy_text(1, &[&v1, &v2], 2, &[&owner], &[])).unwrap();
+    let statement = d.path().join("provenance.json");
+    let Assembled::Waiting { manifest, provenance, .. } =
+        release::assemble(d.path(), None, &policy, &[], false).unwrap()
+    else {
+        panic!("written unsigned")
+    };
+    assert_eq!(provenance.unwrap().summary(), "release 0/2 not met; approval 0/1 not met");
+    // The manifest signed in full: still waiting for the statement's signatures.
+    for (k, role) in [(&v1, Role::Release), (&v2, Role::Release), (&owner, Role::Approval)] {
+        release::sign_file(&manifest, k, role, None, None).unwrap();
+    }
+    let Assembled::Waiting { report, provenance, .. } = release::assemble(d.path(), None, &policy, &[], false).unwrap()
+    else {
+        panic!("a bundle was written with unsigned provenance")
+    };
+    assert!(report.accepted());
+    assert_eq!(provenance.unwrap().summary(), "release 0/2 not met; approval 0/1 not met");
+    assert!(!d.path().join("pc-1.2.0.airlock").exists());
+    // The same round of signers signs the statement (DSSE); a stranger's lies beside them.
+    for (k, role) in [(&v1, Role::Release), (&v2, Role::Release), (&owner, Role::Approval), (&key(9), Role::Release)] {
+        let sig = release::sign_file(&statement, k, role, None, None).unwrap();
+        assert!(sig.to_string_lossy().ends_with(&format!("provenance.json.{}.dsse", k.id())));
+    }
+    let Assembled::Written { path, provenance, .. } = release::assemble(d.path(), None, &policy, &[], false).unwrap()
+    else {
+        panic!("not written")
+    };
+    assert_eq!(provenance.unwrap().summary(), "release 2/2 met; approval 1/1 met");
+    let listing = std::process::Command::new("tar").arg("-tf").arg(&path).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let dsse: Vec<&str> = listing.lines().filter(|l| l.ends_with(".dsse")).collect();
+    assert_eq!(dsse.len(), 3, "{listing}");
+    assert!(!listing.contains(&key(9).id().to_string()), "a signature that does not count was carried: {listing}");
+    let payloads: Vec<&str> = listing.lines().filter(|l| l.ends_with(".zst")).collect();
+    assert_eq!(payloads, ["provenance.json.zst", "root.img.zst"]);
+    let (rep, m) = bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "t", &policy, trust::Expect::default());
+    assert!(rep.accepted, "{}", rep.render_text());
+    assert_eq!(m.unwrap().format, 2);
+    assert_eq!(rep.bundle.unwrap().provenance.as_deref(), Some("release 2/2, approval 1/1"));
+
+    // Nothing changed: the bundle is up to date and not written again (same file).
+    let ino = inode(&path);
+    let Assembled::Written { path: again, provenance, .. } =
+        release::assemble(d.path(), None, &policy, &[], false).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((again.as_path(), inode(&again)), (path.as_path(), ino), "an up-to-date bundle was made again");
+    assert!(provenance.unwrap().accepted());
+    // Chained to a previous release now: the manifest changes, so does the bundle (its
+    // signatures are over other bytes, so it waits with --force).
+    let prev = write(d.path(), "prev.toml", "previous manifest bytes");
+    let Assembled::Waiting { report, .. } = release::assemble(d.path(), Some(&prev), &policy, &[], true).unwrap()
+    else {
+        panic!("an up-to-date bundle was claimed for another previous release")
+    };
+    assert!(!report.accepted());
+}
+
+#[test]
+fn an_up_to_date_bundle_is_kept_only_while_every_input_is_the_same() {
+    let d = build_dir_with_provenance();
+    let dev_policy = trust::Policy::parse(include_str!("../../../../keys/dev/trust.toml")).unwrap();
+    let statement = d.path().join("provenance.json");
+    let bm = d.path().join("build-manifest.toml");
+    fs::write(&bm, fs::read_to_string(&bm).unwrap().replace("\"release\"", "\"dev\"")).unwrap();
+    for (role, k) in [(Role::Release, dev_key()), (Role::Approval, dev_approval_key())] {
+        release::sign_file(&statement, &k, role, None, None).unwrap();
+    }
+    let keys = [(Role::Release, &dev_key()), (Role::Approval, &dev_approval_key())];
+    let assemble = |prev: Option<&Path>| {
+        let dk: Vec<(Role, &SecretKey)> = keys.iter().map(|(r, k)| (*r, *k)).collect();
+        // --force: each change below makes a new manifest, whose dev signatures replace the old.
+        match release::assemble(d.path(), prev, &dev_policy, &dk, true).unwrap() {
+            Assembled::Written { path, .. } => path,
+            r => panic!("not written: {r:?}"),
+        }
+    };
+    let path = assemble(None);
+    let ino = inode(&path);
+    assert_eq!(inode(&assemble(None)), ino, "made again with nothing changed");
+    // Another previous release: made again.
+    let prev = write(d.path(), "prev.toml", "previous manifest bytes");
+    let p2 = assemble(Some(&prev));
+    assert_ne!(inode(&p2), ino, "kept though the previous release changed");
+    let ino = inode(&p2);
+    assert_eq!(inode(&assemble(Some(&prev))), ino);
+    // A build manifest with other bytes: made again.
+    fs::write(&bm, format!("{}\n# rebuilt\n", fs::read_to_string(&bm).unwrap())).unwrap();
+    let p3 = assemble(Some(&prev));
+    assert_ne!(inode(&p3), ino, "kept though the build manifest changed");
+    let ino = inode(&p3);
+    // root.img rebuilt (its new digest in the build manifest): made again.
+    let listed = |n: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(fs::read(d.path().join(n)).unwrap()));
+    let old = listed("root.img");
+    fs::write(d.path().join("root.img"), b"other root").unwrap();
+    fs::write(&bm, fs::read_to_string(&bm).unwrap().replace(&old, &listed("root.img"))).unwrap();
+    let p4 = assemble(Some(&prev));
+    assert_ne!(inode(&p4), ino, "kept though the payload changed");
+    // root.img changed behind the build manifest's back: the bundle made from the listed bytes
+    // stands; none is made from other bytes.
+    fs::write(d.path().join("root.img"), b"tampered").unwrap();
+    let ino = inode(&p4);
+    assert_eq!(inode(&assemble(Some(&prev))), ino);
+    fs::remove_file(&p4).unwrap();
+    let dk: Vec<(Role, &SecretKey)> = keys.iter().map(|(r, k)| (*r, *k)).collect();
+    let e = release::assemble(d.path(), Some(&prev), &dev_policy, &dk, true).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("root.img: sha256 "), "{e}");
+    assert!(
+        e.to_string().contains("that build-manifest.toml lists: the file changed after the build; build again"),
+        "{e}"
+    );
+    assert!(!p4.exists());
 }
 
 #[test]

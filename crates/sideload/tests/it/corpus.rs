@@ -374,11 +374,13 @@ fn a_manifest_of_absurd_size_or_unknown_format_is_refused() {
     assert_eq!(refused(&dev, &b, "too-large"), "manifest is 3145728 bytes, more than the 2097152 accepted");
 
     let mut p = parts("2.0.0", 2, &v2());
-    p.manifest_bytes = String::from_utf8(p.manifest_bytes).unwrap().replace("format = 1", "format = 2").into_bytes();
+    let text = String::from_utf8(p.manifest_bytes).unwrap();
+    assert!(text.contains("format = 1\n"), "{text}");
+    p.manifest_bytes = text.replace("format = 1\n", "format = 3\n").into_bytes();
     p.sign(&crate::key(), PRODUCT, "2.0.0");
     assert_eq!(
         refused(&dev, &p.bytes(), "bad-manifest"),
-        "manifest: format 2 is not known (this agent reads format 1)"
+        "manifest: format 3 is not known (this agent reads formats 1 to 2)"
     );
 
     let mut p = parts("2.0.0", 2, &v2());

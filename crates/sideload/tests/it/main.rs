@@ -7,6 +7,7 @@
 mod agent;
 mod corpus;
 mod powercut;
+mod provenance;
 mod site;
 
 use std::fs;
@@ -49,7 +50,13 @@ pub struct Parts {
     pub manifest_bytes: Vec<u8>,
     pub sigs: Vec<(String, String)>,
     pub payload: Vec<u8>,
+    /// Format 2: the provenance statement's compressed bytes (the first payload) and its
+    /// DSSE signature entries.
+    pub provenance: Option<(Vec<u8>, Entries)>,
 }
+
+/// Signature entries of a bundle: (name, text).
+pub type Entries = Vec<(String, String)>;
 
 pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
     let mut z = Vec::new();
@@ -68,7 +75,7 @@ pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
     };
     // Serialised without the writer's checks, so hostile manifests (an empty payload) can be made.
     let manifest_bytes = toml::to_string(&manifest).unwrap().into_bytes();
-    let mut parts = Parts { manifest, manifest_bytes, sigs: Vec::new(), payload: z };
+    let mut parts = Parts { manifest, manifest_bytes, sigs: Vec::new(), payload: z, provenance: None };
     parts.sign(&key(), PRODUCT, version);
     parts
 }
@@ -87,11 +94,43 @@ impl Parts {
         self.sign(&key(), &p, &v);
     }
 
+    /// Makes this a format-2 bundle carrying `statement` as its provenance, with a DSSE
+    /// signature by each of `signers`, and signs the manifest again.
+    pub fn with_provenance(mut self, statement: &[u8], signers: &[&SecretKey]) -> Parts {
+        let mut z = Vec::new();
+        let p =
+            bundle::compress_payload(bundle::PROVENANCE, bundle::Target::Provenance, statement, &mut z, CHUNK).unwrap();
+        self.manifest.format = 2;
+        self.manifest.payloads.insert(0, p);
+        let sigs = signers
+            .iter()
+            .map(|k| {
+                let s = trust::dsse::sign(k, trust::dsse::IN_TOTO, statement);
+                (format!("{}.{}.dsse", bundle::PROVENANCE, k.id()), serde_json::to_string(&s).unwrap())
+            })
+            .collect();
+        self.provenance = Some((z, sigs));
+        self.resign();
+        self
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let p = &self.manifest.payloads[0];
         let mut r: &[u8] = &self.payload;
-        bundle::write_bundle(&mut out, &self.manifest_bytes, &self.sigs, &mut [(p, &mut r)]).unwrap();
+        let mut sigs = self.sigs.clone();
+        match &self.provenance {
+            None => {
+                let p = &self.manifest.payloads[0];
+                bundle::write_bundle(&mut out, &self.manifest_bytes, &sigs, &mut [(p, &mut r)]).unwrap();
+            }
+            Some((z, dsse)) => {
+                sigs.extend(dsse.iter().cloned());
+                let mut pr: &[u8] = z;
+                let (p0, p1) = (&self.manifest.payloads[0], &self.manifest.payloads[1]);
+                bundle::write_bundle(&mut out, &self.manifest_bytes, &sigs, &mut [(p0, &mut pr), (p1, &mut r)])
+                    .unwrap();
+            }
+        }
         out
     }
 }

@@ -1,0 +1,108 @@
+//! The provenance a bundle brings (format 2): checked against the device's own policy before
+//! anything changes, kept on the data partition for the slot it describes, shown by
+//! `sideload status --provenance` once that slot is booted, and forgotten when the slot is
+//! overwritten.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::corpus::refused;
+use crate::powercut::{boot, sideload};
+use crate::{Dev, image, key, parts};
+
+const STATEMENT: &[u8] = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"root.img","digest":{"sha256":"ab"}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{"buildDefinition":{}}}"#;
+
+fn stranger() -> trust::SecretKey {
+    trust::SecretKey::from_seed([7; 32], [7, 7, 7, 7, 7, 7, 7, 7])
+}
+
+fn envelope_of(v: &Value) -> (Vec<u8>, Vec<String>) {
+    let env: trust::dsse::Envelope = serde_json::from_value(v.clone()).unwrap();
+    (env.payload_bytes().unwrap(), env.signatures.into_iter().map(|s| s.keyid).collect())
+}
+
+#[test]
+fn the_installed_slots_provenance_is_kept_and_shown_once_it_is_booted() {
+    let dev = Dev::new();
+    // The factory image came with no bundle: nothing to show, and it says why.
+    let (code, _, err) = sideload(&dev, &["status", "--provenance"], None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("slot a has no provenance: the bundle that installed it carried none"), "{err}");
+
+    let v2 = image("2.0.0", 400_000);
+    let b = parts("2.0.0", 2, &v2).with_provenance(STATEMENT, &[&key(), &stranger()]).bytes();
+    // `sideload verify` says what signed it.
+    let path = dev.write_bundle("v2.airlock", &b);
+    let (code, out, err) = sideload(&dev, &["verify", path.to_str().unwrap()], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("provenance (in-toto statement) signed: release 1/1"), "{out}");
+
+    dev.install(&b).unwrap();
+    assert!(crate::slot_holds(&dev.slot("b"), &v2));
+    let kept = dev.root().join("data/evidence/b/provenance.intoto.json");
+    let text = fs::read_to_string(&kept).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["payloadType"], "application/vnd.in-toto+json");
+    let (payload, ids) = envelope_of(&v);
+    assert_eq!(payload, STATEMENT);
+    assert_eq!(ids, [key().id().to_string()], "only the signature this device's policy counted");
+
+    // Still slot a's (none) until slot b is booted; then slot b's, as kept, byte for byte.
+    let (code, _, _) = sideload(&dev, &["status", "--provenance"], None);
+    assert_eq!(code, Some(2));
+    boot(&dev);
+    let (code, out, err) = sideload(&dev, &["status", "--provenance"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, text);
+    let (code, out, _) = sideload(&dev, &["--json", "status", "--provenance"], None);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), v);
+    // The envelope stands on its own against the device's policy.
+    let policy = trust::Policy::parse(&crate::policy_text()).unwrap();
+    let sigs: Vec<trust::dsse::Signature> = serde_json::from_value(v["signatures"].clone()).unwrap();
+    assert!(policy.verify_dsse(trust::dsse::IN_TOTO, &payload, &sigs).accepted());
+}
+
+#[test]
+fn a_slot_written_again_forgets_the_provenance_of_the_image_it_held() {
+    let dev = Dev::new();
+    let v2 = image("2.0.0", 300_000);
+    dev.install(&parts("2.0.0", 2, &v2).with_provenance(STATEMENT, &[&key()]).bytes()).unwrap();
+    let kept = dev.root().join("data/evidence/b/provenance.intoto.json");
+    assert!(kept.is_file());
+    // A format-1 bundle (no provenance) into the same slot: the old statement must not be
+    // shown for the new image.
+    let v3 = image("2.0.1", 300_000);
+    dev.install(&parts("2.0.1", 2, &v3).bytes()).unwrap();
+    assert!(crate::slot_holds(&dev.slot("b"), &v3));
+    assert!(!kept.exists(), "slot b still shows the provenance of the image it no longer holds");
+    boot(&dev);
+    let (code, _, err) = sideload(&dev, &["status", "--provenance"], None);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("slot b has no provenance"), "{err}");
+}
+
+#[test]
+fn provenance_not_signed_to_the_devices_policy_refuses_the_bundle_before_anything_changes() {
+    let dev = Dev::new();
+    let v2 = image("2.0.0", 300_000);
+    let slot_b = dev.slot("b");
+    let mut other = STATEMENT.to_vec();
+    other[3] ^= 1;
+    for (what, b) in [
+        ("unsigned", parts("2.0.0", 2, &v2).with_provenance(STATEMENT, &[]).bytes()),
+        ("a stranger's signature", parts("2.0.0", 2, &v2).with_provenance(STATEMENT, &[&stranger()]).bytes()),
+        ("a signature over other bytes", {
+            let mut p = parts("2.0.0", 2, &v2).with_provenance(STATEMENT, &[&key()]);
+            let good = parts("2.0.0", 2, &v2).with_provenance(&other, &[&key()]);
+            p.provenance.as_mut().unwrap().1 = good.provenance.unwrap().1;
+            p.bytes()
+        }),
+    ] {
+        let msg = refused(&dev, &b, "bad-signature");
+        assert!(msg.starts_with("the provenance's DSSE signatures do not meet the trust policy"), "{what}: {msg}");
+        assert_eq!(dev.slot("b"), slot_b, "{what}: a byte reached the inactive slot");
+        assert!(!dev.root().join("data/evidence/b").exists(), "{what}: evidence kept");
+    }
+}
