@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod edges;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod edges;
+
 use zones::{Field, Item, Model, Origin, SiteProfile};
 
 const DEFAULT: &str = r#"
