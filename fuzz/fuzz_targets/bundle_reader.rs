@@ -6,7 +6,10 @@
 //!
 //! Input: a mode byte, then — mode 0: the manifest text (template payload); mode 1: the
 //! payload entry's bytes (template manifest, sizes adjusted); mode 2: byte edits
-//! (position, value) applied to the template manifest; mode 3: the bytes after the signatures.
+//! (position, value) applied to the template manifest; mode 3: the bytes after the signatures;
+//! mode 4: a format-2 bundle carrying a provenance statement, the input being the entries
+//! between the manifest's signature and the payloads (where its DSSE signatures go) — the
+//! envelope the reader hands out must meet the policy.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -18,6 +21,9 @@ struct Fixture {
     policy: trust::Policy,
     manifest: bundle::Manifest,
     payload_zst: Vec<u8>,
+    /// Format 2: the provenance statement first, then the same root payload.
+    manifest2: bundle::Manifest,
+    statement_zst: Vec<u8>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -45,7 +51,20 @@ fn fixture() -> &'static Fixture {
             chunk_size: 64 << 10,
             payloads: vec![p],
         };
-        Fixture { key, policy, manifest, payload_zst }
+        let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[]}"#;
+        let mut statement_zst = Vec::new();
+        let sp = bundle::compress_payload(
+            bundle::PROVENANCE,
+            bundle::Target::Provenance,
+            &statement[..],
+            &mut statement_zst,
+            64 << 10,
+        )
+        .expect("statement");
+        let mut manifest2 = manifest.clone();
+        manifest2.format = 2;
+        manifest2.payloads.insert(0, sp);
+        Fixture { key, policy, manifest, payload_zst, manifest2, statement_zst }
     })
 }
 
@@ -77,7 +96,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     let f = fixture();
     let template = toml::to_string(&f.manifest).expect("template");
-    let bytes = match mode % 4 {
+    let bytes = match mode % 5 {
         0 => layout(input, &payload_tail(&f.payload_zst, "root.img.zst")),
         1 => {
             let mut m = f.manifest.clone();
@@ -92,7 +111,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             }
             layout(&t, &payload_tail(&f.payload_zst, "root.img.zst"))
         }
-        _ => layout(template.as_bytes(), input),
+        3 => layout(template.as_bytes(), input),
+        _ => {
+            let mut rest = input.to_vec();
+            entry(&mut rest, "provenance.json.zst", &f.statement_zst);
+            entry(&mut rest, "root.img.zst", &f.payload_zst);
+            bundle::tar::write_end(&mut rest).expect("end");
+            layout(toml::to_string(&f.manifest2).expect("manifest").as_bytes(), &rest)
+        }
     };
     let Ok(mut vb) = bundle::open(&bytes[..], &f.policy, trust::Expect::default()) else { return };
     let mut buf = Vec::new();
@@ -103,6 +129,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             // Whatever is handed out matched its signed hash.
             assert_eq!(hex::encode(sha2::Sha256::digest(&buf)), chunks[i]);
             i += 1;
+        }
+        drop(p);
+        if let Some((env, _)) = vb.provenance() {
+            // An envelope is handed out only when its signatures met the policy.
+            let payload = env.payload_bytes().expect("base64");
+            assert!(f.policy.verify_dsse(&env.payload_type, &payload, &env.signatures).accepted());
         }
     }
 });

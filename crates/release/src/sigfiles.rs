@@ -61,5 +61,8 @@ mod tests {
         assert!(!is_signature_of("m.toml.x.minisig", "m.toml"));
         assert!(!is_signature_of("m.tomlx.minisig", "m.toml"));
         assert!(!is_signature_of("m.toml.F9F371B35127730A.minisig.part", "m.toml"));
+        // Sixteen characters that are not hex, and hex that is not sixteen long.
+        assert!(!is_signature_of("m.toml.GGGGGGGGGGGGGGGG.minisig", "m.toml"));
+        assert!(!is_signature_of("m.toml.F9F3.minisig", "m.toml"));
     }
 }

@@ -176,7 +176,7 @@ fn a_statements_signatures_are_exactly_its_key_id_named_dsse_files() {
     ] {
         fs::write(d.path().join(other), "{}").unwrap();
     }
-    assert_eq!(provenance::assemble_if_signed(d.path()).unwrap(), [sig.clone()]);
+    assert_eq!(provenance::assemble_if_signed(d.path()).unwrap(), std::slice::from_ref(&sig));
     let env: serde_json::Value = serde_json::from_str(&fs::read_to_string(d.path().join(ENVELOPE)).unwrap()).unwrap();
     assert_eq!(env["signatures"].as_array().unwrap().len(), 1);
     let back = trust::dsse::Envelope::new(trust::dsse::IN_TOTO, statement(&[]).as_bytes(), vec![s]);
@@ -246,4 +246,72 @@ fn a_stale_unsigned_bundle_manifest_is_replaced_without_force() {
     let r = release::assemble(d.path(), None, &policy, &[], false).unwrap();
     assert!(matches!(r, release::Assembled::Waiting { .. }), "{r:?}");
     assert!(fs::read_to_string(d.path().join(release::BUNDLE_MANIFEST)).unwrap().starts_with("format = 2\n"));
+}
+
+#[test]
+fn a_provenance_statement_of_the_release_channel_is_never_signed_with_the_dev_key() {
+    let d = tempfile::tempdir().unwrap();
+    let st = d.path().join(STATEMENT);
+    let release_st = statement(&[]).replace("\"channel\":\"dev\"", "\"channel\":\"release\"");
+    assert!(release_st.contains("\"channel\":\"release\""), "{release_st}");
+    fs::write(&st, &release_st).unwrap();
+    let e = release::sign_file(&st, &super::dev_key(), Role::Release, None, None).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("a release provenance statement is never signed with the INSECURE dev key"), "{e}");
+    // A vendor key signs it; the dev key signs a dev statement.
+    release::sign_file(&st, &key(1), Role::Release, None, None).unwrap();
+    fs::write(&st, statement(&[])).unwrap();
+    release::sign_file(&st, &super::dev_key(), Role::Release, None, None).unwrap();
+}
+
+#[test]
+fn a_site_profile_is_signed_only_in_the_approval_role_and_comments_stay_one_token_each() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "site-profile.toml", "format = 1\nproduct = \"p\"\nsite = \"s\"\nserial = 3\n");
+    let e = release::sign_file(&p, &key(1), Role::Release, None, None).unwrap_err();
+    assert!(e.to_string().contains("a site profile is the asset owner's: sign it with `--role approval`"), "{e}");
+    let sig = release::sign_file(&p, &key(1), Role::Approval, None, None).unwrap();
+    assert!(
+        fs::read_to_string(sig).unwrap().contains("product=p version=serial-3 role=approval file=site-profile.toml")
+    );
+    let m = write(d.path(), "m.toml", super::BUILD);
+    for (product, version) in [(Some("a b"), None), (None, Some("1 0")), (Some("a=b"), None), (Some(""), None)] {
+        let e = release::sign_file(&m, &key(1), Role::Release, product, version).unwrap_err();
+        assert!(
+            e.to_string().contains("must be printable ASCII without spaces or `=`"),
+            "{product:?} {version:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_report_shows_20_signers_and_counts_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "build-manifest.toml", super::BUILD);
+    let lp = load(&write(d.path(), "trust.toml", &policy_text(1, &[&key(1)], 1, &[], &[])));
+    for n in 1..=20u8 {
+        release::sign_file(&m, &key(n), Role::Release, None, None).unwrap();
+    }
+    let text = release::verify_file(&m, &lp).unwrap().render_text();
+    assert!(!text.contains("more signature files"), "{text}");
+    release::sign_file(&m, &key(21), Role::Release, None, None).unwrap();
+    let text = release::verify_file(&m, &lp).unwrap().render_text();
+    assert!(text.contains("  …and 1 more signature files\n"), "{text}");
+}
+
+#[test]
+fn a_history_that_goes_past_the_policy_in_use_names_how_far_it_looked() {
+    // The scan looks at most 64 versions past the one in use.
+    let d = tempfile::tempdir().unwrap();
+    let text = policy_text(1, &[&key(1)], 1, &[], &[]);
+    let current = write(d.path(), "trust.toml", &text);
+    let h = d.path().join("history");
+    fs::create_dir(&h).unwrap();
+    fs::write(h.join("trust-v1.toml"), &text).unwrap();
+    for v in 2..=70 {
+        fs::write(h.join(format!("trust-v{v}.toml")), "version = 0\n").unwrap();
+    }
+    let lp = load(&current);
+    let release::Chain::Broken(why) = lp.chain else { panic!("{:?}", lp.chain) };
+    assert!(why.ends_with("goes to version 65, the policy in use is version 1: it went back"), "{why}");
 }
