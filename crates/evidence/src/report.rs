@@ -100,7 +100,7 @@ pub const IEC_62443: &[(&str, &str, &str, &str)] = &[
         "SR 3.4",
         "Software and information integrity",
         "covered",
-        "Build and bundle manifests signed by m-of-n keys (minisign/ed25519), every payload chunk hashed and checked before it is written, read back before a trial boot; SBOM and provenance bound to the signed build manifest.",
+        "Build and bundle manifests signed by m-of-n keys (minisign/ed25519), every payload chunk hashed and checked before it is written, read back before a trial boot; SBOM and provenance bound to the signed build manifest; the bundle carries the provenance statement and its DSSE signatures, which the appliance checks against its own policy before writing a slot and keeps for that slot (`sideload status --provenance`).",
     ),
     (
         "SR 3.5",

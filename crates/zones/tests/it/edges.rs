@@ -309,3 +309,14 @@ fn only_a_conduit_that_covers_port_123_carries_time() {
     m.conduits[2].exception = Some("chrony on a range".into());
     s.apply(&m, "p").unwrap();
 }
+
+#[test]
+fn an_interface_name_of_15_bytes_is_the_kernels_longest() {
+    let with_iface = |n: usize| SITE.replace("\"eth1\"", &format!("\"{}\"", "e".repeat(n)));
+    SiteProfile::parse(with_iface(15).as_bytes()).unwrap();
+    let e = SiteProfile::parse(with_iface(16).as_bytes()).unwrap_err();
+    assert_eq!(
+        e,
+        format!("zone.parking-field.interfaces: `{}` is longer than 15 bytes (the kernel's limit)", "e".repeat(16))
+    );
+}
