@@ -282,6 +282,7 @@ impl Agent {
         progress.phase(&format!("writing {} into slot {}", acc.version, target.letter()));
         let out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
         failpoint("write-start");
+        let mut boot_files = 0u32;
         {
             let mut p = vb.next_payload()?.ok_or_else(|| {
                 Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the root payload is missing".into())
@@ -292,7 +293,6 @@ impl Agent {
             })?;
             // The slot's kernel and initrd go to the ESP beside its boot entry, each replaced
             // atomically once every byte of it matched.
-            let mut boot_files = 0;
             while let Some(mut other) = vb.next_payload()? {
                 let name = match other.payload.target {
                     bundle::Target::Kernel => "vmlinuz",
@@ -337,8 +337,7 @@ impl Agent {
         }
         let mut next = self.state.clone();
         next.set_status(target, SlotStatus::Written);
-        let fields =
-            json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size});
+        let fields = json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size, "boot_files": boot_files, "provenance": evidence.is_some()});
         self.commit(next, &[record("installed", fields)])?;
         failpoint("before-arm");
         let tries = self.dev.config.tries;

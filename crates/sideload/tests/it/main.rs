@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::new_without_default)]
 
 mod agent;
+mod bootfiles;
 mod corpus;
 mod powercut;
 mod provenance;
