@@ -161,7 +161,13 @@ pub struct Vm {
     qmp: PathBuf,
     started: Instant,
     sticks: u32,
+    /// Resets given to a guest that hung in its own reset (see [`Vm::wait_for`]).
+    pub hung_resets: u32,
 }
+
+/// How long a guest may stay silent after the kernel said it is restarting before the machine
+/// counts as hung in its reset (under TCG a whole boot prints within a minute).
+const RESET_STALL: Duration = Duration::from_secs(240);
 
 impl Vm {
     pub fn start(o: &Options) -> Result<Vm> {
@@ -218,7 +224,7 @@ impl Vm {
         }
         c.stderr(Stdio::piped());
         let child = c.spawn().map_err(|e| Error::Vm(format!("starting qemu-system-x86_64: {e}")))?;
-        Ok(Vm { child, serial_log, qmp, started: Instant::now(), sticks: 0 })
+        Ok(Vm { child, serial_log, qmp, started: Instant::now(), sticks: 0, hung_resets: 0 })
     }
 
     /// Seconds since QEMU started.
@@ -233,14 +239,35 @@ impl Vm {
 
     /// Waits until `pattern` appears on the console after byte `from`; returns the offset just
     /// past it. Fails with the console's last lines when `timeout` passes or QEMU exits.
+    ///
+    /// A guest whose reset hangs (the kernel printed `reboot: Restarting system`, then the
+    /// console stays silent for 4 minutes — seen once under TCG, in the firmware, after a
+    /// clean shutdown) is reset through QMP, as an appliance's hardware watchdog would reset
+    /// it; once per wait, counted in `hung_resets` and said on stderr. A second hang fails.
     pub fn wait_for(&mut self, pattern: &str, from: usize, timeout: Duration) -> Result<usize> {
         let t = Instant::now();
+        let (mut seen, mut since, mut reset_here) = (0usize, Instant::now(), false);
         loop {
             let text = fs::read(&self.serial_log).unwrap_or_default();
             if text.len() > from
                 && let Some(i) = find(&text[from..], pattern.as_bytes())
             {
                 return Ok(from + i + pattern.len());
+            }
+            if text.len() != seen {
+                (seen, since) = (text.len(), Instant::now());
+            } else if !reset_here
+                && since.elapsed() > RESET_STALL
+                && String::from_utf8_lossy(&text).trim_end().ends_with("reboot: Restarting system")
+            {
+                eprintln!(
+                    "vm: the guest hung in its reset ({} s silent after `reboot: Restarting system`): system_reset, as a watchdog would",
+                    since.elapsed().as_secs()
+                );
+                self.qmp(&[serde_json::json!({"execute": "system_reset"})])?;
+                self.hung_resets += 1;
+                reset_here = true;
+                since = Instant::now();
             }
             let exited = matches!(self.child.try_wait(), Ok(Some(_)));
             if exited || t.elapsed() > timeout {

@@ -207,9 +207,10 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
     assert_eq!((h["version"].as_str(), h["slot"].as_str()), (Some("2.0.0"), Some("b")), "{h}");
     let text = console(&m);
     assert_eq!(text.matches("airlock-health: unhealthy after").count(), 3, "three failed tries of version 3");
+    let hung_resets = m.hung_resets;
     m.power_cut().unwrap();
     eprintln!(
-        "appliance test ({}): healthy {:.0} s after QEMU started; fallback after a bad update {:.0} s",
+        "appliance test ({}): healthy {:.0} s after QEMU started; fallback after a bad update {:.0} s; guest resets that hung and were reset: {hung_resets}",
         accel.as_str(),
         healthy_after.as_secs_f64(),
         fallback.as_secs_f64()
