@@ -24,6 +24,10 @@ pub struct Mutants {
     pub budget_mins: u64,
     #[arg(long, default_value_t = 2)]
     pub jobs: u32,
+    /// A mutant whose tests run longer than this is counted as timed out (a mutant that loops
+    /// forever); lower it for a crate whose tests are quick.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
     /// Skip cargo-mutants' baseline run of the unmutated tests (CI: they already passed in the
     /// same run, and the time goes to mutants instead).
     #[arg(long)]
@@ -49,7 +53,7 @@ impl Mutants {
         c.current_dir(&ctx.root)
             .args(["mutants", "--no-shuffle", "--jobs", &self.jobs.to_string(), "--output"])
             .arg(&out_dir)
-            .args(["--timeout", "300", "--build-timeout", "600"]);
+            .args(["--timeout", &self.timeout_secs.to_string(), "--build-timeout", "600"]);
         if self.skip_baseline {
             c.arg("--baseline=skip");
         }
