@@ -82,6 +82,18 @@ fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
     }
 }
 
+/// Runs a host tool: `Ok(Err(stderr))` when it ran and failed, `Err` when it could not run.
+fn run_tool(argv: &[&str]) -> Result<Result<(), String>, Error> {
+    let o = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| Error::State(format!("{}: {e}", argv.join(" "))))?;
+    if !o.status.success() {
+        return Ok(Err(String::from_utf8_lossy(&o.stderr).trim().to_string()));
+    }
+    Ok(Ok(()))
+}
+
 /// The size of the slot an install would write: the one not booted.
 fn inactive_slot_size(dev: &Device, boot: &BootState) -> Result<u64, Error> {
     let p = dev.slots.get(&boot.booted.other()).ok_or_else(|| Error::State("no inactive slot".into()))?;
@@ -219,6 +231,7 @@ impl Agent {
             slot_size,
             opts,
         )?;
+        decide::boot_files(self.dev.slot_kernels, &vb.manifest.payloads)?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
@@ -317,12 +330,6 @@ impl Agent {
                 }
             }
             vb.finish()?;
-            if self.dev.sim_root.is_none() && boot_files < 2 {
-                return Err(Error::Refused(
-                    Reason::Bundle(bundle::Code::BadManifest),
-                    "this appliance boots each slot's own kernel and initrd: the bundle carries none".into(),
-                ));
-            }
         }
         if let Some(text) = &evidence {
             crate::evidence::keep(&self.dev, target, text)?;
@@ -355,6 +362,7 @@ impl Agent {
         let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
         let slot_size = inactive_slot_size(&self.dev, boot)?;
         decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), slot_size, opts)?;
+        decide::boot_files(self.dev.slot_kernels, &vb.manifest.payloads)?;
         let v = vb.manifest.version.clone();
         drop(vb);
         let mut f = file;
@@ -419,12 +427,7 @@ impl Agent {
         let how = if self.dev.live.via_systemd {
             // The agent may run in a private network namespace (the USB service): the firewall
             // is loaded by nftables.service, in the appliance's own.
-            let o = std::process::Command::new("systemctl")
-                .args(["reload", "nftables.service"])
-                .output()
-                .map_err(|e| Error::State(format!("systemctl reload nftables.service: {e}")))?;
-            if !o.status.success() {
-                let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            if let Err(why) = run_tool(&["systemctl", "reload", "nftables.service"])? {
                 self.commit(
                     self.state.clone(),
                     &[record("site-profile-not-loaded", json!({"digest": v.digest, "message": escape(&why)}))],
@@ -521,7 +524,8 @@ impl Agent {
         let boot = self.dev.boot.state()?;
         let s = boot.booted;
         let rec = self.state.slot(s);
-        let trial = boot.trial.filter(|t| t.slot == s && boot.on_trial());
+        // `on_trial` already means the trial is the booted slot's.
+        let trial = boot.trial.filter(|_| boot.on_trial());
         let fields = json!({"slot": s.letter(), "version": rec.version, "status": rec.status, "trial": trial.is_some(), "tries_left": trial.map(|t| t.tries_left)});
         self.commit(self.state.clone(), &[record("booted", fields)])?;
         Ok(match trial {
@@ -662,6 +666,7 @@ pub fn verify(
                 inactive_slot_size(dev, &v.boot)?,
                 opts,
             )
+            .and_then(|_| decide::boot_files(dev.slot_kernels, &m.payloads))
         {
             report.refuse(r.0.as_str(), &r.1);
         }
@@ -672,4 +677,18 @@ pub fn verify(
 /// The last audit records, newest last (for `status`).
 pub fn recent(dev: &Device, n: usize) -> Vec<Value> {
     dev.audit().last(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::run_tool;
+
+    #[test]
+    fn a_host_tool_that_fails_is_told_from_one_that_succeeds_and_one_that_cannot_run() {
+        assert_eq!(run_tool(&["true"]).unwrap(), Ok(()));
+        assert_eq!(run_tool(&["sh", "-c", "echo 'no such unit' >&2; exit 5"]).unwrap(), Err("no such unit".into()));
+        let e = run_tool(&["/nonexistent/systemctl", "reload"]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/systemctl reload"), "{e}");
+    }
 }

@@ -190,6 +190,21 @@ pub fn acceptable(
     Ok(target)
 }
 
+/// A device that boots each slot with the kernel and initrd beside its boot entry (the
+/// appliance) takes only a bundle that carries both: with the root alone, the new root would
+/// come up on the kernel of the image it replaced. Does not write.
+pub fn boot_files(slot_kernels: bool, payloads: &[bundle::Payload]) -> Result<(), Refusal> {
+    let has = |t: bundle::Target| payloads.iter().any(|p| p.target == t);
+    if slot_kernels && !(has(bundle::Target::Kernel) && has(bundle::Target::Initrd)) {
+        return Err(Refusal(
+            Reason::Bundle(bundle::Code::BadManifest),
+            "this appliance boots each slot's own kernel and initrd: the bundle must carry both (vmlinuz and initrd.img)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkGood {
     /// Nothing to do: the booted slot is already the blessed default.
@@ -327,6 +342,8 @@ mod tests {
             ),
             // Written but never armed (cut before arming): left for a retry.
             (rec(Written, "2.0.0", 2), boot(Slot::A, Slot::A, None), Written, 1, vec![], None),
+            // A slot recorded as being written is never discarded while it is the one running.
+            (rec(Writing, "2.0.0", 2), boot(Slot::B, Slot::A, None), Writing, 1, vec![], None),
             // Good, failed, empty slots: nothing.
             (rec(Good, "2.0.0", 2), boot(Slot::A, Slot::A, None), Good, 1, vec![], None),
             (rec(Failed, "2.0.0", 2), boot(Slot::A, Slot::A, None), Failed, 1, vec![], None),
@@ -342,6 +359,45 @@ mod tests {
             assert_eq!(plan.cancel_trials, want_cancel, "case {i}");
             assert_eq!(plan.records.first().map(|r| r.0.as_str()), want_event, "case {i}");
             assert_eq!(plan.state.is_some(), want_event.is_some(), "case {i}: a state write only with a record");
+        }
+    }
+
+    #[test]
+    fn an_appliance_takes_only_a_bundle_with_both_boot_files() {
+        use bundle::Target::{Initrd, Kernel, Provenance, Root};
+        let of = |targets: &[bundle::Target]| -> Vec<bundle::Payload> {
+            targets
+                .iter()
+                .map(|t| bundle::Payload {
+                    name: format!("{t:?}"),
+                    target: *t,
+                    compression: "zstd".into(),
+                    size: 1,
+                    compressed_size: 1,
+                    sha256: String::new(),
+                    chunks: vec![],
+                })
+                .collect()
+        };
+        for (targets, needs, ok) in [
+            (&[Root, Kernel, Initrd][..], true, true),
+            (&[Provenance, Root, Kernel, Initrd][..], true, true),
+            (&[Root, Initrd, Kernel][..], true, true),
+            (&[Root][..], true, false),
+            (&[Root, Kernel][..], true, false),
+            (&[Root, Initrd][..], true, false),
+            (&[Provenance, Root][..], true, false),
+            (&[][..], true, false),
+            (&[Root][..], false, true),
+            (&[Root, Kernel][..], false, true),
+            (&[Root, Kernel, Initrd][..], false, true),
+        ] {
+            let r = boot_files(needs, &of(targets));
+            assert_eq!(r.is_ok(), ok, "{targets:?} on a device that needs boot files: {needs}: {r:?}");
+            if let Err(Refusal(reason, msg)) = r {
+                assert_eq!(reason, Reason::Bundle(bundle::Code::BadManifest));
+                assert!(msg.contains("vmlinuz and initrd.img"), "{msg}");
+            }
         }
     }
 
@@ -376,6 +432,11 @@ mod tests {
                 o,
                 Err(Reason::TrialInProgress),
             ),
+            // So does a running slot that is not the blessed default, trial or no trial (picked
+            // by hand from the boot menu): the slot to write would be the blessed one.
+            ("2.0.0", 2, Channel::Release, boot(Slot::B, Slot::A, None), o, Err(Reason::TrialInProgress)),
+            // A trial armed but not yet booted: the running blessed slot may still take another.
+            ("2.0.0", 2, Channel::Release, boot(Slot::A, Slot::A, Some((Slot::B, 3, 0))), o, Ok(Slot::B)),
         ];
         let ver = v("2.0.0");
         let big = Candidate {

@@ -23,6 +23,9 @@ use crate::{Error, simfs, slotio};
 pub const LOCK_FILE: &str = ".sideload.lock";
 /// In a simulated device's folder: load firewalls with nft for real (`init --live-firewall`).
 pub const LIVE_FIREWALL: &str = "live-firewall";
+/// In a simulated device's folder: boot each slot's own kernel and initrd, as the appliance
+/// does, so a bundle must carry both.
+pub const SLOT_KERNELS: &str = "slot-kernels";
 
 pub struct Device {
     pub config: DeviceConfig,
@@ -35,6 +38,9 @@ pub struct Device {
     pub esp: Option<PathBuf>,
     /// The simulated device's folder (`--root`).
     pub sim_root: Option<PathBuf>,
+    /// Each slot boots its own kernel and initrd (from `esp/a|b/`): always on the appliance; a
+    /// bundle without both is refused before anything changes.
+    pub slot_kernels: bool,
     /// This slot's zones and conduits (`/etc/airlock/zones.toml`).
     pub zones: PathBuf,
     /// Where generated runtime files go (`/run/airlock`): the ruleset, NTP sources, broker
@@ -90,6 +96,7 @@ impl Device {
             data: root.join("data"),
             esp: Some(root.join("esp")).filter(|e| e.is_dir()),
             sim_root: Some(root.to_path_buf()),
+            slot_kernels: root.join(SLOT_KERNELS).exists(),
             zones: root.join("zones.toml"),
             run: root.join("run"),
             live: Live { nft: root.join(LIVE_FIREWALL).exists(), system: false, via_systemd: false },
@@ -206,6 +213,7 @@ impl Device {
             data: PathBuf::from("/var/lib/airlock"),
             esp: Some(PathBuf::from("/boot/efi")),
             sim_root: None,
+            slot_kernels: true,
             zones: PathBuf::from("/etc/airlock/zones.toml"),
             run: PathBuf::from("/run/airlock"),
             live: Live { nft: true, system: true, via_systemd: true },

@@ -24,19 +24,6 @@ fn spawn(dev: &Dev, args: &[&str], failpoint: Option<&str>) -> Child {
     c.spawn().unwrap()
 }
 
-/// Waits until process `pid` is stopped (state `T`).
-fn wait_stopped(pid: u32) {
-    let t = Instant::now();
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "process {pid} never stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn signal(pid: u32, sig: &str) {
     assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success());
 }
@@ -64,9 +51,9 @@ fn a_paused_install_holds_the_device_a_second_agent_waits_then_is_refused() {
     let dev = Dev::new();
     let a = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &image("2.0.0", 300_000)));
     let b = dev.write_bundle("v3.airlock", &bundle_bytes("3.0.0", 3, &image("3.0.0", 300_000)));
-    let first = spawn(&dev, &["install", a.to_str().unwrap()], Some("mid-write:stop"));
+    let mut first = spawn(&dev, &["install", a.to_str().unwrap()], Some("mid-write:stop"));
     let pid = first.id();
-    wait_stopped(pid);
+    crate::wait_stopped(&mut first);
 
     // status while it is paused: read-only, says who is working, shows the slot being written.
     let before = snapshot(&dev);
@@ -266,8 +253,8 @@ fn a_bundle_swapped_after_it_was_checked_is_not_what_gets_installed() {
     fs::create_dir(&stick).unwrap();
     let good = image("2.0.0", 200_000);
     fs::write(stick.join("p-2.0.0.airlock"), bundle_bytes("2.0.0", 2, &good)).unwrap();
-    let child = spawn(&dev, &["install-dir", stick.to_str().unwrap()], Some("after-check:stop"));
-    wait_stopped(child.id());
+    let mut child = spawn(&dev, &["install-dir", stick.to_str().unwrap()], Some("after-check:stop"));
+    crate::wait_stopped(&mut child);
     // Between the check and the install: the path now names a FIFO (which would hang a
     // reader that opens it again).
     fs::remove_file(stick.join("p-2.0.0.airlock")).unwrap();
@@ -440,4 +427,76 @@ fn the_fifo_and_other_non_files_on_a_stick_are_refused_without_hanging() {
     let not_files = refusals.iter().filter(|r| r["reason"] == "not-a-file").count();
     assert_eq!(not_files, 3, "{refusals:?}");
     let _ = parts;
+}
+
+/// `sideload CMD --json`: exit code and the JSON it printed.
+fn run_json(dev: &Dev, cmd: &str) -> (Option<i32>, Value) {
+    let (code, out, err) = sideload(dev, &[cmd, "--json"], None);
+    (code, serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd}: {e}: {out} {err}")))
+}
+
+fn last(dev: &Dev, event: &str) -> Value {
+    dev.audit().into_iter().rfind(|r| r["event"] == event).unwrap_or_else(|| panic!("no {event} record"))
+}
+
+#[test]
+fn the_boot_record_and_a_failed_health_check_say_whether_the_booted_slot_is_on_trial() {
+    let dev = Dev::new();
+    dev.install(&bundle_bytes("2.0.0", 2, &image("2.0.0", 200_000))).unwrap();
+    // Slot b's trial is armed, but slot a (blessed) is still the one running.
+    let (code, j) = run_json(&dev, "booted");
+    assert_eq!(code, Some(0), "{j}");
+    assert_eq!(j["message"], "booted slot a (1.0.0, good)");
+    let r = last(&dev, "booted");
+    assert_eq!((r["slot"].as_str(), r["trial"].as_bool(), r["tries_left"].is_null()), (Some("a"), Some(false), true));
+    let (code, j) = run_json(&dev, "health-failed");
+    assert_eq!((code, j["on_trial"].as_bool()), (Some(1), Some(false)), "{j}");
+    let r = last(&dev, "health-failed");
+    assert_eq!(
+        (r["slot"].as_str(), r["on_trial"].as_bool(), r["tries_left"].is_null()),
+        (Some("a"), Some(false), true)
+    );
+
+    // Power on: slot b comes up on its trial, one try spent.
+    dev.power_on();
+    let left = dev.boot().trial.unwrap().tries_left;
+    let (code, j) = run_json(&dev, "booted");
+    assert_eq!(code, Some(0), "{j}");
+    assert_eq!(j["message"], format!("booted slot b (2.0.0) on trial, {left} tries left"));
+    let r = last(&dev, "booted");
+    assert_eq!(
+        (r["slot"].as_str(), r["trial"].as_bool(), r["tries_left"].as_u64()),
+        (Some("b"), Some(true), Some(left.into()))
+    );
+    let (code, j) = run_json(&dev, "health-failed");
+    assert_eq!((code, j["on_trial"].as_bool()), (Some(0), Some(true)), "{j}");
+    let r = last(&dev, "health-failed");
+    assert_eq!(
+        (r["slot"].as_str(), r["on_trial"].as_bool(), r["tries_left"].as_u64()),
+        (Some("b"), Some(true), Some(left.into()))
+    );
+}
+
+#[test]
+fn a_stick_with_more_acceptable_bundles_than_the_agent_weighs_refuses_the_rest_and_says_so() {
+    let dev = Dev::new();
+    let stick = dev.dir.path().join("stick");
+    fs::create_dir(&stick).unwrap();
+    let n = sideload::agent::MAX_CANDIDATES + 1;
+    // In name order, version 2.0.i: the last one read is the newest, and the one too many.
+    for i in 1..=n {
+        let v = format!("2.0.{i}");
+        fs::write(stick.join(format!("p-{i:03}.airlock")), bundle_bytes(&v, 2, &image(&v, 1000))).unwrap();
+    }
+    let a = dev.agent().install_dir(&stick, sideload::InstallOptions::default(), &mut sideload::NoProgress).unwrap();
+    assert_eq!(a.version, format!("2.0.{}", n - 1), "the newest of those weighed is installed");
+    let refused: Vec<Value> = dev.audit().into_iter().filter(|r| r["event"] == "refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "too-large");
+    assert!(refused[0]["bundle"].as_str().unwrap().contains(&format!("p-{n:03}.airlock")), "{}", refused[0]);
+    assert!(
+        refused[0]["message"].as_str().unwrap().contains(&format!("more than {} acceptable bundles", n - 1)),
+        "{}",
+        refused[0]
+    );
 }

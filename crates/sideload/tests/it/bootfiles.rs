@@ -94,3 +94,48 @@ fn a_payload_exactly_the_size_of_the_slot_fits_and_one_byte_more_does_not() {
         crate::corpus::refused(&dev, &bundle_of("2.0.0", &[("root.img", Target::Root, &over)]), "too-large-for-slot");
     assert!(msg.contains(&format!("{} bytes", SLOT_SIZE + 1)), "{msg}");
 }
+
+#[test]
+fn a_device_that_boots_each_slots_own_kernel_refuses_a_bundle_without_both_before_anything_changes() {
+    let (root, kernel, initrd) = (image("2.0.0", 300_000), image("kernel", 150_000), image("initrd", 90_000));
+    let appliance = || {
+        let dev = Dev::new();
+        fs::write(dev.root().join(sideload::device::SLOT_KERNELS), b"").unwrap();
+        dev
+    };
+    type Parts<'a> = Vec<(&'a str, Target, &'a [u8])>;
+    let cases: [(&str, Parts); 3] = [
+        ("the root alone", vec![("root.img", Target::Root, &root)]),
+        ("no initrd", vec![("root.img", Target::Root, &root), ("vmlinuz", Target::Kernel, &kernel)]),
+        ("no kernel", vec![("root.img", Target::Root, &root), ("initrd.img", Target::Initrd, &initrd)]),
+    ];
+    for (what, parts) in cases {
+        let dev = appliance();
+        let msg = crate::corpus::refused(&dev, &bundle_of("2.0.0", &parts), "bad-manifest");
+        assert!(msg.contains("must carry both"), "{what}: {msg}");
+        assert!(!dev.root().join("esp/b/vmlinuz").exists() && !dev.root().join("esp/b/initrd.img").exists(), "{what}");
+    }
+    let dev = appliance();
+    dev.install(&bundle_of(
+        "2.0.0",
+        &[
+            ("root.img", Target::Root, &root),
+            ("vmlinuz", Target::Kernel, &kernel),
+            ("initrd.img", Target::Initrd, &initrd),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(fs::read(dev.root().join("esp/b/vmlinuz")).unwrap(), kernel);
+}
+
+#[test]
+fn a_slot_larger_than_its_payload_takes_it_and_keeps_the_rest() {
+    let dev = Dev::new();
+    let root = image("2.0.0", SLOT_SIZE as usize / 2 + 1);
+    dev.install(&bundle_of("2.0.0", &[("root.img", Target::Root, &root)])).unwrap();
+    let slot = dev.slot("b");
+    assert_eq!(slot.len() as u64, SLOT_SIZE, "the slot keeps its size");
+    assert_eq!(&slot[..root.len()], &root[..]);
+    let installed = dev.audit().into_iter().rfind(|r| r["event"] == "installed").unwrap();
+    assert_eq!(installed["size"].as_u64(), Some(root.len() as u64), "{installed}");
+}

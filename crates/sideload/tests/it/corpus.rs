@@ -227,14 +227,8 @@ fn the_stick_vanishing_mid_read_leaves_the_slot_discarded_and_nothing_armed() {
         .arg(dev.root())
         .args(["install", path.to_str().unwrap()])
         .env("AIRLOCK_FAILPOINT", "mid-write:stop");
-    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    crate::wait_stopped(&mut child);
     // The stick goes away: the rest of the file is gone.
     fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3 << 20).unwrap();
     std::process::Command::new("kill").args(["-CONT", &child.id().to_string()]).status().unwrap();
@@ -587,10 +581,12 @@ fn a_stick_with_no_acceptable_bundle_is_refused_as_a_whole() {
     fs::create_dir(&stick).unwrap();
     fs::write(stick.join("old.airlock"), bundle_bytes("0.5.0", 0, &image("0.5", 1000))).unwrap();
     fs::write(stick.join("junk.airlock"), b"junk").unwrap();
+    fs::write(stick.join("notes.txt"), b"not a bundle").unwrap();
+    fs::write(stick.join("airlock"), b"not a bundle either").unwrap();
     let (slot_a, state) = (dev.slot("a"), dev.state());
     let e = dev.agent().install_dir(&stick, InstallOptions::default(), &mut NoProgress).unwrap_err();
     assert_eq!(e.code(), "no-acceptable-bundle");
-    assert!(e.to_string().contains("(2 bundle file(s) refused, 0 other file(s) ignored)"), "{e}");
+    assert!(e.to_string().contains("(2 bundle file(s) refused, 2 other file(s) ignored)"), "{e}");
     assert_eq!((dev.slot("a"), dev.state()), (slot_a, state));
     let reasons: Vec<String> = dev
         .audit()
@@ -610,14 +606,8 @@ fn a_slot_that_reads_back_differently_is_never_armed() {
         .arg(dev.root())
         .args(["install", path.to_str().unwrap()])
         .env("AIRLOCK_FAILPOINT", "after-sync:stop");
-    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    crate::wait_stopped(&mut child);
     // The disk lies: one written byte is not what comes back.
     let slot = dev.root().join("slots/root-b");
     let mut bytes = fs::read(&slot).unwrap();

@@ -12,7 +12,10 @@ mod provenance;
 mod site;
 
 use std::fs;
+use std::io::Read;
 use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use bundle::{Manifest, Payload};
 use sideload::{Agent, Device, DeviceConfig, InstallOptions, NoProgress};
@@ -21,6 +24,30 @@ use trust::{Prehash, SecretKey, SignatureFile};
 pub const PRODUCT: &str = "airlock.test.x86_64";
 pub const SLOT_SIZE: u64 = 1 << 20;
 pub const CHUNK: u64 = 64 << 10;
+
+/// Waits until `child` stops at its `…:stop` failpoint (state `T`). A child that exits first
+/// (it never reached the failpoint: a refusal came earlier) fails the test at once with its
+/// stderr, and one that does neither within a minute fails it too: a test never hangs,
+/// whatever the agent does.
+pub fn wait_stopped(child: &mut Child) {
+    let t = Instant::now();
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        match stat.rsplit(')').next().and_then(|r| r.trim_start().chars().next()) {
+            Some('T') => return,
+            Some('Z') | None => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the agent (pid {}) ended before its failpoint: {err}", child.id());
+            }
+            _ => {}
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the agent (pid {}) never reached its failpoint", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 pub fn key() -> SecretKey {
     SecretKey::from_seed([5; 32], [1, 2, 3, 4, 5, 6, 7, 8])
