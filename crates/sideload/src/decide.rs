@@ -500,5 +500,9 @@ mod tests {
         assert_eq!(rollback(&floor, &boot(Slot::B, Slot::B, None)).unwrap_err().0, Reason::Rollback);
         let empty = state(rec(Good, "1.0.0", 1), SlotRecord::empty(), 1);
         assert_eq!(rollback(&empty, &boot(Slot::A, Slot::A, None)).unwrap_err().0, Reason::NoGoodSlot);
+        // Only a trial of a slot still being tried is cancelled (and so recorded as failed):
+        // not a written slot started by hand with no trial, not a good slot on a trial.
+        assert_eq!(rollback(&s, &boot(Slot::B, Slot::A, None)), Ok(Rollback { to: Slot::A, cancels_trial_of: None }));
+        assert_eq!(rollback(&both, &trial), Ok(Rollback { to: Slot::A, cancels_trial_of: None }));
     }
 }

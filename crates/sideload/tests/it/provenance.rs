@@ -106,3 +106,18 @@ fn provenance_not_signed_to_the_devices_policy_refuses_the_bundle_before_anythin
         assert!(!dev.root().join("data/evidence/b").exists(), "{what}: evidence kept");
     }
 }
+
+#[test]
+fn a_kept_envelope_up_to_its_bound_reads_back_whole_and_one_byte_more_is_refused() {
+    let dev = Dev::new();
+    let d = sideload::Device::simulated(&dev.root()).unwrap();
+    // A statement at its largest, base64 in its envelope: up to twice its bound is read.
+    let max = 2 * trust::dsse::MAX_PAYLOAD;
+    let text = "x".repeat(max);
+    sideload::evidence::keep(&d, sideload::Slot::B, &text).unwrap();
+    assert_eq!(sideload::evidence::read(&d, sideload::Slot::B).unwrap().map(|t| t.len()), Some(max));
+    sideload::evidence::keep(&d, sideload::Slot::B, &format!("{text}x")).unwrap();
+    let e = sideload::evidence::read(&d, sideload::Slot::B).unwrap_err();
+    assert!(e.to_string().contains(&format!("larger than {max} bytes")), "{e}");
+    assert_eq!(sideload::evidence::read(&d, sideload::Slot::A).unwrap(), None, "slot a's image came with none");
+}
