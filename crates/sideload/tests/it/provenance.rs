@@ -120,4 +120,12 @@ fn a_kept_envelope_up_to_its_bound_reads_back_whole_and_one_byte_more_is_refused
     let e = sideload::evidence::read(&d, sideload::Slot::B).unwrap_err();
     assert!(e.to_string().contains(&format!("larger than {max} bytes")), "{e}");
     assert_eq!(sideload::evidence::read(&d, sideload::Slot::A).unwrap(), None, "slot a's image came with none");
+    // Forgetting what is not there is nothing; a file that cannot be removed is an error.
+    sideload::evidence::forget(&d, sideload::Slot::A).unwrap();
+    sideload::evidence::forget(&d, sideload::Slot::B).unwrap();
+    assert_eq!(sideload::evidence::read(&d, sideload::Slot::B).unwrap(), None);
+    let stuck = dev.root().join("data/evidence/b").join(sideload::evidence::ENVELOPE);
+    fs::create_dir_all(stuck.join("x")).unwrap();
+    let e = sideload::evidence::forget(&d, sideload::Slot::B).unwrap_err();
+    assert!(e.to_string().contains(&stuck.display().to_string()), "{e}");
 }
