@@ -181,6 +181,7 @@ impl Device {
         for d in ["slots", "boot", "data", "esp/a", "esp/b", ""] {
             fsync_dir(&root.join(d))?;
         }
+        simfs::baseline(root);
         Ok(())
     }
 

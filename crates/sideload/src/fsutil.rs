@@ -76,3 +76,36 @@ pub fn open_regular(path: &Path) -> Result<Result<File, String>, Error> {
     };
     Ok(Err(format!("{kind} (refused: only regular files are read)")))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::open_regular;
+
+    #[test]
+    fn only_a_regular_file_is_opened_and_every_other_kind_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(open_regular(&file).unwrap().is_ok());
+        let link = d.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = d.path().join("p");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let sock = d.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        for (path, kind) in [
+            (link.as_path(), "a symlink"),
+            (d.path(), "a directory"),
+            (fifo.as_path(), "a FIFO"),
+            (std::path::Path::new("/dev/null"), "a device"),
+        ] {
+            let got = open_regular(path).unwrap().unwrap_err();
+            assert_eq!(got, format!("{kind} (refused: only regular files are read)"), "{}", path.display());
+        }
+        // A socket cannot even be opened (ENXIO): refused all the same.
+        assert!(!matches!(open_regular(&sock), Ok(Ok(_))));
+        let e = open_regular(&d.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}

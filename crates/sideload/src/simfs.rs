@@ -118,12 +118,39 @@ pub fn power_cut(root: &Path) -> Result<(), Error> {
     // What is on disk now is, by definition, durable.
     let _ = fs::remove_dir_all(&inodes);
     for dir in &synced {
-        if let Ok(rd) = fs::read_dir(dir) {
-            for e in rd.flatten() {
-                synced_file(&e.path());
-            }
-        }
-        synced_dir(dir);
+        durable_now(dir);
     }
     Ok(())
+}
+
+/// Everything in `dir` (its files' bytes and its names) is durable now.
+fn durable_now(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            synced_file(&e.path());
+        }
+    }
+    synced_dir(dir);
+}
+
+/// A freshly set-up device folder is durable as it stands: every directory (to `MAX_DEPTH`)
+/// and file, recorded here and not through the agent's own fsyncs, so that an agent which
+/// failed to fsync a directory loses its new names at the next cut.
+pub fn baseline(root: &Path) {
+    if !root.join(MARKER).is_dir() {
+        return;
+    }
+    let mut todo = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = todo.pop() {
+        durable_now(&dir);
+        if depth + 1 >= MAX_DEPTH {
+            continue;
+        }
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let is_dir = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir());
+            if is_dir && e.file_name() != MARKER {
+                todo.push((e.path(), depth + 1));
+            }
+        }
+    }
 }

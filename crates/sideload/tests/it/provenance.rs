@@ -128,4 +128,8 @@ fn a_kept_envelope_up_to_its_bound_reads_back_whole_and_one_byte_more_is_refused
     fs::create_dir_all(stuck.join("x")).unwrap();
     let e = sideload::evidence::forget(&d, sideload::Slot::B).unwrap_err();
     assert!(e.to_string().contains(&stuck.display().to_string()), "{e}");
+    // Only "not there" means "none": a path that cannot be read is an error.
+    fs::write(dev.root().join("data/evidence/a"), b"not a folder").unwrap();
+    let e = sideload::evidence::read(&d, sideload::Slot::A).unwrap_err();
+    assert!(e.to_string().contains("evidence/a/provenance.intoto.json"), "{e}");
 }
