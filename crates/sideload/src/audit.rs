@@ -114,6 +114,16 @@ impl Audit {
             }
         }
         let mut out = Vec::new();
+        // After tampering the log may end mid-line: the next record starts a line of its own.
+        if !notes.is_empty() && head.bytes == len && len > 0 {
+            let mut last = [0u8];
+            f.seek(SeekFrom::Start(len - 1)).map_err(io)?;
+            f.read_exact(&mut last).map_err(io)?;
+            if last[0] != b'\n' {
+                out.push(b'\n');
+                head.bytes += 1;
+            }
+        }
         for (event, fields) in notes.iter().chain(records) {
             let mut m = Map::new();
             m.insert("seq".into(), json!(head.seq + 1));
@@ -240,4 +250,250 @@ pub fn check(path: &Path, expected: Option<&Head>, mut each: impl FnMut(&str, &V
         ));
     }
     Ok(Checked { records: head.seq, head, broken })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn log() -> (tempfile::TempDir, Audit) {
+        let d = tempfile::tempdir().unwrap();
+        let a = Audit { path: d.path().join("audit.jsonl") };
+        (d, a)
+    }
+
+    fn recs(from: u64, n: u64) -> Vec<Record> {
+        (from..from + n).map(|i| record("e", json!({"i": i}))).collect()
+    }
+
+    fn lines(a: &Audit) -> Vec<Value> {
+        std::fs::read(&a.path)
+            .unwrap()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    fn events(a: &Audit) -> Vec<String> {
+        lines(a).iter().map(|v| v["event"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn len(a: &Audit) -> u64 {
+        std::fs::metadata(&a.path).unwrap().len()
+    }
+
+    fn append_raw(a: &Audit, bytes: &[u8]) {
+        let mut f = OpenOptions::new().append(true).open(&a.path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn each_record_chains_to_the_one_before_and_the_head_is_where_the_log_ends() {
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 3)).unwrap();
+        assert_eq!((h.seq, h.bytes), (3, len(&a)));
+        let raw = std::fs::read(&a.path).unwrap();
+        let raw: Vec<&[u8]> = raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(h.digest, line_digest(raw[2]));
+        let v = lines(&a);
+        assert_eq!(v[0]["prev"], GENESIS);
+        for (i, r) in v.iter().enumerate() {
+            assert_eq!(r["seq"], i as u64 + 1);
+            assert_eq!(r["i"], i as u64);
+        }
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1]["prev"].as_str().unwrap(), line_digest(raw[0]));
+        assert_eq!(v[2]["prev"].as_str().unwrap(), line_digest(raw[1]));
+        let mut seen = 0;
+        let c = check(&a.path, Some(&h), |_, _| seen += 1).unwrap();
+        assert_eq!((c.records, &c.head, c.broken, seen), (3, &h, None, 3));
+    }
+
+    #[test]
+    fn records_appended_just_before_a_cut_are_kept_and_a_torn_line_is_dropped() {
+        let (_d, a) = log();
+        let h1 = a.append(&Head::default(), &recs(0, 1)).unwrap();
+        let h2 = a.append(&h1, &recs(1, 2)).unwrap();
+        // The state still says h1 (the cut came before it was saved): the two records stay.
+        let h3 = a.append(&h1, &recs(3, 1)).unwrap();
+        assert_eq!(events(&a), ["e", "e", "e", "e"]);
+        assert_eq!((h3.seq, h3.bytes), (h2.seq + 1, len(&a)));
+        append_raw(&a, b"{\"seq\":5,\"ev");
+        let h4 = a.append(&h3, &recs(4, 1)).unwrap();
+        let v = lines(&a);
+        assert_eq!(v[4]["event"], "audit-repaired");
+        assert_eq!((v[4]["dropped_bytes"].as_u64(), v[4]["after_seq"].as_u64()), (Some(12), Some(4)));
+        assert_eq!((h4.seq, h4.bytes), (6, len(&a)));
+        assert_eq!(check(&a.path, Some(&h4), |_, _| {}).unwrap().broken, None);
+    }
+
+    #[test]
+    fn bytes_after_the_head_that_do_not_chain_are_tampering_examined_up_to_their_bound() {
+        for (extra, why) in [
+            (2000, "lines after the recorded last record do not chain to it"),
+            (MAX_TAIL, "lines after the recorded last record do not chain to it"),
+            (MAX_TAIL + 1, "unexpected bytes after the recorded last record"),
+        ] {
+            let (_d, a) = log();
+            let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+            let mut junk = vec![b'x'; extra as usize - 1];
+            junk.push(b'\n');
+            append_raw(&a, &junk);
+            let h2 = a.append(&h, &recs(2, 1)).unwrap();
+            let v = lines_lossy(&a);
+            let t = v.iter().find(|r| r["event"] == "audit-tampered").unwrap();
+            assert_eq!(t["why"], why, "{extra}");
+            assert_eq!((t["bytes"].as_u64(), t["after_seq"].as_u64()), (Some(extra), Some(2)), "{extra}");
+            assert_eq!((h2.seq, h2.bytes), (4, len(&a)), "{extra}");
+            assert!(!std::fs::read(&a.path).unwrap().windows(2).any(|w| w == b"\n\n"), "an empty line");
+        }
+        // Junk beyond the bound that does not end a line: the record of it starts its own.
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+        append_raw(&a, &vec![b'x'; MAX_TAIL as usize + 1]);
+        let h2 = a.append(&h, &recs(2, 1)).unwrap();
+        let v = lines_lossy(&a);
+        assert_eq!(
+            v.iter().map(|r| r["event"].as_str().unwrap()).collect::<Vec<_>>(),
+            ["e", "e", "audit-tampered", "e"]
+        );
+        assert_eq!(v[2]["bytes"].as_u64(), Some(MAX_TAIL + 1));
+        assert_eq!((h2.seq, h2.bytes), (4, len(&a)));
+    }
+
+    /// The records that parse (junk lines left out).
+    fn lines_lossy(a: &Audit) -> Vec<Value> {
+        std::fs::read(&a.path).unwrap().split(|&b| b == b'\n').filter_map(|l| serde_json::from_slice(l).ok()).collect()
+    }
+
+    #[test]
+    fn a_cut_tail_and_an_edited_last_record_are_recorded() {
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+        let f = OpenOptions::new().write(true).open(&a.path).unwrap();
+        f.set_len(h.bytes - 5).unwrap();
+        a.append(&h, &[]).unwrap();
+        let t = lines_lossy(&a).into_iter().find(|r| r["event"] == "audit-tampered").unwrap();
+        assert_eq!(t["why"], "the log is shorter than recorded: its tail was cut");
+        assert_eq!((t["expected_bytes"].as_u64(), t["found_bytes"].as_u64()), (Some(h.bytes), Some(h.bytes - 5)));
+        // Cut mid-line: the record of it starts a line of its own, and the rest chains to it.
+        let raw = std::fs::read(&a.path).unwrap();
+        assert_eq!(raw[h.bytes as usize - 5], b'\n');
+
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+        // Intact: nothing to say.
+        let h = a.append(&h, &recs(2, 1)).unwrap();
+        assert_eq!(events(&a), ["e", "e", "e"]);
+        let text = std::fs::read_to_string(&a.path).unwrap().replace("\"i\":2", "\"i\":7");
+        std::fs::write(&a.path, text).unwrap();
+        a.append(&h, &[]).unwrap();
+        let v = lines(&a);
+        assert_eq!(
+            (v[3]["event"].as_str(), v[3]["why"].as_str()),
+            (Some("audit-tampered"), Some("the last record was edited"))
+        );
+        assert_eq!(v[3]["seq"], 3);
+    }
+
+    #[test]
+    fn the_last_records_are_read_from_the_end() {
+        let (_d, a) = log();
+        assert!(a.last(3).is_empty(), "no log yet");
+        let mut h = Head::default();
+        // Far more than the 64 KiB read from the end.
+        for i in 0..40 {
+            h = a.append(&h, &recs(i * 100, 100)).unwrap();
+        }
+        assert!(len(&a) > 128 * 1024);
+        let last = a.last(3);
+        let got: Vec<u64> = last.iter().map(|v| v["i"].as_u64().unwrap()).collect();
+        assert_eq!(got, [3997, 3998, 3999]);
+        assert!(a.last(0).is_empty());
+        let all = a.last(usize::MAX);
+        assert!(all.len() < 4000 && all.len() > 100, "{}", all.len());
+        let seqs: Vec<u64> = all.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+        assert_eq!(*seqs.last().unwrap(), 4000);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "a gap or a partial record");
+        assert_eq!(seqs[0], 4001 - seqs.len() as u64);
+
+        let (_d, small) = log();
+        small.append(&Head::default(), &recs(0, 5)).unwrap();
+        let got: Vec<u64> = small.last(10).iter().map(|v| v["i"].as_u64().unwrap()).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4], "a log smaller than the window is read whole, its first record too");
+    }
+
+    #[test]
+    fn checking_a_log_names_its_first_break() {
+        // Missing.
+        let (_d, a) = log();
+        let c = check(&a.path, None, |_, _| {}).unwrap();
+        assert_eq!((c.records, c.broken), (0, None));
+        assert_eq!(check(&a.path, Some(&Head::default()), |_, _| {}).unwrap().broken, None);
+        let h2 = Head { seq: 2, digest: GENESIS.into(), bytes: 9 };
+        assert_eq!(
+            check(&a.path, Some(&h2), |_, _| {}).unwrap().broken,
+            Some((0, "the log is missing; the state records 2 records".into()))
+        );
+
+        // Torn, not JSON, not chained.
+        let (_d, a) = log();
+        a.append(&Head::default(), &recs(0, 2)).unwrap();
+        append_raw(&a, b"{\"seq\":3");
+        assert_eq!(check(&a.path, None, |_, _| {}).unwrap().broken, Some((3, "a torn last line (no newline)".into())));
+        let (_d, a) = log();
+        a.append(&Head::default(), &recs(0, 1)).unwrap();
+        append_raw(&a, b"not json\n");
+        let c = check(&a.path, None, |_, _| {}).unwrap();
+        assert!(c.broken.as_ref().unwrap().1.starts_with("line 2 is not JSON"), "{c:?}");
+        assert_eq!((c.records, c.broken.unwrap().0), (2, 2));
+        let (_d, a) = log();
+        let h1 = a.append(&Head::default(), &recs(0, 1)).unwrap();
+        a.append(&Head::default(), &[]).unwrap();
+        append_raw(&a, format!("{{\"seq\":2,\"prev\":\"{GENESIS}\"}}\n").as_bytes());
+        assert_eq!(
+            check(&a.path, None, |_, _| {}).unwrap().broken,
+            Some((2, "record 2 does not chain to record 1".into()))
+        );
+        let _ = h1;
+
+        // The state's head against the log's end: another length, or the same length and
+        // another digest.
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+        let c = check(&a.path, Some(&h), |_, _| {}).unwrap();
+        assert_eq!(c.broken, None);
+        for other in [Head { seq: 3, ..h.clone() }, Head { digest: GENESIS.into(), ..h.clone() }] {
+            let b = check(&a.path, Some(&other), |_, _| {}).unwrap().broken.unwrap();
+            assert_eq!(b.0, 2);
+            assert!(b.1.contains("its tail was cut or edited"), "{b:?}");
+        }
+        let _ = h;
+    }
+
+    #[test]
+    fn a_record_line_of_64_kib_is_read_and_one_byte_more_is_refused() {
+        let line_len = |pad: usize| {
+            let (_d, a) = log();
+            a.append(&Head::default(), &[record("e", json!({"pad": "x".repeat(pad)}))]).unwrap();
+            len(&a) as usize - 1
+        };
+        let base = line_len(0);
+        for (extra, broken) in [(0, None), (1, Some((1, "a line longer than 64 KiB".to_string())))] {
+            let (_d, a) = log();
+            let h = a
+                .append(&Head::default(), &[record("e", json!({"pad": "x".repeat(MAX_LINE - base + extra)}))])
+                .unwrap();
+            assert_eq!(len(&a) as usize, MAX_LINE + extra + 1);
+            let c = check(&a.path, Some(&h), |_, _| {}).unwrap();
+            assert_eq!(c.broken, broken, "{extra}");
+            // The tail check reads the same longest line.
+            if extra == 0 {
+                a.append(&h, &recs(0, 1)).unwrap();
+                assert_eq!(events(&a), ["e", "e"], "the last record was taken as edited");
+            }
+        }
+    }
 }
