@@ -385,6 +385,87 @@ mod tests {
     }
 
     #[test]
+    fn boot_entries_are_read_strictly_and_bounded() {
+        let d = esp();
+        let e = d.path();
+        let bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
+        // Not slot entries: ignored.
+        for n in ["loader.conf", "slot-c.conf", "slot-a.conf.bak", "other-a.conf"] {
+            fs::write(e.join(n), "title x\n").unwrap();
+        }
+        assert_eq!(bls.state().unwrap(), BootState { booted: Slot::A, default: Slot::A, trial: None });
+        // A second entry for one slot.
+        fs::write(e.join("slot-a+1.conf"), "title a\n").unwrap();
+        let err = bls.state().unwrap_err().to_string();
+        assert!(err.contains("two boot entries for slot a"), "{err}");
+        fs::remove_file(e.join("slot-a+1.conf")).unwrap();
+        // Counters that are not numbers.
+        for bad in ["slot-b+x.conf", "slot-b+1-y.conf", "slot-b+-1.conf"] {
+            fs::rename(
+                fs::read_dir(e)
+                    .unwrap()
+                    .map(|x| x.unwrap().path())
+                    .find(|p| p.to_string_lossy().contains("slot-b"))
+                    .unwrap(),
+                e.join(bad),
+            )
+            .unwrap();
+            let err = bls.state().unwrap_err().to_string();
+            assert!(err.contains("bad counter"), "{bad}: {err}");
+        }
+        fs::rename(e.join("slot-b+-1.conf"), e.join("slot-b+0.conf")).unwrap();
+        // An entry of 16 KiB is read; one byte more is refused.
+        let a = fs::read_to_string(e.join("slot-a.conf")).unwrap();
+        let padded = |n: usize| format!("{a}#{}\n", "x".repeat(n - a.len() - 2));
+        fs::write(e.join("slot-a.conf"), padded(16 * 1024)).unwrap();
+        assert_eq!(bls.state().unwrap().default, Slot::A);
+        fs::write(e.join("slot-a.conf"), padded(16 * 1024 + 1)).unwrap();
+        let err = bls.state().unwrap_err().to_string();
+        assert!(err.contains("larger than 16 KiB"), "{err}");
+        // A slot with no entry at all.
+        fs::write(e.join("slot-a.conf"), &a).unwrap();
+        fs::remove_file(e.join("slot-b+0.conf")).unwrap();
+        let mut bls = bls;
+        let err = bls.arm_trial(Slot::B, 3).unwrap_err().to_string();
+        assert!(err.contains("no boot entry for slot b"), "{err}");
+    }
+
+    #[test]
+    fn an_entry_is_rewritten_with_its_counter_in_its_name_and_its_version_after_its_title() {
+        assert_eq!(
+            Bls::with_version("title T\nlinux /a/vmlinuz\n", 7),
+            "title T\nsort-key airlock\nversion 7\nlinux /a/vmlinuz\n"
+        );
+        assert_eq!(
+            Bls::with_version("title T\nversion 3\nsort-key other\noptions ro\n", 9),
+            "title T\nsort-key airlock\nversion 9\noptions ro\n"
+        );
+        assert_eq!(Bls::with_version("", 1), "sort-key airlock\nversion 1\n");
+        assert_eq!((Bls::version_of("title\nversion 12\n"), Bls::version_of("title\n")), (12, 0));
+
+        let d = esp();
+        let e = d.path();
+        let mut bls = Bls { entries: e.to_path_buf(), booted: Slot::A };
+        bls.arm_trial(Slot::B, 2).unwrap();
+        fs::rename(e.join("slot-b+2.conf"), e.join("slot-b+1-1.conf")).unwrap();
+        assert_eq!(bls.state().unwrap().trial, Some(Trial { slot: Slot::B, tries_left: 1, tries_done: 1 }));
+        // Taken out of the rotation: zero tries, none done, its version kept.
+        bls.cancel_trial(Slot::B).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b+0.conf"]);
+        assert!(fs::read_to_string(e.join("slot-b+0.conf")).unwrap().contains("version 2\n"));
+        assert_eq!(bls.state().unwrap().trial, None);
+        // A trial that ran out stays as it is when the other slot is blessed.
+        fs::rename(e.join("slot-b+0.conf"), e.join("slot-b+0-2.conf")).unwrap();
+        bls.bless(Slot::A).unwrap();
+        assert_eq!(names(e), ["slot-a.conf", "slot-b+0-2.conf"]);
+        assert!(fs::read_to_string(e.join("slot-a.conf")).unwrap().contains("version 3\n"));
+        // With no blessed entry left, the default is the booted slot.
+        fs::rename(e.join("slot-a.conf"), e.join("slot-a+0.conf")).unwrap();
+        let bls = Bls { entries: e.to_path_buf(), booted: Slot::B };
+        assert_eq!(bls.state().unwrap().default, Slot::B);
+    }
+
+    #[test]
     fn the_simulated_boot_loader_falls_back_when_tries_run_out() {
         let d = tempfile::tempdir().unwrap();
         let mut b = SimBoot::init(&d.path().join("state.toml"), Slot::A).unwrap();
