@@ -150,13 +150,17 @@ impl Audit {
         let Ok(mut f) = File::open(&self.path) else { return Vec::new() };
         let Ok(len) = f.metadata().map(|m| m.len()) else { return Vec::new() };
         let start = len.saturating_sub(MAX_TAIL.min(64 * 1024));
+        // One byte before the window too: whether its first line is whole.
+        let before = start.saturating_sub(1);
         let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(start)).is_err() || f.take(len - start).read_to_end(&mut buf).is_err() {
+        if f.seek(SeekFrom::Start(before)).is_err() || f.take(len - before).read_to_end(&mut buf).is_err() {
             return Vec::new();
         }
-        let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        if start > 0 && !lines.is_empty() {
-            lines.remove(0); // probably a partial line
+        let first_cut = start > 0 && buf.first() != Some(&b'\n');
+        let window = if start > 0 { &buf[1.min(buf.len())..] } else { &buf[..] };
+        let mut lines: Vec<&[u8]> = window.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        if first_cut && !lines.is_empty() {
+            lines.remove(0); // the end of a line that began before the window
         }
         let from = lines.len().saturating_sub(n);
         lines[from..].iter().filter_map(|l| serde_json::from_slice(l).ok()).collect()
@@ -382,6 +386,15 @@ mod tests {
         let raw = std::fs::read(&a.path).unwrap();
         assert_eq!(raw[h.bytes as usize - 5], b'\n');
 
+        // Cut to nothing.
+        let (_d, a) = log();
+        let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
+        OpenOptions::new().write(true).open(&a.path).unwrap().set_len(0).unwrap();
+        let h2 = a.append(&h, &recs(2, 1)).unwrap();
+        let v = lines(&a);
+        assert_eq!((v[0]["event"].as_str(), v[0]["found_bytes"].as_u64()), (Some("audit-tampered"), Some(0)));
+        assert_eq!((h2.seq, h2.bytes), (4, len(&a)));
+
         let (_d, a) = log();
         let h = a.append(&Head::default(), &recs(0, 2)).unwrap();
         // Intact: nothing to say.
@@ -418,6 +431,23 @@ mod tests {
         assert_eq!(*seqs.last().unwrap(), 4000);
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "a gap or a partial record");
         assert_eq!(seqs[0], 4001 - seqs.len() as u64);
+
+        // Lines of exactly 128 bytes: the 64 KiB window starts on a line, which is whole.
+        let (_d, a) = log();
+        let mut h = Head::default();
+        for seq in 1..=600u64 {
+            let base = json!({"event": "e", "pad": "", "prev": GENESIS, "seq": seq}).to_string().len();
+            h = a.append(&h, &[record("e", json!({"pad": "x".repeat(127 - base)}))]).unwrap();
+        }
+        assert_eq!(len(&a), 600 * 128);
+        let all = a.last(usize::MAX);
+        assert_eq!(all.len(), 512, "the window's first line is whole and belongs in");
+        assert_eq!((all[0]["seq"].as_u64(), all[511]["seq"].as_u64()), (Some(89), Some(600)));
+        // One byte more: the window now starts one byte into a line, which is left out.
+        let mut f = OpenOptions::new().append(true).open(&a.path).unwrap();
+        f.write_all(b"\n").unwrap();
+        let all = a.last(usize::MAX);
+        assert_eq!((all.len(), all[0]["seq"].as_u64()), (511, Some(90)));
 
         let (_d, small) = log();
         small.append(&Head::default(), &recs(0, 5)).unwrap();
