@@ -468,6 +468,17 @@ mod tests {
             Some((0, "the log is missing; the state records 2 records".into()))
         );
 
+        // Only "not there" means "no log": a path that cannot be opened is an error.
+        let (d, _) = log();
+        std::fs::write(d.path().join("file"), b"").unwrap();
+        let e = check(&d.path().join("file/audit.jsonl"), None, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("file/audit.jsonl"), "{e}");
+        // A torn last line of exactly 64 KiB is torn, not too long.
+        let (_d, a) = log();
+        a.append(&Head::default(), &recs(0, 1)).unwrap();
+        append_raw(&a, &vec![b'x'; MAX_LINE]);
+        assert_eq!(check(&a.path, None, |_, _| {}).unwrap().broken, Some((2, "a torn last line (no newline)".into())));
+
         // Torn, not JSON, not chained.
         let (_d, a) = log();
         a.append(&Head::default(), &recs(0, 2)).unwrap();

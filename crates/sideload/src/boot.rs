@@ -466,6 +466,13 @@ mod tests {
     }
 
     #[test]
+    fn a_trial_has_run_out_only_when_it_was_tried_and_has_no_try_left() {
+        for (left, done, out) in [(0, 3, true), (0, 1, true), (0, 0, false), (2, 1, false), (3, 0, false)] {
+            assert_eq!(Trial { slot: Slot::B, tries_left: left, tries_done: done }.ran_out(), out, "{left}-{done}");
+        }
+    }
+
+    #[test]
     fn the_simulated_boot_loader_falls_back_when_tries_run_out() {
         let d = tempfile::tempdir().unwrap();
         let mut b = SimBoot::init(&d.path().join("state.toml"), Slot::A).unwrap();
