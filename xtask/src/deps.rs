@@ -78,7 +78,19 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
     eprintln!("airlock: installing {} with apt-get (apt-get update first)", pkgs.join(" "));
     let sh = Shell::new()?;
     cmd!(sh, "apt-get update -q").env("DEBIAN_FRONTEND", "noninteractive").run()?;
-    cmd!(sh, "apt-get install -y -q --no-install-recommends {pkgs...}")
+    let mut args: Vec<String> = pkgs.iter().map(|p| p.to_string()).collect();
+    if pkgs.contains(&"qemu-system-x86") {
+        // qemu-utils goes with qemu-system-x86's own version: a newer qemu-utils (from
+        // backports, as some images ship) Breaks the qemu-system-common apt would pick.
+        let policy = cmd!(sh, "apt-cache policy qemu-system-x86").quiet().read().unwrap_or_default();
+        if let Some(v) = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate: ")).filter(|v| *v != "(none)") {
+            eprintln!("airlock: qemu-utils follows qemu-system-x86's version {v} (a newer one is downgraded)");
+            args.retain(|p| p != "qemu-utils");
+            args.push(format!("qemu-utils={v}"));
+            args.push("--allow-downgrades".into());
+        }
+    }
+    cmd!(sh, "apt-get install -y -q --no-install-recommends {args...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
     let still = tools::missing(wanted);
