@@ -1,7 +1,10 @@
-//! `repro`: two full builds (no caches) under different conditions — build path, source tree
-//! path (with a space and non-ASCII characters) and creation order, TZ, locale, umask,
-//! HOME/USER, hostname — then every output is compared byte for byte. On a difference it
-//! names the files inside that differ.
+//! `repro`: two full builds under different conditions — the first with this machine's caches
+//! (the cached base stage, the usual stack target directory), as a release engineer's build
+//! runs; the second from nothing (no cache, an empty target directory) in another build path
+//! and source tree path (with a space and non-ASCII characters), creation order, TZ, locale,
+//! umask, HOME/USER, hostname, on one CPU with its clock years ahead — then every output is
+//! compared byte for byte. On a difference it names the files inside that differ. (A cache
+//! that would change a byte is caught too.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,8 @@ struct Variant {
     hostname: &'static str,
     /// Copy the source tree in reverse order to another path (directory order, build path).
     copy_tree: bool,
+    /// Build from nothing: no cached stage, an empty stack target directory of its own.
+    from_nothing: bool,
     /// Build on one CPU only (`taskset`) with the clock this far ahead (`faketime`).
     one_cpu_clock_ahead: Option<&'static str>,
 }
@@ -48,6 +53,7 @@ const VARIANTS: [Variant; 2] = [
         user: "builder-a",
         hostname: "repro-a",
         copy_tree: false,
+        from_nothing: false,
         one_cpu_clock_ahead: None,
     },
     Variant {
@@ -58,6 +64,7 @@ const VARIANTS: [Variant; 2] = [
         user: "someone-else",
         hostname: "a-much-longer-build-host-name-b",
         copy_tree: true,
+        from_nothing: true,
         one_cpu_clock_ahead: Some("+1234d"),
     },
 ];
@@ -103,8 +110,9 @@ impl Repro {
                 ctx.root.clone()
             };
             eprintln!(
-                "repro: build {} (TZ={}, LANG={}, umask {}, hostname {}, source {}{})",
+                "repro: build {} ({}, TZ={}, LANG={}, umask {}, hostname {}, source {}{})",
                 v.name,
+                if v.from_nothing { "from nothing" } else { "with this machine's caches" },
                 v.tz,
                 v.lang,
                 v.umask,
@@ -126,10 +134,12 @@ impl Repro {
                 c.env("NO_FAKE_STAT", "1").env("DONT_FAKE_MONOTONIC", "1");
                 c.args(["taskset", "-c", "0", "faketime", "-f", ahead]);
             }
-            c.arg(&exe).arg("--json").arg("build").arg(src.join(&rel_recipe)).arg("--no-cache");
+            c.arg(&exe).arg("--json").arg("build").arg(src.join(&rel_recipe));
+            if v.from_nothing {
+                c.arg("--no-cache").arg("--stack-target-dir").arg(dir.join("target"));
+            }
             c.arg("--out").arg(dir.join("images"));
             c.arg("--work-dir").arg(dir.join("work"));
-            c.arg("--stack-target-dir").arg(dir.join("target"));
             c.arg("--store").arg(self.args.store_path(ctx));
             if let Some(l) = self.args.lock_path(ctx) {
                 c.arg("--lock").arg(l);
@@ -166,7 +176,7 @@ impl Repro {
         let manifest = fs::read(outs[0].join(image::MANIFEST_NAME))?;
         let files = fs::read_dir(&outs[0])?.count();
         let summary = format!(
-            "`cargo xtask repro` built this image twice from clean copies — the second in another path with spaces and non-ASCII characters, directory entries created in reverse order, another TZ, locale, umask, user and hostname, on one CPU with its clock years ahead — and all {files} output files were identical byte for byte (build key {}).",
+            "`cargo xtask repro` built this image twice — once with the builder's caches, once from nothing in another path with spaces and non-ASCII characters, directory entries created in reverse order, another TZ, locale, umask, user and hostname, on one CPU with its clock years ahead — and all {files} output files were identical byte for byte (build key {}).",
             String::from_utf8_lossy(&manifest)
                 .lines()
                 .find_map(|l| l.strip_prefix("build_key = "))

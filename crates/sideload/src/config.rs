@@ -60,3 +60,73 @@ impl DeviceConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(product: &str, extra: &str) -> Result<DeviceConfig, String> {
+        DeviceConfig::parse(&format!("product = \"{product}\"\nchannel = \"dev\"\n{extra}"))
+    }
+
+    #[test]
+    fn the_product_name_is_bounded_and_plain() {
+        let long = "p".repeat(128);
+        assert!(parse(&long, "").is_ok(), "128 characters is the limit, inclusive");
+        let err = parse(&format!("{long}x"), "").unwrap_err();
+        assert!(err.contains("1 to 128 characters"), "{err}");
+        assert!(parse("", "").unwrap_err().contains("1 to 128"));
+        for good in ["airlock.parking-controller.x86_64", "A_b-9.z"] {
+            assert!(parse(good, "").is_ok(), "{good}");
+        }
+        for bad in ["a b", "a/b", "ä", "a\\u0000b", "a:b"] {
+            assert!(parse(bad, "").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tries_are_one_to_ten_three_when_unsaid() {
+        assert_eq!(parse("p", "").unwrap().tries, DEFAULT_TRIES);
+        assert_eq!(DEFAULT_TRIES, 3);
+        for (t, ok) in [(0, false), (1, true), (10, true), (11, false)] {
+            let r = parse("p", &format!("tries = {t}"));
+            assert_eq!(r.is_ok(), ok, "tries = {t}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains(&format!("tries = {t} is out of range")), "{e}");
+            }
+        }
+        assert!(parse("p", "colour = \"red\"").unwrap_err().contains("colour"), "unknown fields are refused");
+    }
+
+    #[test]
+    fn the_written_file_reads_back_the_same() {
+        let c = DeviceConfig {
+            product: "airlock.parking-controller.x86_64".into(),
+            channel: Channel::Release,
+            tries: 5,
+            version: Some(Version::parse("2.1.0").unwrap()),
+            security_version: Some(4),
+        };
+        let text = c.to_toml();
+        assert!(text.starts_with("# Airlock device identity"), "{text}");
+        assert!(text.contains("tries = 5"), "{text}");
+        assert_eq!(DeviceConfig::parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn a_device_trusts_only_its_own_channels_policy() {
+        let dev = trust::Policy::parse(include_str!("../../../keys/dev/trust.toml")).unwrap();
+        let on = |channel| DeviceConfig { channel, ..parse("p", "").unwrap() };
+        assert_eq!(on(Channel::Dev).check_policy(&dev), Ok(()));
+        let err = on(Channel::Release).check_policy(&dev).unwrap_err();
+        assert!(err.contains("follows the `release` channel but its trust policy is a `dev` policy"), "{err}");
+        let key = trust::SecretKey::from_seed([7; 32], [7; 8]).public().to_base64();
+        let release = trust::Policy::parse(&format!(
+            "version = 1\nchannel = \"release\"\n[release]\nthreshold = 1\nkeys = [{{ name = \"vendor\", key = \"{key}\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(on(Channel::Release).check_policy(&release), Ok(()));
+        assert!(on(Channel::Dev).check_policy(&release).unwrap_err().contains("only its own channel"));
+    }
+}

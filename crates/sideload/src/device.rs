@@ -286,3 +286,68 @@ fn holder_pid(path: &Path) -> Option<u32> {
 pub struct DeviceLock {
     _file: File,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_small_file_is_read_up_to_its_bound_inclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, "x".repeat(16)).unwrap();
+        assert_eq!(read_small(&p, 16).unwrap().len(), 16, "exactly the bound is read whole");
+        let e = read_small(&p, 15).unwrap_err().to_string();
+        assert!(e.contains("larger than 15 bytes"), "{e}");
+        assert!(read_small(&dir.path().join("none"), 16).unwrap_err().to_string().contains("none"));
+    }
+
+    #[test]
+    fn the_lock_names_its_holder_and_is_free_again_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let config = DeviceConfig::parse("product = \"p\"\nchannel = \"dev\"\n").unwrap();
+        let image = root.join("image");
+        fs::write(&image, b"root").unwrap();
+        let policy = include_str!("../../../keys/dev/trust.toml");
+        Device::init_simulated(&root.join("dev"), &config, policy, 4096, &image, "1.0.0", 1, false, None, false)
+            .unwrap();
+        let dev = Device::simulated(&root.join("dev")).unwrap();
+        assert_eq!(dev.busy(), None, "nobody holds a device that was just set up");
+        let held = dev.lock(Duration::ZERO).unwrap();
+        let me = std::process::id().to_string();
+        assert_eq!(holder_pid(&dev.lock_path()), Some(std::process::id()));
+        assert_eq!(dev.busy(), Some(me.clone()));
+        let started = Instant::now();
+        let Err(Error::Refused(Reason::Busy, msg)) = dev.lock(Duration::from_millis(200)) else {
+            panic!("a second lock was taken")
+        };
+        assert!(started.elapsed() >= Duration::from_millis(200), "it waited before refusing");
+        assert!(msg.contains(&format!("(pid {me})")), "{msg}");
+        drop(held);
+        assert_eq!(dev.busy(), None);
+        let _again = dev.lock(Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_simulated_device_is_set_up_with_its_image_in_slot_a_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("dev");
+        let config = DeviceConfig::parse("product = \"p\"\nchannel = \"dev\"\n").unwrap();
+        let image = dir.path().join("image");
+        fs::write(&image, b"root bytes").unwrap();
+        let policy = include_str!("../../../keys/dev/trust.toml");
+        let e = Device::init_simulated(&root, &config, policy, 9, &image, "1.0.0", 1, false, None, false).unwrap_err();
+        assert!(e.to_string().contains("image is 10 bytes, slots are 9"), "{e}");
+        Device::init_simulated(&root, &config, policy, 10, &image, "1.0.0", 1, false, None, false).unwrap();
+        assert_eq!(fs::read(root.join("slots/root-a")).unwrap(), b"root bytes");
+        assert_eq!(fs::read(root.join("slots/root-b")).unwrap(), [0; 10]);
+        let st = state::load(&root.join("data")).unwrap().unwrap();
+        assert_eq!((st.slot(Slot::A).status, st.slot(Slot::B).status), (SlotStatus::Good, SlotStatus::Empty));
+        assert_eq!(st.slot(Slot::A).size, 10);
+        let dev = Device::simulated(&root).unwrap();
+        assert!(!dev.slot_kernels && !dev.live.nft && !dev.live.system);
+        assert_eq!(dev.audit().path, root.join("data/audit.jsonl"));
+    }
+}

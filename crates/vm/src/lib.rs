@@ -154,6 +154,65 @@ pub struct Options {
     pub interactive: bool,
 }
 
+/// Starts QEMU for `o`; `fresh_log` starts the console log anew (else it is appended to).
+fn spawn(o: &Options, fresh_log: bool) -> Result<Child> {
+    let sh = Shell::new().map_err(tool("shell"))?;
+    fs::create_dir_all(&o.workdir).map_err(io(&o.workdir))?;
+    let overlay = o.workdir.join("disk-overlay.qcow2");
+    let vars = o.workdir.join("OVMF_VARS.fd");
+    if !o.resume || !overlay.exists() {
+        let _ = fs::remove_file(&overlay);
+        let disk = o.disk.canonicalize().map_err(io(&o.disk))?;
+        let fmt = if disk.extension().is_some_and(|x| x == "qcow2") { "qcow2" } else { "raw" };
+        cmd!(sh, "qemu-img create -q -f qcow2 -b {disk} -F {fmt} {overlay}")
+            .quiet()
+            .run()
+            .map_err(tool("qemu-img create (overlay)"))?;
+        fs::copy(OVMF_VARS, &vars).map_err(io(&vars))?;
+    }
+    let serial_log = o.workdir.join("serial.log");
+    if fresh_log {
+        let _ = fs::remove_file(&serial_log);
+    }
+    let qmp = o.workdir.join("qmp.sock");
+    let _ = fs::remove_file(&qmp);
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-machine", "q35", "-accel", o.accel.as_str(), "-nodefaults", "-no-user-config"])
+        .args(["-m", &o.memory_mib.to_string(), "-smp", &o.cpus.to_string()])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", overlay.display()))
+        .args(["-device", "qemu-xhci,id=xhci", "-display", "none", "-vga", "none"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    let mut nic =
+        format!("user,model=virtio-net-pci,restrict=on,net={GUEST_NET},host=169.254.10.2,dhcpstart=169.254.10.15");
+    if let Some(p) = o.forward {
+        nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:8080"));
+    }
+    c.arg("-nic").arg(nic);
+    if o.interactive {
+        // The console on this terminal (and in the log), the QEMU monitor behind Ctrl-A C,
+        // Ctrl-A X to power off.
+        c.arg("-chardev").arg(format!("stdio,id=con,mux=on,signal=off,logfile={},logappend=on", serial_log.display()));
+        c.args(["-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]);
+        c.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+    } else {
+        c.arg("-chardev").arg(format!("file,id=con,path={},append=on", serial_log.display()));
+        c.args(["-serial", "chardev:con"]);
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+    }
+    if let Some(stick) = &o.usb {
+        c.arg("-drive").arg(format!("if=none,id=stick0,format=raw,readonly=on,file={}", stick.display()));
+        c.args(["-device", "usb-storage,bus=xhci.0,drive=stick0,id=stick0dev"]);
+    }
+    c.stderr(Stdio::piped());
+    c.spawn().map_err(|e| Error::Vm(format!("starting qemu-system-x86_64: {e}")))
+}
+
 /// A running VM.
 pub struct Vm {
     child: Child,
@@ -161,70 +220,52 @@ pub struct Vm {
     qmp: PathBuf,
     started: Instant,
     sticks: u32,
-    /// Resets given to a guest that hung in its own reset (see [`Vm::wait_for`]).
+    /// Power cycles given to a guest that hung in its own reset (see [`Vm::wait_for`]).
     pub hung_resets: u32,
+    opts: Options,
+    /// The sticks plugged in now: (id, image).
+    plugged: Vec<(String, PathBuf)>,
 }
 
 /// How long a guest may stay silent after the kernel said it is restarting before the machine
-/// counts as hung in its reset (under TCG a whole boot prints within a minute).
-const RESET_STALL: Duration = Duration::from_secs(240);
+/// counts as hung in its reset (under TCG the firmware prints within half a minute of a reset,
+/// and a whole boot within two).
+pub const RESET_STALL: Duration = Duration::from_secs(150);
 
 impl Vm {
     pub fn start(o: &Options) -> Result<Vm> {
-        let sh = Shell::new().map_err(tool("shell"))?;
-        fs::create_dir_all(&o.workdir).map_err(io(&o.workdir))?;
-        let overlay = o.workdir.join("disk-overlay.qcow2");
-        let vars = o.workdir.join("OVMF_VARS.fd");
-        if !o.resume || !overlay.exists() {
-            let _ = fs::remove_file(&overlay);
-            let disk = o.disk.canonicalize().map_err(io(&o.disk))?;
-            let fmt = if disk.extension().is_some_and(|x| x == "qcow2") { "qcow2" } else { "raw" };
-            cmd!(sh, "qemu-img create -q -f qcow2 -b {disk} -F {fmt} {overlay}")
-                .quiet()
-                .run()
-                .map_err(tool("qemu-img create (overlay)"))?;
-            fs::copy(OVMF_VARS, &vars).map_err(io(&vars))?;
+        let child = spawn(o, true)?;
+        let plugged = o.usb.iter().map(|p| ("stick0".to_string(), p.clone())).collect();
+        Ok(Vm {
+            child,
+            serial_log: o.workdir.join("serial.log"),
+            qmp: o.workdir.join("qmp.sock"),
+            started: Instant::now(),
+            sticks: 0,
+            hung_resets: 0,
+            opts: o.clone(),
+            plugged,
+        })
+    }
+
+    /// Off and on again, as a watchdog that cuts the power would: the same disk, firmware
+    /// variables and sticks; the console log goes on where it was.
+    fn power_cycle(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let o = Options { resume: true, usb: None, ..self.opts.clone() };
+        self.child = spawn(&o, false)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&self.qmp).is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::Vm("QEMU's QMP socket did not come back after a power cycle".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let serial_log = o.workdir.join("serial.log");
-        let qmp = o.workdir.join("qmp.sock");
-        let _ = fs::remove_file(&qmp);
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-machine", "q35", "-accel", o.accel.as_str(), "-nodefaults", "-no-user-config"])
-            .args(["-m", &o.memory_mib.to_string(), "-smp", &o.cpus.to_string()])
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", overlay.display()))
-            .args(["-device", "qemu-xhci,id=xhci", "-display", "none", "-vga", "none"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
-        let mut nic =
-            format!("user,model=virtio-net-pci,restrict=on,net={GUEST_NET},host=169.254.10.2,dhcpstart=169.254.10.15");
-        if let Some(p) = o.forward {
-            nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:8080"));
+        for (id, path) in self.plugged.clone() {
+            self.attach(&id, &path)?;
         }
-        c.arg("-nic").arg(nic);
-        if o.interactive {
-            // The console on this terminal (and in the log), the QEMU monitor behind Ctrl-A C,
-            // Ctrl-A X to power off.
-            let _ = fs::remove_file(&serial_log);
-            c.arg("-chardev").arg(format!("stdio,id=con,mux=on,signal=off,logfile={}", serial_log.display()));
-            c.args(["-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]);
-            c.stdin(Stdio::inherit()).stdout(Stdio::inherit());
-        } else {
-            let _ = fs::remove_file(&serial_log);
-            c.arg("-serial").arg(format!("file:{}", serial_log.display()));
-            c.stdin(Stdio::null()).stdout(Stdio::null());
-        }
-        if let Some(stick) = &o.usb {
-            c.arg("-drive").arg(format!("if=none,id=stick0,format=raw,readonly=on,file={}", stick.display()));
-            c.args(["-device", "usb-storage,bus=xhci.0,drive=stick0,id=stick0dev"]);
-        }
-        c.stderr(Stdio::piped());
-        let child = c.spawn().map_err(|e| Error::Vm(format!("starting qemu-system-x86_64: {e}")))?;
-        Ok(Vm { child, serial_log, qmp, started: Instant::now(), sticks: 0, hung_resets: 0 })
+        Ok(())
     }
 
     /// Seconds since QEMU started.
@@ -241,9 +282,11 @@ impl Vm {
     /// past it. Fails with the console's last lines when `timeout` passes or QEMU exits.
     ///
     /// A guest whose reset hangs (the kernel printed `reboot: Restarting system`, then the
-    /// console stays silent for 4 minutes — seen once under TCG, in the firmware, after a
-    /// clean shutdown) is reset through QMP, as an appliance's hardware watchdog would reset
-    /// it; once per wait, counted in `hung_resets` and said on stderr. A second hang fails.
+    /// console stays silent for [`RESET_STALL`] — seen under TCG: OVMF busy in its DXE phase,
+    /// a USB stick in, and a QMP `system_reset` did not bring it back) is power cycled, as an
+    /// appliance's hardware watchdog would do: QEMU is started again on the same disk,
+    /// firmware variables and sticks. Once per wait, counted in `hung_resets` and said on
+    /// stderr; a second hang fails.
     pub fn wait_for(&mut self, pattern: &str, from: usize, timeout: Duration) -> Result<usize> {
         let t = Instant::now();
         let (mut seen, mut since, mut reset_here) = (0usize, Instant::now(), false);
@@ -261,10 +304,10 @@ impl Vm {
                 && String::from_utf8_lossy(&text).trim_end().ends_with("reboot: Restarting system")
             {
                 eprintln!(
-                    "vm: the guest hung in its reset ({} s silent after `reboot: Restarting system`): system_reset, as a watchdog would",
+                    "vm: the guest hung in its reset ({} s silent after `reboot: Restarting system`): power cycled, as a watchdog would",
                     since.elapsed().as_secs()
                 );
-                self.qmp(&[serde_json::json!({"execute": "system_reset"})])?;
+                self.power_cycle()?;
                 self.hung_resets += 1;
                 reset_here = true;
                 since = Instant::now();
@@ -313,16 +356,23 @@ impl Vm {
         self.sticks += 1;
         let id = format!("stick{}", self.sticks);
         let path = image.canonicalize().map_err(io(image))?;
+        self.attach(&id, &path)?;
+        self.plugged.push((id.clone(), path));
+        Ok(id)
+    }
+
+    fn attach(&self, id: &str, path: &Path) -> Result<()> {
         self.qmp(&[
             serde_json::json!({"execute": "blockdev-add", "arguments": {"driver": "raw", "node-name": id, "read-only": true, "file": {"driver": "file", "filename": path, "read-only": true}}}),
             serde_json::json!({"execute": "device_add", "arguments": {"driver": "usb-storage", "bus": "xhci.0", "drive": id, "id": format!("{id}dev")}}),
         ])?;
-        Ok(id)
+        Ok(())
     }
 
     /// Pulls a stick out.
     pub fn unplug_usb(&mut self, id: &str) -> Result<()> {
         self.qmp(&[serde_json::json!({"execute": "device_del", "arguments": {"id": format!("{id}dev")}})])?;
+        self.plugged.retain(|(i, _)| i != id);
         Ok(())
     }
 

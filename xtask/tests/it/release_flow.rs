@@ -40,6 +40,12 @@ pub fn xtask_in(dir: &Path) -> Command {
     c
 }
 
+/// The stack's cargo target directory the other tests' builds use: the copied checkout's
+/// crates are compiled again (another path), their crates.io dependencies are not.
+fn shared_stack_target() -> [std::ffi::OsString; 2] {
+    ["--stack-target-dir".into(), repo().join("target/airlock-stack").into()]
+}
+
 fn key_id(pubkey: &Path) -> String {
     trust::PublicKey::parse(&fs::read_to_string(pubkey).unwrap()).unwrap().id().to_string()
 }
@@ -85,7 +91,11 @@ fn the_whole_release_flow_from_the_readme() {
 
     // Build: outputs complete, waiting for both rounds of signatures (exit 1, with what to do).
     let build = |extra: &[&str]| {
-        run(xtask_in(&co).args(["build", "recipes/release.toml", "--offline", "--out"]).arg(&images).args(extra))
+        run(xtask_in(&co)
+            .args(["build", "recipes/release.toml", "--offline", "--out"])
+            .arg(&images)
+            .args(shared_stack_target())
+            .args(extra))
     };
     let (code, out, err) = build(&[]);
     assert_eq!(code, 1, "{out}{err}");
@@ -237,7 +247,8 @@ fn the_whole_release_flow_from_the_readme() {
     assert!(out.contains("version 2") && out.contains("policy: unbroken chain from version 1 to 2"), "{out}");
 
     // A dev build of the same version lives beside it.
-    let (code, out, err) = run(xtask_in(&co).args(["build", "--offline", "--out"]).arg(&images));
+    let (code, out, err) =
+        run(xtask_in(&co).args(["build", "--offline", "--out"]).arg(&images).args(shared_stack_target()));
     assert_eq!(code, 0, "{out}{err}");
     assert!(images.join("parking-controller/1.0.0/parking-controller-1.0.0.airlock").is_file());
     assert!(bundle.is_file());
