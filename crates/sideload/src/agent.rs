@@ -79,6 +79,7 @@ fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
         security_version: m.security_version,
         root_size,
         manifest: digest,
+        boot_files: decide::carries_boot_files(&m.payloads),
     }
 }
 
@@ -94,10 +95,10 @@ fn run_tool(argv: &[&str]) -> Result<Result<(), String>, Error> {
     Ok(Ok(()))
 }
 
-/// The size of the slot an install would write: the one not booted.
-fn inactive_slot_size(dev: &Device, boot: &BootState) -> Result<u64, Error> {
+/// What the slot an install would write (the one not booted) can take.
+fn inactive_room(dev: &Device, boot: &BootState) -> Result<decide::Room, Error> {
     let p = dev.slots.get(&boot.booted.other()).ok_or_else(|| Error::State("no inactive slot".into()))?;
-    slotio::slot_len(p)
+    Ok(decide::Room { size: slotio::slot_len(p)?, kernels: dev.slot_kernels })
 }
 
 fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> Accepted {
@@ -222,16 +223,9 @@ impl Agent {
         let boot = self.dev.boot.state()?;
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
-        let slot_size = inactive_slot_size(&self.dev, &boot)?;
-        let target = decide::acceptable(
-            &self.state,
-            &boot,
-            &self.dev.config,
-            &candidate(&vb.manifest, &vb.digest),
-            slot_size,
-            opts,
-        )?;
-        decide::boot_files(self.dev.slot_kernels, &vb.manifest.payloads)?;
+        let room = inactive_room(&self.dev, &boot)?;
+        let target =
+            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), room, opts)?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         let chunk_size = vb.manifest.chunk_size;
@@ -360,9 +354,8 @@ impl Agent {
     fn check_file(&self, file: &File, boot: &BootState, opts: InstallOptions) -> Result<Version, Error> {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
-        let slot_size = inactive_slot_size(&self.dev, boot)?;
-        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), slot_size, opts)?;
-        decide::boot_files(self.dev.slot_kernels, &vb.manifest.payloads)?;
+        let room = inactive_room(&self.dev, boot)?;
+        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), room, opts)?;
         let v = vb.manifest.version.clone();
         drop(vb);
         let mut f = file;
@@ -663,10 +656,9 @@ pub fn verify(
                 &v.boot,
                 &dev.config,
                 &candidate(&m, &digest),
-                inactive_slot_size(dev, &v.boot)?,
+                inactive_room(dev, &v.boot)?,
                 opts,
             )
-            .and_then(|_| decide::boot_files(dev.slot_kernels, &m.payloads))
         {
             report.refuse(r.0.as_str(), &r.1);
         }

@@ -111,6 +111,17 @@ pub struct Candidate<'a> {
     pub root_size: u64,
     /// `sha256:…` of the signed manifest.
     pub manifest: &'a str,
+    /// Carries both a kernel and an initrd ([`carries_boot_files`]).
+    pub boot_files: bool,
+}
+
+/// What the slot an install would write can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Its size in bytes.
+    pub size: u64,
+    /// It boots its own kernel and initrd (always on the appliance): a bundle must carry both.
+    pub kernels: bool,
 }
 
 /// Whether a verified bundle may be installed now, and into which slot. Does not write.
@@ -119,7 +130,7 @@ pub fn acceptable(
     boot: &BootState,
     config: &DeviceConfig,
     m: &Candidate<'_>,
-    slot_size: u64,
+    room: Room,
     opts: InstallOptions,
 ) -> Result<Slot, Refusal> {
     if boot.booted != boot.default || boot.on_trial() {
@@ -181,28 +192,28 @@ pub fn acceptable(
         }
     }
     let target = boot.booted.other();
-    if m.root_size > slot_size {
+    if m.root_size > room.size {
         return Err(Refusal(
             Reason::TooLargeForSlot,
-            format!("payload root.img is {} bytes, slot {} holds {slot_size}", m.root_size, target.letter()),
+            format!("payload root.img is {} bytes, slot {} holds {}", m.root_size, target.letter(), room.size),
         ));
     }
-    Ok(target)
-}
-
-/// A device that boots each slot with the kernel and initrd beside its boot entry (the
-/// appliance) takes only a bundle that carries both: with the root alone, the new root would
-/// come up on the kernel of the image it replaced. Does not write.
-pub fn boot_files(slot_kernels: bool, payloads: &[bundle::Payload]) -> Result<(), Refusal> {
-    let has = |t: bundle::Target| payloads.iter().any(|p| p.target == t);
-    if slot_kernels && !(has(bundle::Target::Kernel) && has(bundle::Target::Initrd)) {
+    // With the root alone, the new root would come up on the kernel of the image it replaced.
+    if room.kernels && !m.boot_files {
         return Err(Refusal(
             Reason::Bundle(bundle::Code::BadManifest),
             "this appliance boots each slot's own kernel and initrd: the bundle must carry both (vmlinuz and initrd.img)"
                 .into(),
         ));
     }
-    Ok(())
+    Ok(target)
+}
+
+/// Whether a bundle's payloads include both boot files (a kernel and an initrd), which a slot
+/// that boots its own kernel needs ([`Room::kernels`]).
+pub fn carries_boot_files(payloads: &[bundle::Payload]) -> bool {
+    let has = |t: bundle::Target| payloads.iter().any(|p| p.target == t);
+    has(bundle::Target::Kernel) && has(bundle::Target::Initrd)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +329,10 @@ mod tests {
 
     use SlotStatus::*;
 
+    /// A slot of 1000 bytes that boots with the kernel of the image it holds (no boot files
+    /// needed): the acceptance table's other rows.
+    const ROOM: Room = Room { size: 1000, kernels: false };
+
     #[test]
     fn reconcile_table() {
         let good_a = rec(Good, "1.0.0", 1);
@@ -379,6 +394,12 @@ mod tests {
                 })
                 .collect()
         };
+        let (s, idle, o) = (
+            state(rec(Good, "1.0.0", 1), SlotRecord::empty(), 1),
+            boot(Slot::A, Slot::A, None),
+            InstallOptions::default(),
+        );
+        let ver = Version::parse("2.0.0").unwrap();
         for (targets, needs, ok) in [
             (&[Root, Kernel, Initrd][..], true, true),
             (&[Provenance, Root, Kernel, Initrd][..], true, true),
@@ -392,13 +413,34 @@ mod tests {
             (&[Root, Kernel][..], false, true),
             (&[Root, Kernel, Initrd][..], false, true),
         ] {
-            let r = boot_files(needs, &of(targets));
+            let both = carries_boot_files(&of(targets));
+            assert_eq!(both, targets.contains(&Kernel) && targets.contains(&Initrd), "{targets:?}");
+            let c = Candidate {
+                channel: Channel::Release,
+                version: &ver,
+                security_version: 2,
+                root_size: 100,
+                manifest: "sha256:m",
+                boot_files: both,
+            };
+            let r = acceptable(&s, &idle, &config(), &c, Room { size: 1000, kernels: needs }, o);
             assert_eq!(r.is_ok(), ok, "{targets:?} on a device that needs boot files: {needs}: {r:?}");
             if let Err(Refusal(reason, msg)) = r {
                 assert_eq!(reason, Reason::Bundle(bundle::Code::BadManifest));
                 assert!(msg.contains("vmlinuz and initrd.img"), "{msg}");
             }
         }
+        // Every other refusal comes first: a bundle too large for the slot says so.
+        let big = Candidate {
+            channel: Channel::Release,
+            version: &ver,
+            security_version: 2,
+            root_size: 1001,
+            manifest: "sha256:m",
+            boot_files: false,
+        };
+        let r = acceptable(&s, &idle, &config(), &big, Room { size: 1000, kernels: true }, o);
+        assert_eq!(r.unwrap_err().0, Reason::TooLargeForSlot);
     }
 
     #[test]
@@ -445,8 +487,9 @@ mod tests {
             security_version: 2,
             root_size: 1001,
             manifest: "sha256:m",
+            boot_files: true,
         };
-        assert_eq!(acceptable(&s, &idle, &config(), &big, 1000, o).unwrap_err().0, Reason::TooLargeForSlot);
+        assert_eq!(acceptable(&s, &idle, &config(), &big, ROOM, o).unwrap_err().0, Reason::TooLargeForSlot);
         // The bundle that already failed its trial here is not installed again, unless asked.
         let mut failed = s.clone();
         failed.set(Slot::B, SlotRecord { status: Failed, manifest: "sha256:m".into(), ..rec(Failed, "2.0.0", 2) });
@@ -456,15 +499,23 @@ mod tests {
             security_version: 2,
             root_size: 100,
             manifest: "sha256:m",
+            boot_files: true,
         };
-        assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, o).unwrap_err().0, Reason::FailedBefore);
-        assert_eq!(acceptable(&failed, &idle, &config(), &again, 1000, reinstall), Ok(Slot::B));
+        assert_eq!(acceptable(&failed, &idle, &config(), &again, ROOM, o).unwrap_err().0, Reason::FailedBefore);
+        assert_eq!(acceptable(&failed, &idle, &config(), &again, ROOM, reinstall), Ok(Slot::B));
         let other = Candidate { manifest: "sha256:other", ..again };
-        assert_eq!(acceptable(&failed, &idle, &config(), &other, 1000, o), Ok(Slot::B));
+        assert_eq!(acceptable(&failed, &idle, &config(), &other, ROOM, o), Ok(Slot::B));
         for (version, sv, channel, bs, opts, want) in cases {
             let ver = v(version);
-            let c = Candidate { channel, version: &ver, security_version: sv, root_size: 100, manifest: "sha256:m" };
-            let got = acceptable(&s, &bs, &config(), &c, 1000, opts).map_err(|r| r.0);
+            let c = Candidate {
+                channel,
+                version: &ver,
+                security_version: sv,
+                root_size: 100,
+                manifest: "sha256:m",
+                boot_files: true,
+            };
+            let got = acceptable(&s, &bs, &config(), &c, ROOM, opts).map_err(|r| r.0);
             assert_eq!(got, want, "{version} sv {sv} {channel} {bs:?}");
         }
     }
