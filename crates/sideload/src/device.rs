@@ -304,6 +304,21 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_files_are_read_up_to_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, pol) = (dir.path().join("device.toml"), dir.path().join("trust.toml"));
+        fs::write(&pol, include_str!("../../../keys/dev/trust.toml")).unwrap();
+        let body = "product = \"p\"\nchannel = \"dev\"\n";
+        let padded = |n: usize| format!("{body}#{}\n", "x".repeat(n - body.len() - 2));
+        fs::write(&cfg, padded(64 * 1024)).unwrap();
+        let (config, _) = load_identity(&cfg, &pol).unwrap();
+        assert_eq!(config.product, "p", "a commented device.toml of exactly 64 KiB is read");
+        fs::write(&cfg, padded(64 * 1024 + 1)).unwrap();
+        let Err(e) = load_identity(&cfg, &pol) else { panic!("a device.toml over 64 KiB was read") };
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+    }
+
+    #[test]
     fn the_lock_names_its_holder_and_is_free_again_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();

@@ -122,3 +122,48 @@ pub fn load(data: &Path) -> Result<Option<AgentState>, Error> {
     };
     toml::from_str(&text).map(Some).map_err(|e| Error::State(format!("{}: {}", p.display(), e.message().trim())))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_state_that_cannot_be_read_is_an_error_never_a_fresh_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        assert_eq!(load(data).unwrap(), None, "no state.toml: a device that never ran the agent");
+        let mut st =
+            AgentState { security_floor: 3, slots: BTreeMap::new(), audit: audit::Head::default(), site: None };
+        st.set(Slot::A, SlotRecord { status: SlotStatus::Good, version: "1.2.0".into(), ..SlotRecord::empty() });
+        st.set_status(Slot::B, SlotStatus::Writing);
+        save(data, &st).unwrap();
+        assert_eq!(load(data).unwrap(), Some(st.clone()));
+        assert_eq!(st.slot(Slot::B).status.as_str(), "writing");
+        // Bytes that are not UTF-8, and a directory in its place: errors that name the file.
+        std::fs::write(path(data), b"security_floor = \xff\n").unwrap();
+        let e = load(data).unwrap_err().to_string();
+        assert!(e.contains("state.toml"), "{e}");
+        std::fs::remove_file(path(data)).unwrap();
+        std::fs::create_dir(path(data)).unwrap();
+        assert!(load(data).unwrap_err().to_string().contains("state.toml"));
+        std::fs::remove_dir(path(data)).unwrap();
+        std::fs::write(path(data), "security_floor = \"high\"\n").unwrap();
+        let e = load(data).unwrap_err().to_string();
+        assert!(e.contains("state.toml") && e.contains("expected u64"), "{e}");
+    }
+
+    #[test]
+    fn every_status_has_its_lowercase_name() {
+        for (s, n) in [
+            (SlotStatus::Empty, "empty"),
+            (SlotStatus::Writing, "writing"),
+            (SlotStatus::Written, "written"),
+            (SlotStatus::Good, "good"),
+            (SlotStatus::Failed, "failed"),
+        ] {
+            assert_eq!(s.as_str(), n);
+            assert_eq!(toml::Value::try_from(s).unwrap().as_str(), Some(n), "serialised as its name");
+        }
+    }
+}
