@@ -333,6 +333,18 @@ mod tests {
     /// needed): the acceptance table's other rows.
     const ROOM: Room = Room { size: 1000, kernels: false };
 
+    /// A release-channel candidate of security version 2 (manifest `sha256:m`).
+    fn release_2(version: &Version, root_size: u64, boot_files: bool) -> Candidate<'_> {
+        Candidate {
+            channel: Channel::Release,
+            version,
+            security_version: 2,
+            root_size,
+            manifest: "sha256:m",
+            boot_files,
+        }
+    }
+
     #[test]
     fn reconcile_table() {
         let good_a = rec(Good, "1.0.0", 1);
@@ -415,14 +427,7 @@ mod tests {
         ] {
             let both = carries_boot_files(&of(targets));
             assert_eq!(both, targets.contains(&Kernel) && targets.contains(&Initrd), "{targets:?}");
-            let c = Candidate {
-                channel: Channel::Release,
-                version: &ver,
-                security_version: 2,
-                root_size: 100,
-                manifest: "sha256:m",
-                boot_files: both,
-            };
+            let c = release_2(&ver, 100, both);
             let r = acceptable(&s, &idle, &config(), &c, Room { size: 1000, kernels: needs }, o);
             assert_eq!(r.is_ok(), ok, "{targets:?} on a device that needs boot files: {needs}: {r:?}");
             if let Err(Refusal(reason, msg)) = r {
@@ -431,14 +436,7 @@ mod tests {
             }
         }
         // Every other refusal comes first: a bundle too large for the slot says so.
-        let big = Candidate {
-            channel: Channel::Release,
-            version: &ver,
-            security_version: 2,
-            root_size: 1001,
-            manifest: "sha256:m",
-            boot_files: false,
-        };
+        let big = release_2(&ver, 1001, false);
         let r = acceptable(&s, &idle, &config(), &big, Room { size: 1000, kernels: true }, o);
         assert_eq!(r.unwrap_err().0, Reason::TooLargeForSlot);
     }
@@ -481,26 +479,12 @@ mod tests {
             ("2.0.0", 2, Channel::Release, boot(Slot::A, Slot::A, Some((Slot::B, 3, 0))), o, Ok(Slot::B)),
         ];
         let ver = v("2.0.0");
-        let big = Candidate {
-            channel: Channel::Release,
-            version: &ver,
-            security_version: 2,
-            root_size: 1001,
-            manifest: "sha256:m",
-            boot_files: true,
-        };
+        let big = release_2(&ver, 1001, true);
         assert_eq!(acceptable(&s, &idle, &config(), &big, ROOM, o).unwrap_err().0, Reason::TooLargeForSlot);
         // The bundle that already failed its trial here is not installed again, unless asked.
         let mut failed = s.clone();
         failed.set(Slot::B, SlotRecord { status: Failed, manifest: "sha256:m".into(), ..rec(Failed, "2.0.0", 2) });
-        let again = Candidate {
-            channel: Channel::Release,
-            version: &ver,
-            security_version: 2,
-            root_size: 100,
-            manifest: "sha256:m",
-            boot_files: true,
-        };
+        let again = release_2(&ver, 100, true);
         assert_eq!(acceptable(&failed, &idle, &config(), &again, ROOM, o).unwrap_err().0, Reason::FailedBefore);
         assert_eq!(acceptable(&failed, &idle, &config(), &again, ROOM, reinstall), Ok(Slot::B));
         let other = Candidate { manifest: "sha256:other", ..again };
