@@ -79,10 +79,7 @@ pub fn kvm_works(scratch: &Path) -> bool {
     let Ok(err_file) = fs::File::create(&err) else { return false };
     let child = Command::new("qemu-system-x86_64")
         .args(["-accel", "kvm", "-machine", "q35", "-m", "256", "-nographic", "-nodefaults", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .args(firmware(&vars))
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .stdin(Stdio::null())
@@ -154,6 +151,16 @@ pub struct Options {
     pub interactive: bool,
 }
 
+/// QEMU's arguments for OVMF: its code read-only, the machine's own variables file.
+fn firmware(vars: &Path) -> [String; 4] {
+    [
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
 /// Starts QEMU for `o`; `fresh_log` starts the console log anew (else it is appended to).
 fn spawn(o: &Options, fresh_log: bool) -> Result<Child> {
     let sh = Shell::new().map_err(tool("shell"))?;
@@ -179,10 +186,7 @@ fn spawn(o: &Options, fresh_log: bool) -> Result<Child> {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-machine", "q35", "-accel", o.accel.as_str(), "-nodefaults", "-no-user-config"])
         .args(["-m", &o.memory_mib.to_string(), "-smp", &o.cpus.to_string()])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .args(firmware(&vars))
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=qcow2,cache=writeback,discard=unmap", overlay.display()))
         .args(["-device", "qemu-xhci,id=xhci", "-display", "none", "-vga", "none"])
