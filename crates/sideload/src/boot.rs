@@ -473,6 +473,25 @@ mod tests {
     }
 
     #[test]
+    fn the_next_boot_is_a_trial_with_tries_left_else_the_default() {
+        let trial = |left, done| Some(Trial { slot: Slot::B, tries_left: left, tries_done: done });
+        for (t, next) in [(None, Slot::A), (trial(3, 0), Slot::B), (trial(1, 2), Slot::B), (trial(0, 3), Slot::A)] {
+            let s = BootState { booted: Slot::A, default: Slot::A, trial: t };
+            assert_eq!(s.next(), next, "{t:?}");
+        }
+        // On trial: booted from the trial's slot, which is not (yet) the default.
+        for (booted, default, t, on) in [
+            (Slot::B, Slot::A, trial(2, 1), true),
+            (Slot::B, Slot::A, trial(0, 3), true),
+            (Slot::A, Slot::A, trial(2, 1), false),
+            (Slot::B, Slot::B, trial(2, 1), false),
+            (Slot::B, Slot::A, None, false),
+        ] {
+            assert_eq!(BootState { booted, default, trial: t }.on_trial(), on, "{booted:?} {default:?} {t:?}");
+        }
+    }
+
+    #[test]
     fn the_simulated_boot_loader_falls_back_when_tries_run_out() {
         let d = tempfile::tempdir().unwrap();
         let mut b = SimBoot::init(&d.path().join("state.toml"), Slot::A).unwrap();

@@ -93,6 +93,35 @@ fn power_cut_at_each_install_phase_leaves_a_bootable_verified_device() {
     }
 }
 
+/// An update armed but not yet booted, then a newer one written over the same slot: the slot
+/// leaves the boot rotation before a byte of it changes, so a cut anywhere in the second write
+/// boots the old slot, never the half-written one.
+#[test]
+fn power_cut_writing_over_an_armed_slot_never_boots_it() {
+    let (v2, v3) = (image("2.0.0", 1000), image("3.0.0", 260_000));
+    for phase in ["accepted", "write-start", "mid-write", "before-sync", "after-sync"] {
+        let dev = Dev::new();
+        let b2 = dev.write_bundle("v2.airlock", &bundle_bytes("2.0.0", 2, &v2));
+        let b3 = dev.write_bundle("v3.airlock", &bundle_bytes("3.0.0", 3, &v3));
+        let (code, out, err) = sideload(&dev, &["install", b2.to_str().unwrap()], None);
+        assert_eq!(code, Some(0), "{phase}: {out}{err}");
+        assert_eq!(status(&dev)["next_boot"], "b", "{phase}: version 2 is armed");
+        let (code, _, err) = sideload(&dev, &["install", b3.to_str().unwrap()], Some(phase));
+        assert_eq!(code, None, "{phase}: the failpoint did not cut the agent: {err}");
+
+        boot(&dev);
+        assert_eq!(assert_boots_a_verified_slot(&dev, phase), "a", "{phase}: booted the slot being written");
+        let s = status(&dev);
+        assert_eq!(
+            (s["slots"]["b"]["status"].as_str(), s["next_boot"].as_str()),
+            (Some("empty"), Some("a")),
+            "{phase}"
+        );
+        let events: Vec<String> = dev.audit().iter().map(|r| r["event"].as_str().unwrap().to_string()).collect();
+        assert_eq!(events[events.len() - 3..], ["accepted", "interrupted", "booted"], "{phase}");
+    }
+}
+
 #[test]
 fn power_cut_while_blessing_is_completed_at_the_next_start() {
     let dev = Dev::new();
