@@ -331,15 +331,18 @@ pub fn activate(dev: &Device, rules: &str, profile: Option<&SiteProfile>) -> Res
         let mut c = Command::new("systemctl");
         c.args(["--no-block", "try-reload-or-restart", "mosquitto.service"]);
         cmds.push(("systemctl try-reload-or-restart mosquitto", c));
-        for (what, mut c) in cmds {
-            match c.output() {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => notes.push(format!("{what}: {}", String::from_utf8_lossy(&o.stderr).trim())),
-                Err(e) => notes.push(format!("{what}: {e}")),
-            }
-        }
+        notes.extend(cmds.into_iter().filter_map(|(what, mut c)| failed(what, &mut c)));
     }
     Ok(Activated { ruleset: label, loaded, notes })
+}
+
+/// What went wrong running `c` (None when it exited 0), for a note.
+fn failed(what: &str, c: &mut Command) -> Option<String> {
+    match c.output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("{what}: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Some(format!("{what}: {e}")),
+    }
 }
 
 /// At boot (and on `systemctl reload nftables`): the firewall from this slot's model and the
@@ -368,8 +371,15 @@ pub fn firewall(dev: &Device) -> Result<(Activated, Vec<String>), Error> {
         }
     }
     let (_, rules) = compile(dev, &model, None)?;
-    let a = activate(dev, &rules, None)?;
-    Ok((a, warnings))
+    match activate(dev, &rules, None) {
+        Ok(a) => Ok((a, warnings)),
+        // Nothing loaded: every reason goes with the error (the warnings are not printed then).
+        Err(e) => {
+            let either = if warnings.is_empty() { "" } else { " either" };
+            warnings.push(format!("the image's defaults did not load{either}: {e}"));
+            Err(Error::State(format!("no firewall loaded: {}", warnings.join("; "))))
+        }
+    }
 }
 
 /// The audit fields of an installed profile.
@@ -383,4 +393,23 @@ pub fn audit_fields(v: &Verified, m: &Model) -> serde_json::Value {
         "zones": m.zones.iter().map(|z| json!({"name": z.name, "ranges": z.ranges.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "interfaces": z.interfaces})).collect::<Vec<_>>(),
         "devices": v.profile.devices.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_service_that_did_not_take_its_new_files_leaves_a_note_with_its_words() {
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        assert_eq!(failed("reload", &mut sh("echo fine; exit 0")), None);
+        assert_eq!(failed("reload", &mut sh("echo ' no broker ' >&2; exit 3")).as_deref(), Some("reload: no broker"));
+        let missing = failed("chronyc", &mut Command::new("/nonexistent/chronyc")).unwrap();
+        assert!(missing.starts_with("chronyc: ") && missing.len() > "chronyc: ".len(), "{missing}");
+    }
 }

@@ -6,8 +6,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sideload::{Agent, Device, DeviceConfig};
 use trust::{Prehash, SecretKey, SignatureFile};
 
@@ -73,6 +75,13 @@ struct Site {
 
 impl Site {
     fn new(with_approval: bool) -> Site {
+        Site::make(with_approval, false)
+    }
+    /// A device that loads its firewall with nft for real (run it in a [`Netns`]).
+    fn live() -> Site {
+        Site::make(true, true)
+    }
+    fn make(with_approval: bool, live: bool) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("v1.img");
         fs::write(&img, vec![1u8; 4096]).unwrap();
@@ -80,8 +89,8 @@ impl Site {
             product: PRODUCT.into(),
             channel: product::Channel::Release,
             tries: 3,
-            version: None,
-            security_version: None,
+            version: Some(product::Version::parse("1.0.0").unwrap()),
+            security_version: Some(1),
         };
         Device::init_simulated(
             &dir.path().join("dev"),
@@ -93,7 +102,7 @@ impl Site {
             1,
             false,
             Some(MODEL),
-            false,
+            live,
         )
         .unwrap();
         Site { dir }
@@ -124,12 +133,87 @@ impl Site {
         fs::read_to_string(self.root().join("run/nftables.conf")).ok()
     }
     fn sideload(&self, args: &[&str]) -> (i32, String) {
-        let o =
-            Command::new(env!("CARGO_BIN_EXE_sideload")).arg("--root").arg(self.root()).args(args).output().unwrap();
+        self.output(Command::new(env!("CARGO_BIN_EXE_sideload")).arg("--root").arg(self.root()).args(args))
+    }
+    /// The agent in `ns`, with or without CAP_NET_ADMIN (without it, nft can neither check
+    /// nor load a ruleset: a kernel or a sandbox that refuses it).
+    fn sideload_in(&self, ns: &Netns, net_admin: bool, args: &[&str]) -> (i32, String) {
+        let mut c = ns.exec(!net_admin, Path::new(env!("CARGO_BIN_EXE_sideload")));
+        self.output(c.arg("--root").arg(self.root()).args(args))
+    }
+    fn output(&self, c: &mut Command) -> (i32, String) {
+        let o = c.output().unwrap();
         (
             o.status.code().unwrap_or(-1),
             format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
         )
+    }
+}
+
+/// A network namespace of its own (nothing of the host's network is touched), alive while
+/// this value is. Root makes it directly; anyone else inside a user namespace of their own,
+/// where they are root.
+struct Netns(Child, bool);
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| ids.split_whitespace().next() == Some("0"))
+}
+
+impl Netns {
+    fn new() -> Netns {
+        for tool in ["unshare", "nsenter", "setpriv", "nft"] {
+            let found = std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+                .any(|d| d.join(tool).is_file());
+            assert!(found, "this test needs `{tool}` (util-linux, nftables): `cargo xtask test` installs them");
+        }
+        let userns = !is_root();
+        let mut c = Command::new("unshare");
+        if userns {
+            c.args(["--user", "--map-root-user"]);
+        }
+        let child = c.args(["--net", "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap();
+        let ns = Netns(child, userns);
+        let ours = fs::read_link("/proc/self/ns/net").unwrap();
+        let t = Instant::now();
+        while fs::read_link(format!("/proc/{}/ns/net", ns.0.id())).is_ok_and(|n| n == ours) {
+            assert!(t.elapsed() < Duration::from_secs(30), "unshare never made its network namespace");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ns
+    }
+    /// `prog` inside the namespace, as its root (with every capability, CAP_NET_ADMIN
+    /// included, unless `no_net_admin`).
+    fn exec(&self, no_net_admin: bool, prog: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["--target", &self.0.id().to_string(), "--net"]);
+        if self.1 {
+            c.args(["--user", "--preserve-credentials"]);
+        }
+        c.arg("--");
+        if no_net_admin {
+            c.args(["setpriv", "--bounding-set", "-net_admin"]);
+        }
+        c.arg(prog);
+        c
+    }
+    fn ruleset(&self) -> String {
+        let o = self.exec(false, Path::new("nft")).args(["list", "ruleset"]).output().unwrap();
+        assert!(o.status.success(), "nft list ruleset: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -161,8 +245,35 @@ fn a_profile_signed_by_the_asset_owner_is_applied_recorded_and_audited() {
         Some("server 10.99.0.10 iburst")
     );
     assert!(fs::read_to_string(s.root().join("run/mqtt/devices")).unwrap().starts_with("bay-001:$7$101$"));
+    assert!(
+        rules.contains(&format!("\n# Airlock firewall, generated from the zones and conduits of {PRODUCT} 1.0.0.\n")),
+        "{rules}"
+    );
     let st = sideload::state::load(&s.root().join("data")).unwrap().unwrap();
     assert_eq!(st.site.as_ref().map(|r| (r.site.as_str(), r.serial)), Some(("terminal-7", 1)));
+    // The audit record says what was installed, by whom, and the zones it gives.
+    let (code, audit) = s.sideload(&["audit", "--json"]);
+    assert_eq!(code, 0, "{audit}");
+    let rec: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .find(|r: &serde_json::Value| r["event"] == "site-profile-installed")
+        .unwrap();
+    let digest = &st.site.as_ref().unwrap().digest;
+    assert_eq!(
+        (&rec["site"], &rec["serial"], &rec["digest"], &rec["signers"], &rec["hostname"], &rec["devices"]),
+        (&json!("terminal-7"), &json!(1), &json!(digest), &json!(["asset-owner"]), &json!("parking-t7"), &json!(1)),
+        "{rec}"
+    );
+    assert_eq!(
+        rec["zones"],
+        json!([
+            {"name": "parking-field", "ranges": ["192.168.50.0/24"], "interfaces": []},
+            {"name": "management", "ranges": ["169.254.0.0/16"], "interfaces": []},
+            {"name": "plant-dmz", "ranges": ["10.99.0.0/24"], "interfaces": []},
+        ]),
+        "{rec}"
+    );
     // The same profile again: in force already, nothing recorded.
     let msg = s.agent().install_site(&stick).unwrap().unwrap();
     assert!(msg.contains("already in force"), "{msg}");
@@ -282,6 +393,77 @@ fn every_bad_profile_is_refused_with_its_reason_and_changes_nothing() {
 }
 
 #[test]
+fn a_profile_and_its_signatures_are_read_within_their_bounds_and_only_by_their_names() {
+    let s = Site::new(true);
+    let c = format!("airlock product={PRODUCT} version=x role=approval file=site-profile.toml");
+    // A profile of exactly 256 KiB is read; one byte more is refused.
+    let sized = |serial: u64, n: usize| {
+        let p = profile(serial, "192.168.50.0/24");
+        format!("{p}#{}\n", "x".repeat(n - p.len() - 2))
+    };
+    let e = s.agent().install_site(&s.signed("big", &sized(1, (256 << 10) + 1))).unwrap_err();
+    assert_eq!((reason(&e), e.to_string().contains("larger than the 262144 bytes")), ("too-large", true), "{e}");
+    let msg = s.agent().install_site(&s.signed("max", &sized(1, 256 << 10))).unwrap().unwrap();
+    assert!(msg.contains("serial 1 installed (signed by asset-owner)"), "{msg}");
+    // At boot the stored profile is read back the same way: its signature files are its
+    // signatures, never the profile itself (which, far larger than a signature, would refuse it).
+    let (code, out) = s.sideload(&["firewall"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), "firewall written (simulated device: not loaded): site terminal-7, serial 1");
+
+    // Sixteen signature files are read (the asset owner's and fifteen strangers'): the owner's
+    // counts, and only the owner is named.
+    let strangers: Vec<SecretKey> =
+        (0..16u8).map(|i| SecretKey::from_seed([100 + i; 32], [i, 1, 2, 3, 4, 5, 6, 7])).collect();
+    let owner_key = owner();
+    let mut keys: Vec<(&SecretKey, &str)> = vec![(&owner_key, &c)];
+    keys.extend(strangers.iter().take(15).map(|k| (k, c.as_str())));
+    let text = profile(2, "192.168.50.0/24");
+    let stick = s.stick("sixteen", &text, &keys);
+    // Files whose names are not `site-profile.toml.<16 hex digits>.minisig` are not signatures:
+    // not read, not counted.
+    let sig = fs::read(stick.join(format!("site-profile.toml.{}.minisig", owner_key.id()))).unwrap();
+    for n in [
+        "site-profile.toml.0123456789abcde.minisig",
+        "site-profile.toml.0123456789abcdef0.minisig",
+        "site-profile.toml.0123456789abcdeg.minisig",
+        "site-profile.toml.0123456789abcdef.sig",
+        "other.toml.0123456789abcdef.minisig",
+    ] {
+        fs::write(stick.join(n), &sig).unwrap();
+    }
+    let msg = s.agent().install_site(&stick).unwrap().unwrap();
+    assert!(msg.contains("serial 2 installed (signed by asset-owner)"), "{msg}");
+    // Seventeen: refused before any is checked.
+    keys.push((&strangers[15], &c));
+    let stick = s.stick("seventeen", &profile(3, "192.168.50.0/24"), &keys);
+    let e = s.agent().install_site(&stick).unwrap_err();
+    assert_eq!(reason(&e), "too-large", "{e}");
+    assert!(e.to_string().contains("17 site profile signatures, more than the 16 accepted"), "{e}");
+
+    // What is stored is the profile in force and its sixteen signatures, named by its digest;
+    // the older profile's files are gone.
+    let digest = sideload::state::load(&s.root().join("data")).unwrap().unwrap().site.unwrap().digest;
+    let hex = digest.strip_prefix("sha256:").unwrap().to_string();
+    let stored: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(s.root().join("data/site"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(stored.len(), 17, "{stored:?}");
+    assert!(stored.iter().all(|n| n.starts_with(&format!("{hex}."))), "{stored:?}");
+    assert!(stored.contains(&format!("{hex}.toml")) && stored.contains(&format!("{hex}.{}.minisig", owner_key.id())));
+    // And at boot the stored files verify again, the sixteen signatures with them.
+    fs::remove_file(s.root().join("run/nftables.conf")).unwrap();
+    let (code, out) = s.sideload(&["firewall"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("site terminal-7, serial 2") && !out.contains("not used"), "{out}");
+}
+
+#[test]
 fn a_device_whose_policy_has_no_approval_role_accepts_no_profile() {
     let s = Site::new(false);
     let e = s.agent().install_site(&s.signed("a", &profile(1, "192.168.50.0/24"))).unwrap_err();
@@ -325,4 +507,62 @@ fn a_stick_with_only_a_profile_exits_3_no_reboot_needed() {
     let (code, out) = s.sideload(&["install-dir", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     let _ = Path::new("");
+}
+
+#[test]
+fn a_live_device_checks_then_loads_its_ruleset_and_with_nothing_loaded_it_stays_closed() {
+    let s = Site::live();
+    let ns = Netns::new();
+    assert_eq!(ns.ruleset(), "", "a new network namespace has no rules");
+    let (code, out) = s.sideload_in(&ns, true, &["firewall"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("firewall loaded: image defaults"), "{out}");
+    let defaults = ns.ruleset();
+    assert!(defaults.contains("table inet airlock") && defaults.contains("10.20.0.0/24"), "{defaults}");
+
+    // nft cannot check the site's ruleset: refused before anything is stored or recorded, and
+    // the running rules stay.
+    let stick = s.signed("a", &profile(1, "192.168.50.0/24"));
+    let (code, out) = s.sideload_in(&ns, false, &["--json", "install-site", stick.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let j: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(j["reason"], "ruleset-refused", "{out}");
+    assert!(j["message"].as_str().unwrap().contains("nft -c refused the ruleset: "), "{out}");
+    assert_eq!(ns.ruleset(), defaults, "a ruleset nft could not check changed the running rules");
+    assert_eq!(sideload::state::load(&s.root().join("data")).unwrap().unwrap().site, None);
+    assert!(!s.root().join("data/site").exists() || fs::read_dir(s.root().join("data/site")).unwrap().count() == 0);
+    assert!(
+        fs::read_dir(s.root().join("run")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("check"))
+    );
+
+    // nft can: checked, recorded, loaded in one transaction.
+    let (code, out) = s.sideload_in(&ns, true, &["install-site", stick.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("serial 1 installed (signed by asset-owner)") && out.contains("firewall loaded"), "{out}");
+    let site = ns.ruleset();
+    assert!(site.contains("192.168.50.0/24") && !site.contains("10.20.0.0/24"), "{site}");
+    let (_, audit) = s.sideload(&["audit"]);
+    assert_eq!(
+        (audit.matches("reason=ruleset-refused").count(), audit.matches("site-profile-installed").count()),
+        (1, 1),
+        "{audit}"
+    );
+
+    // At boot the site's ruleset loads again, from the stored profile.
+    let (code, out) = s.sideload_in(&ns, true, &["firewall"]);
+    assert_eq!((code, out.trim()), (0, "firewall loaded: site terminal-7, serial 1"));
+    assert_eq!(ns.ruleset(), site);
+    // Where no ruleset loads (no CAP_NET_ADMIN) the command fails (nftables.service with it: the network never comes up),
+    // saying why for each.
+    let (code, out) = s.sideload_in(&ns, false, &["firewall"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("the site's ruleset did not load") && out.contains("the image's defaults did not load either"),
+        "{out}"
+    );
+    assert_eq!(ns.ruleset(), site, "a failed load changed the running rules");
 }
