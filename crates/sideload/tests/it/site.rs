@@ -305,6 +305,7 @@ fn every_bad_profile_is_refused_with_its_reason_and_changes_nothing() {
     };
     let state = state_now();
     let vendor_claims_approval = format!("airlock product={PRODUCT} version=x role=approval file=site-profile.toml");
+    let no_role = format!("airlock product={PRODUCT} version=x file=site-profile.toml");
     let owner_c = format!("airlock product={PRODUCT} version=x role=approval file=site-profile.toml");
     let other_product = "airlock product=airlock.other version=x role=approval file=site-profile.toml";
     let stranger = SecretKey::from_seed([9; 32], [9; 8]);
@@ -320,6 +321,12 @@ fn every_bad_profile_is_refused_with_its_reason_and_changes_nothing() {
             s.stick("b", &profile(6, "192.168.70.0/24"), &[(&key(), &vendor_claims_approval)]),
             "bad-signature",
             "holds the `release` role",
+        ),
+        (
+            "signed by the vendor's release key, claiming no role",
+            s.stick("b2", &profile(6, "192.168.70.0/24"), &[(&key(), &no_role)]),
+            "bad-signature",
+            "approval 0/1 (site-profile.toml.0807060504030201.minisig: a release key does not count for a site profile)",
         ),
         (
             "signed by a stranger",
