@@ -133,56 +133,49 @@ impl Site {
         fs::read_to_string(self.root().join("run/nftables.conf")).ok()
     }
     fn sideload(&self, args: &[&str]) -> (i32, String) {
-        self.output(Command::new(env!("CARGO_BIN_EXE_sideload")).arg("--root").arg(self.root()).args(args))
+        output(Command::new(env!("CARGO_BIN_EXE_sideload")).arg("--root").arg(self.root()).args(args))
     }
     /// The agent in `ns`, with or without CAP_NET_ADMIN (without it, nft can neither check
     /// nor load a ruleset: a kernel or a sandbox that refuses it).
     fn sideload_in(&self, ns: &Netns, net_admin: bool, args: &[&str]) -> (i32, String) {
         let mut c = ns.exec(!net_admin, Path::new(env!("CARGO_BIN_EXE_sideload")));
-        self.output(c.arg("--root").arg(self.root()).args(args))
-    }
-    fn output(&self, c: &mut Command) -> (i32, String) {
-        let o = c.output().unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-        )
+        output(c.arg("--root").arg(self.root()).args(args))
     }
 }
 
-/// A network namespace of its own (nothing of the host's network is touched), alive while
-/// this value is. Root makes it directly; anyone else inside a user namespace of their own,
-/// where they are root.
-struct Netns(Child, bool);
+/// Exit code, and stdout then stderr.
+fn output(c: &mut Command) -> (i32, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .is_some_and(|ids| ids.split_whitespace().next() == Some("0"))
+/// A network namespace of its own (nothing of the host's network is touched), alive while
+/// `holder` runs. Root makes it directly; anyone else inside a user namespace of their own,
+/// where they are root.
+struct Netns {
+    holder: Child,
+    userns: bool,
 }
 
 impl Netns {
     fn new() -> Netns {
-        for tool in ["unshare", "nsenter", "setpriv", "nft"] {
-            let found = std::env::var_os("PATH")
-                .into_iter()
-                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-                .any(|d| d.join(tool).is_file());
-            assert!(found, "this test needs `{tool}` (util-linux, nftables): `cargo xtask test` installs them");
-        }
-        let userns = !is_root();
+        let userns = !rustix::process::geteuid().is_root();
         let mut c = Command::new("unshare");
         if userns {
             c.args(["--user", "--map-root-user"]);
         }
-        let child = c.args(["--net", "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap();
-        let ns = Netns(child, userns);
+        let holder = c
+            .args(["--net", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux): `cargo xtask test` installs it");
+        let ns = Netns { holder, userns };
         let ours = fs::read_link("/proc/self/ns/net").unwrap();
         let t = Instant::now();
-        while fs::read_link(format!("/proc/{}/ns/net", ns.0.id())).is_ok_and(|n| n == ours) {
+        while fs::read_link(format!("/proc/{}/ns/net", ns.holder.id())).is_ok_and(|n| n == ours) {
             assert!(t.elapsed() < Duration::from_secs(30), "unshare never made its network namespace");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -192,8 +185,8 @@ impl Netns {
     /// included, unless `no_net_admin`).
     fn exec(&self, no_net_admin: bool, prog: &Path) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["--target", &self.0.id().to_string(), "--net"]);
-        if self.1 {
+        c.args(["--target", &self.holder.id().to_string(), "--net"]);
+        if self.userns {
             c.args(["--user", "--preserve-credentials"]);
         }
         c.arg("--");
@@ -205,15 +198,19 @@ impl Netns {
     }
     fn ruleset(&self) -> String {
         let o = self.exec(false, Path::new("nft")).args(["list", "ruleset"]).output().unwrap();
-        assert!(o.status.success(), "nft list ruleset: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "nft list ruleset (nftables: `cargo xtask test` installs it): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
