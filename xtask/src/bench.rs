@@ -109,8 +109,8 @@ impl Bench {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let recipe = self.args.load(ctx)?;
         let mut tools = image::tools::needed(&recipe, false);
-        tools.extend(crate::deps::TEST_TOOLS.iter().copied());
-        crate::deps::ensure(&tools, false)?;
+        tools.extend(image::tools::used_by(&["bench"]));
+        crate::deps::ensure(&crate::deps::dedup(tools), false)?;
         match self.which {
             Some(Which::Build) => self.build(ctx),
             Some(Which::Verify) => self.verify(),

@@ -49,18 +49,7 @@ pub struct Boot {
 
 impl Boot {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let tools = [
-            image::tools::HostTool {
-                bin: "qemu-system-x86_64",
-                package: "qemu-system-x86",
-                why: "runs the appliance disk",
-            },
-            image::tools::HostTool { bin: "qemu-img", package: "qemu-utils", why: "the throw-away copy of the disk" },
-            image::tools::HostTool { bin: "mcopy", package: "mtools", why: "makes the USB stick image" },
-            image::tools::HostTool { bin: "mkfs.vfat", package: "dosfstools", why: "makes the USB stick image" },
-        ];
-        crate::deps::ensure(&tools, false)?;
-        crate::deps::ensure_files(&[(vm::OVMF_CODE, "ovmf", "UEFI firmware for QEMU")], false)?;
+        crate::deps::ensure(&image::tools::used_by(&["boot"]), false)?;
         let target = self.target.as_deref().map(|t| ctx.path(t));
         let disk = match &target {
             Some(t) if t.extension().is_some_and(|x| x == "img" || x == "qcow2") => t.clone(),

@@ -10,37 +10,6 @@ use xshell::{Shell, cmd};
 use crate::build::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
-/// Tools only the tests need (the independent judges and the real peers).
-pub const TEST_TOOLS: &[HostTool] = &[
-    HostTool { bin: "minisign", package: "minisign", why: "interoperability tests of signatures" },
-    HostTool {
-        bin: "diffoscope",
-        package: "diffoscope-minimal",
-        why: "names what differs when `repro` finds a difference",
-    },
-    HostTool { bin: "unsquashfs", package: "squashfs-tools", why: "reads root.img in tests" },
-    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "the erofs slot filesystem, tested too" },
-    HostTool { bin: "dpkg", package: "dpkg", why: "the independent judge of the version order" },
-    HostTool { bin: "faketime", package: "faketime", why: "repro's second build runs with its clock years off" },
-    HostTool { bin: "script", package: "bsdutils", why: "tests of passphrase prompts on a terminal" },
-    HostTool { bin: "time", package: "time", why: "peak-memory figures and tests (GNU time)" },
-    HostTool { bin: "qemu-system-x86_64", package: "qemu-system-x86", why: "boots the appliance disk end to end" },
-    HostTool {
-        bin: "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        package: "ovmf",
-        why: "the UEFI firmware the appliance boots with",
-    },
-    HostTool { bin: "qemu-img", package: "qemu-utils", why: "overlays the appliance disk for each test boot" },
-    HostTool { bin: "nft", package: "nftables", why: "checks every generated ruleset; the packet tests load them" },
-    HostTool { bin: "ip", package: "iproute2", why: "network namespaces of the packet tests (one per zone)" },
-    HostTool { bin: "mosquitto", package: "mosquitto", why: "the real broker of the packet tests" },
-    HostTool {
-        bin: "setpriv",
-        package: "util-linux",
-        why: "an agent without CAP_NET_ADMIN (a ruleset nft cannot check)",
-    },
-];
-
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -55,7 +24,7 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let mut pkgs: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    let mut pkgs: Vec<&str> = missing.iter().map(|t| t.package.as_str()).collect();
     pkgs.sort_unstable();
     pkgs.dedup();
     for t in &missing {
@@ -67,7 +36,7 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
             2,
             format!(
                 "missing host tools ({}); --offline installs nothing: run `{install}` as root (from the site's Debian mirror or DVD), then the build again",
-                missing.iter().map(|t| t.bin).collect::<Vec<_>>().join(", ")
+                missing.iter().map(|t| t.bin.as_str()).collect::<Vec<_>>().join(", ")
             ),
         )
         .into());
@@ -99,7 +68,7 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
             2,
             format!(
                 "still missing after apt-get install: {}",
-                still.iter().map(|t| t.bin).collect::<Vec<_>>().join(", ")
+                still.iter().map(|t| t.bin.as_str()).collect::<Vec<_>>().join(", ")
             ),
         )
         .into());
@@ -107,17 +76,10 @@ pub fn ensure(wanted: &[HostTool], offline: bool) -> Result<()> {
     Ok(())
 }
 
-/// Like [`ensure`] for data files (firmware) that come with a Debian package.
-pub fn ensure_files(files: &[(&str, &'static str, &'static str)], offline: bool) -> Result<()> {
-    for (path, package, why) in files {
-        if !std::path::Path::new(path).exists() {
-            // A package is installed the same way whatever it ships: name it by its file.
-            let t = HostTool { bin: "/nonexistent", package, why };
-            eprintln!("airlock: {path} is missing");
-            ensure(&[t], offline).or_else(|e| if std::path::Path::new(path).exists() { Ok(()) } else { Err(e) })?;
-        }
-    }
-    Ok(())
+/// `tools` with each program once, in their first order.
+pub fn dedup(tools: Vec<HostTool>) -> Vec<HostTool> {
+    let mut seen = std::collections::BTreeSet::new();
+    tools.into_iter().filter(|t| seen.insert(t.bin.clone())).collect()
 }
 
 #[derive(Args, Debug)]
@@ -133,10 +95,16 @@ impl Deps {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let recipe = self.args.load(ctx)?;
         let mut all = tools::needed(&recipe, self.offline);
-        all.extend(TEST_TOOLS.iter().copied());
+        all.extend(tools::used_by(&["lock", "repro", "boot", "test", "bench"]));
+        let all = dedup(all);
         ensure(&all, self.offline)?;
         for t in &all {
-            out!("{:<14} {}", t.bin, tools::which(t.bin).map(|p| p.display().to_string()).unwrap_or_default());
+            out!(
+                "{:<20} {:<20} {}",
+                t.bin,
+                t.package,
+                tools::which(&t.bin).map(|p| p.display().to_string()).unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -153,9 +121,8 @@ impl Test {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let recipe = recipe::Recipe::load(&ctx.root.join(crate::build::DEFAULT_RECIPE), &ctx.root)?;
         let mut all = tools::needed(&recipe, false);
-        all.extend(tools::resolve_tools());
-        all.extend(TEST_TOOLS.iter().copied());
-        ensure(&all, false)?;
+        all.extend(tools::used_by(&["lock", "repro", "boot", "test"]));
+        ensure(&dedup(all), false)?;
         let sh = Shell::new()?;
         sh.change_dir(&ctx.root);
         let judges = python_judges(&ctx.root)?;
@@ -185,7 +152,9 @@ pub fn python_judges(root: &std::path::Path) -> Result<std::path::PathBuf> {
     }
     eprintln!("airlock: installing the Python judges into {} (pip, from PyPI): {}", venv.display(), JUDGES.join(" "));
     let sh = Shell::new()?;
-    cmd!(sh, "python3 -m venv {venv}").run()?;
+    // Debian's python3 (its venv module is python3-venv, in the host-tools list), not
+    // whichever python3 comes first on PATH.
+    cmd!(sh, "/usr/bin/python3 -m venv {venv}").run()?;
     let judges = JUDGES;
     cmd!(sh, "{py} -m pip install --quiet --disable-pip-version-check {judges...}").run()?;
     std::fs::write(&stamp, want)?;

@@ -73,12 +73,8 @@ impl Repro {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let recipe = self.args.load(ctx)?;
         let mut tools = image::tools::needed(&recipe, self.offline);
-        tools.extend(image::tools::resolve_tools().into_iter().filter(|t| t.bin == "unshare"));
-        tools.push(image::tools::HostTool {
-            bin: "faketime",
-            package: "faketime",
-            why: "runs the second repro build with its clock years off",
-        });
+        tools.extend(image::tools::used_by(&["repro"]));
+        let tools = crate::deps::dedup(tools);
         crate::deps::ensure(&tools, self.offline)?;
         let tmp;
         let top = match &self.keep {

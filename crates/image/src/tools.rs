@@ -7,67 +7,77 @@ use std::path::{Path, PathBuf};
 use recipe::{Recipe, SlotFs};
 use xshell::{Shell, cmd};
 
-/// A program the build needs on the host, and the Debian package that ships it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A program (or data file) Airlock runs on the host, and the Debian package that ships it:
+/// one entry of `host-tools.toml`, the one list every command and CI install from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostTool {
-    pub bin: &'static str,
-    pub package: &'static str,
-    pub why: &'static str,
+    pub bin: String,
+    pub package: String,
+    pub used_by: Vec<String>,
+    pub why: String,
 }
 
-const MMDEBSTRAP: HostTool = HostTool {
-    bin: "mmdebstrap",
-    package: "mmdebstrap",
-    why: "installs the base rootfs from the local apt repository",
-};
-const DPKG_DEB: HostTool = HostTool { bin: "dpkg-deb", package: "dpkg", why: "reads package control data" };
-const DPKG_SCAN: HostTool =
-    HostTool { bin: "dpkg-scanpackages", package: "dpkg-dev", why: "indexes the local apt repository" };
-const TAR: HostTool = HostTool { bin: "tar", package: "tar", why: "unpacks the cached base stage" };
-const CHROOT: HostTool = HostTool { bin: "chroot", package: "coreutils", why: "enables services inside the image" };
-const MKSQUASHFS: HostTool =
-    HostTool { bin: "mksquashfs", package: "squashfs-tools", why: "writes the squashfs slot filesystem" };
-const MKFS_EROFS: HostTool =
-    HostTool { bin: "mkfs.erofs", package: "erofs-utils", why: "writes the erofs slot filesystem" };
-const SGDISK: HostTool = HostTool { bin: "sgdisk", package: "gdisk", why: "writes the disk's GPT" };
-const MKFS_VFAT: HostTool = HostTool { bin: "mkfs.vfat", package: "dosfstools", why: "formats the ESP" };
-const MCOPY: HostTool = HostTool { bin: "mcopy", package: "mtools", why: "fills the ESP without mounting it" };
-const MKE2FS: HostTool = HostTool { bin: "mke2fs", package: "e2fsprogs", why: "formats the data partition" };
-const DEBUGFS: HostTool =
-    HostTool { bin: "debugfs", package: "e2fsprogs", why: "fixes the data partition's inode change times" };
-const QEMU_IMG: HostTool = HostTool { bin: "qemu-img", package: "qemu-utils", why: "writes disk.qcow2" };
-const BMAPTOOL: HostTool =
-    HostTool { bin: "bmaptool", package: "bmap-tools", why: "writes disk.bmap for fast flashing" };
-const APT_GET: HostTool = HostTool { bin: "apt-get", package: "apt", why: "downloads pinned packages (fetch)" };
-const UNSHARE: HostTool = HostTool {
-    bin: "unshare",
-    package: "util-linux",
-    why: "checks the generated firewall in a network namespace of its own; runs repro builds in their own hostname namespace",
-};
+/// The list's text, as committed (`.ci/host-packages` reads the same file).
+pub const HOST_TOOLS_TOML: &str = include_str!("../host-tools.toml");
 
-/// What `build` runs for `recipe`: only the tools this recipe needs (`fetch` adds apt-get
-/// when the build may go online).
-pub fn needed(recipe: &Recipe, offline: bool) -> Vec<HostTool> {
-    let mut v = vec![MMDEBSTRAP, DPKG_DEB, DPKG_SCAN, TAR, CHROOT];
-    v.push(match recipe.output.slot_fs {
-        SlotFs::Squashfs => MKSQUASHFS,
-        SlotFs::Erofs => MKFS_EROFS,
+/// The commands and conditions a tool can be listed for (`used_by`).
+pub const USES: &[&str] = &["build", "squashfs", "erofs", "fetch", "lock", "repro", "boot", "test", "bench"];
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolList {
+    tool: Vec<HostTool>,
+}
+
+/// Every entry of the list, in its order. The file is part of the source: a broken entry is
+/// a bug caught by the tests, so it panics here, naming the file.
+pub fn all() -> &'static [HostTool] {
+    static ALL: std::sync::LazyLock<Vec<HostTool>> = std::sync::LazyLock::new(|| {
+        let list: ToolList =
+            toml::from_str(HOST_TOOLS_TOML).unwrap_or_else(|e| panic!("crates/image/host-tools.toml: {e}"));
+        for t in &list.tool {
+            if let Some(u) = t.used_by.iter().find(|u| !USES.contains(&u.as_str())) {
+                panic!("crates/image/host-tools.toml: {}: unknown use {u:?} (one of {USES:?})", t.bin);
+            }
+        }
+        list.tool
     });
-    v.extend([SGDISK, MKFS_VFAT, MCOPY, MKE2FS, DEBUGFS, QEMU_IMG, BMAPTOOL]);
+    &ALL
+}
+
+/// The entries listed for any of `uses`.
+pub fn used_by(uses: &[&str]) -> Vec<HostTool> {
+    all().iter().filter(|t| t.used_by.iter().any(|u| uses.contains(&u.as_str()))).cloned().collect()
+}
+
+/// The entry for `bin` (a program the code runs by that name).
+pub fn tool(bin: &str) -> Option<&'static HostTool> {
+    all().iter().find(|t| t.bin == bin)
+}
+
+/// What `build` runs for `recipe`: only the tools this recipe needs (`fetch`'s too when the
+/// build may go online).
+pub fn needed(recipe: &Recipe, offline: bool) -> Vec<HostTool> {
+    let fs = match recipe.output.slot_fs {
+        SlotFs::Squashfs => "squashfs",
+        SlotFs::Erofs => "erofs",
+    };
+    let mut uses = vec!["build", fs];
     if !offline {
-        v.push(APT_GET);
+        uses.push("fetch");
     }
-    v
+    used_by(&uses)
 }
 
 /// What `lock` runs.
 pub fn resolve_tools() -> Vec<HostTool> {
-    vec![MMDEBSTRAP, DPKG_DEB, APT_GET, UNSHARE]
+    used_by(&["lock"])
 }
 
 /// What `fetch` runs.
 pub fn fetch_tools() -> Vec<HostTool> {
-    vec![APT_GET, DPKG_DEB]
+    used_by(&["fetch"])
 }
 
 /// Looks `bin` up in `$PATH` (and the sbin directories, which a non-root PATH may lack).
@@ -89,7 +99,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 pub fn missing(tools: &[HostTool]) -> Vec<HostTool> {
-    tools.iter().filter(|t| which(t.bin).is_none()).copied().collect()
+    tools.iter().filter(|t| which(&t.bin).is_none()).cloned().collect()
 }
 
 fn first_line(s: &str) -> String {

@@ -6,6 +6,7 @@ mod appliance;
 mod architecture;
 mod build;
 mod evidence;
+mod host_tools;
 mod keys;
 mod release_flow;
 mod security_md;
