@@ -19,6 +19,8 @@ fn synthetic(base: &zones::Model, n: u16) -> zones::Model {
             description: "synthetic".into(),
             security_level: zones::SecurityLevel::SL2,
             interfaces: vec![],
+            dhcp: zones::Dhcp::No,
+            addresses: vec![],
             ranges: vec![
                 format!("10.{}.{}.0/24", 100 + i / 250, i % 250).parse().expect("a valid range"),
                 format!("fd00:{i:x}::/64").parse().expect("a valid range"),

@@ -63,6 +63,7 @@ fn make_bundle(dir: &Path, img: &Path, key: &trust::SecretKey) -> Result<Made> {
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: bundle::DEFAULT_CHUNK,
+        cmdline: None,
         payloads: vec![payload],
     };
     let text = manifest.to_toml()?;

@@ -171,15 +171,17 @@ impl Repro {
         // this checkout when it is the same build; their reports are made again with it.
         let manifest = fs::read(outs[0].join(image::MANIFEST_NAME))?;
         let files = fs::read_dir(&outs[0])?.count();
+        let build_key = String::from_utf8_lossy(&manifest)
+            .lines()
+            .find_map(|l| l.strip_prefix("build_key = "))
+            .unwrap_or("?")
+            .trim_matches('"')
+            .to_string();
         let summary = format!(
-            "`cargo xtask repro` built this image twice — once with the builder's caches, once from nothing in another path with spaces and non-ASCII characters, directory entries created in reverse order, another TZ, locale, umask, user and hostname, on one CPU with its clock years ahead — and all {files} output files were identical byte for byte (build key {}).",
-            String::from_utf8_lossy(&manifest)
-                .lines()
-                .find_map(|l| l.strip_prefix("build_key = "))
-                .unwrap_or("?")
-                .trim_matches('"')
+            "`cargo xtask repro` built this image twice — once with the builder's caches, once from nothing in another path with spaces and non-ASCII characters, directory entries created in reverse order, another TZ, locale, umask, user and hostname, on one CPU with its clock years ahead — and all {files} output files were identical byte for byte (build key {build_key})."
         );
-        let record = serde_json::json!({"reproducible": true, "files": files, "summary": summary});
+        let record =
+            serde_json::json!({"reproducible": true, "files": files, "build_key": build_key, "summary": summary});
         let published = image::out_dir(&ctx.root.join("images"), &recipe);
         let mut dirs = vec![outs[0].clone()];
         if fs::read(published.join(image::MANIFEST_NAME)).ok().as_deref() == Some(&manifest[..]) {

@@ -11,11 +11,13 @@ pub mod tar;
 mod writer;
 
 pub use manifest::{
-    DEFAULT_CHUNK, FORMAT, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, MIN_FORMAT, Manifest, PROVENANCE, Payload,
-    Target,
+    DEFAULT_CHUNK, FORMAT, MAX_CMDLINE, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, MIN_FORMAT, Manifest, PROVENANCE,
+    Payload, Target, valid_cmdline,
 };
 pub use name::{EntryName, escape};
-pub use reader::{MANIFEST_ENTRY, MAX_SIGNATURES, MAX_WINDOW_LOG, PayloadReader, VerifiedBundle, open};
+pub use reader::{
+    MANIFEST_ENTRY, MAX_SIGNATURES, MAX_WINDOW_LOG, PayloadReader, VerifiedBundle, open, statement_names,
+};
 pub use report::{
     BundleFacts, MAX_SIGNER_LINES, RoleLine, SignerLine, VerifyReport, roles_line, signer_lines, verify_stream,
 };
@@ -51,6 +53,8 @@ pub enum Error {
     Rejected(Box<trust::Report>),
     #[error("the provenance's DSSE signatures do not meet the trust policy: {}", summary(.0))]
     ProvenanceRejected(Box<trust::Report>),
+    #[error("the provenance statement does not describe this bundle's image (no subject has sha256 {image})")]
+    ProvenanceElsewhere { image: String },
     #[error("bundle is for product `{}`, this device is `{}`", escape(bundle), escape(device))]
     WrongProduct { bundle: String, device: String },
     #[error("manifest: {0}")]
@@ -149,7 +153,7 @@ impl Error {
             Error::TooMany { .. } => Code::TooLarge,
             Error::TooLarge { .. } => Code::TooLarge,
             Error::SizeMismatch { .. } => Code::SizeMismatch,
-            Error::HashMismatch { .. } => Code::HashMismatch,
+            Error::HashMismatch { .. } | Error::ProvenanceElsewhere { .. } => Code::HashMismatch,
             Error::Corrupt { .. } => Code::CorruptPayload,
             Error::TrailingData { .. } => Code::TrailingData,
             Error::Rejected(_) | Error::ProvenanceRejected(_) => Code::BadSignature,

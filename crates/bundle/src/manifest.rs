@@ -8,9 +8,12 @@ use crate::Error;
 use crate::name::EntryName;
 
 /// The format this writer makes. Format 2 added the provenance payload and its DSSE
-/// signature entries; a reader of format 2 reads format 1 too (a format-1 agent refuses a
-/// format-2 bundle by its number: "format 2 is not known").
-pub const FORMAT: u32 = 2;
+/// signature entries; format 3 the slot's kernel command line (`cmdline`), from which the
+/// agent writes the slot's whole boot entry. A reader reads every older format too (an older
+/// agent refuses a newer bundle by its number: "format 3 is not known").
+pub const FORMAT: u32 = 3;
+/// Longest kernel command line accepted (the kernel's own COMMAND_LINE_SIZE on x86 is 2048).
+pub const MAX_CMDLINE: usize = 2048;
 /// The oldest format still read.
 pub const MIN_FORMAT: u32 = 1;
 /// The name of the provenance payload (the in-toto statement, `provenance.json` in the build
@@ -55,8 +58,29 @@ pub struct Manifest {
     pub build_manifest: String,
     pub hash: String,
     pub chunk_size: u64,
+    /// The kernel command line of the slot this bundle installs, without the `root=` that
+    /// names the slot (the agent adds it): format 3. The agent writes the slot's boot entry
+    /// from it, never from what the ESP holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
     #[serde(rename = "payload")]
     pub payloads: Vec<Payload>,
+}
+
+/// A kernel command line the agent may write into a boot entry: words of printable ASCII
+/// separated by single spaces, at most [`MAX_CMDLINE`] bytes, and no `root=` (the agent names
+/// the slot itself).
+pub fn valid_cmdline(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > MAX_CMDLINE {
+        return Err(format!("cmdline: 1 to {MAX_CMDLINE} bytes"));
+    }
+    if !s.split(' ').all(|w| !w.is_empty() && w.bytes().all(|c| (0x21..=0x7e).contains(&c))) {
+        return Err("cmdline: words of printable ASCII separated by single spaces".into());
+    }
+    if s.split(' ').any(|w| w.starts_with("root=")) {
+        return Err("cmdline: no `root=` (the agent names the slot it writes)".into());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +137,12 @@ impl Manifest {
                 "format {} is not known (this agent reads formats {MIN_FORMAT} to {FORMAT})",
                 self.format
             )));
+        }
+        if let Some(c) = &self.cmdline {
+            if self.format < 3 {
+                return bad("a cmdline needs format 3");
+            }
+            valid_cmdline(c).map_err(|e| Error::Manifest(crate::escape(&e)))?;
         }
         if self.hash != "sha256" {
             return Err(Error::Manifest(format!(

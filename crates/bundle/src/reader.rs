@@ -146,6 +146,12 @@ pub fn open<R: Read>(r: R, policy: &Policy, expect: Expect<'_>) -> Result<Verifi
             signatures: dsse.iter().map(|(name, bytes)| dsse_signature(name, bytes)).collect(),
             statement: Vec::new(),
             report: None,
+            image: manifest
+                .payloads
+                .iter()
+                .find(|p| p.target == Target::Root)
+                .map(|p| p.sha256.clone())
+                .unwrap_or_default(),
         }),
         false => match dsse.first() {
             Some((name, _)) => return Err(Error::Undeclared(name.clone())),
@@ -176,6 +182,18 @@ struct Provenance {
     signatures: Vec<Signature>,
     statement: Vec<u8>,
     report: Option<Report>,
+    /// The sha256 of the root payload the statement must name among its subjects.
+    image: String,
+}
+
+/// The statement names `image` (a sha256 in hex) among its subjects: it describes the image
+/// this bundle installs, not another build's.
+pub fn statement_names(statement: &[u8], image: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(statement).ok().is_some_and(|v| {
+        v["subject"].as_array().is_some_and(|subjects| {
+            !image.is_empty() && subjects.iter().any(|s| s["digest"]["sha256"].as_str() == Some(image))
+        })
+    })
 }
 
 /// A bundle whose manifest signatures met the policy. The only way to get one is [`open`].
@@ -350,6 +368,9 @@ impl<R: Read> PayloadReader<'_, R> {
                 let report = p.policy.verify_dsse(IN_TOTO, &p.statement, &p.signatures);
                 if !report.accepted() {
                     return Err(Error::ProvenanceRejected(Box::new(report)));
+                }
+                if !statement_names(&p.statement, &p.image) {
+                    return Err(Error::ProvenanceElsewhere { image: p.image.clone() });
                 }
                 p.report = Some(report);
             }

@@ -224,6 +224,11 @@ pub fn diagram(m: &zones::Model) -> String {
 /// The report as JSON.
 pub fn json(input: &Input<'_>) -> String {
     let mut v = serde_json::to_value(input).unwrap_or_default();
+    // Bound by no signed manifest: marked as such wherever it is read.
+    v["reproducibility"] = match input.reproducibility {
+        Some(claim) => json!({"claim": claim, "signed": false, "source": "reproducibility.json"}),
+        None => serde_json::Value::Null,
+    };
     v["iec_62443"] = json!(
         IEC_62443
             .iter()
@@ -313,11 +318,22 @@ Everything here can be checked offline with the files beside this report (see th
             input.policy.chain.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" → ")
         );
     }
-    let _ = write!(
-        h,
-        "<h2>Reproducibility</h2><p>{}</p>",
-        esc(input.reproducibility.unwrap_or("`cargo xtask repro` has not been run for this build (it builds twice under varied conditions and compares every byte)."))
-    );
+    match input.reproducibility {
+        // Not bound by any signed manifest: shown as what it is, a claim of the build machine.
+        Some(claim) => {
+            let _ = write!(
+                h,
+                "<h2>Reproducibility</h2><p class=\"warn\"><strong>Unsigned claim</strong>: <code>reproducibility.json</code> beside this build is bound by no signed manifest (it was written by <code>cargo xtask repro</code> after the build was signed), so this report cannot vouch for it; check it yourself with <code>cargo xtask repro</code>. It says: {}</p>",
+                esc(claim)
+            );
+        }
+        None => {
+            let _ = write!(
+                h,
+                "<h2>Reproducibility</h2><p>`cargo xtask repro` has not been run for this build (it builds twice under varied conditions and compares every byte).</p>"
+            );
+        }
+    }
     let _ = write!(
         h,
         "<h2>Software bill of materials</h2><p>{} Debian packages, {} Rust crates compiled into the image's binaries, {} pinned vendor artifact(s). Full lists: <code>sbom.spdx.json</code> (SPDX 2.3), <code>sbom.cdx.json</code> (CycloneDX 1.6); the image carries its own copy in <code>/usr/share/airlock/sbom.spdx.json</code>.</p><table><tr><th>License (SPDX)</th><th>Packages and crates</th></tr>",

@@ -313,7 +313,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         }
         bake_trust_root(&recipe, &root, work.path())?;
         firewall::install(&sh, &recipe, &root, work.path())?;
-        enable_services(&sh, &root, &recipe.services)
+        enable_services(&sh, &root, &recipe.services)?;
+        // Every unit that parses network or stick input runs in a sandbox within its bound.
+        crate::sandbox::check(&sh, &root).map(|_| ())
     })?;
     stages.run("normalise", "removing host leaks and volatile files", || {
         normalise::normalise(&root, &recipe.hostname)?;
@@ -465,6 +467,7 @@ fn bake_trust_root(recipe: &Recipe, root: &Path, scratch: &Path) -> Result<()> {
         tries: sideload::config::DEFAULT_TRIES,
         version: Some(product::Version::parse(&recipe.version).map_err(|e| Error::Invalid(e.to_string()))?),
         security_version: Some(recipe.security_version),
+        cmdline: Some(crate::disk::cmdline_tail(recipe)),
     };
     device.check_policy(&parsed).map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
     let dev_file = scratch.join("device.toml");

@@ -63,13 +63,19 @@ fn volume_id(recipe: &Recipe) -> String {
 
 /// The kernel command line of a slot.
 pub fn cmdline(recipe: &Recipe, slot: &str) -> String {
+    format!("root=PARTLABEL=root-{slot} {}", cmdline_tail(recipe))
+}
+
+/// The kernel command line of every slot, without the `root=` that names the slot (what the
+/// device config and the bundle carry; the agent adds `root=` for the slot it writes).
+pub fn cmdline_tail(recipe: &Recipe) -> String {
     let fs = match recipe.output.slot_fs {
         SlotFs::Squashfs => "squashfs",
         SlotFs::Erofs => "erofs",
     };
     // panic=10: an initrd that cannot mount the root, or a kernel that panics, reboots, so
     // that boot counting moves on instead of waiting on a console nobody watches.
-    format!("root=PARTLABEL=root-{slot} rootfstype={fs} ro quiet console=tty0 console=ttyS0,115200n8 panic=10")
+    format!("rootfstype={fs} ro quiet console=tty0 console=ttyS0,115200n8 panic=10")
 }
 
 /// A slot's Boot Loader Specification entry. Every entry has the same `sort-key`, so that

@@ -171,8 +171,17 @@ fn round(r: &release::FileReport) -> evidence::report::Round {
     }
 }
 
-/// The reproducibility record beside a build, when `repro` wrote one.
+/// The reproducibility record beside a build, when `repro` wrote one for this very build (its
+/// build key is the signed build manifest's): an unsigned claim, which the report marks as
+/// such. A record of another build (or none that parses) is not shown at all.
 pub fn reproducibility(dir: &Path) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("reproducibility.json")).ok()?).ok()?;
-    Some(v["summary"].as_str()?.to_string())
+    let manifest: crate::manifest::BuildManifest =
+        toml::from_str(&std::fs::read_to_string(dir.join(crate::MANIFEST_NAME)).ok()?).ok()?;
+    if v["build_key"].as_str() != Some(manifest.build_key.as_str())
+        || v["reproducible"] != serde_json::Value::Bool(true)
+    {
+        return None;
+    }
+    Some(v["summary"].as_str()?.chars().take(2000).collect())
 }

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod normalise;
 pub mod overlay;
 pub mod resolve;
+pub mod sandbox;
 pub mod slotfs;
 pub mod stack;
 pub mod tools;

@@ -94,6 +94,48 @@ pub fn tcp_open(ns: &Ns, to: SocketAddr, timeout: Duration) -> bool {
     ns.run(move || TcpStream::connect_timeout(&to, timeout).is_ok()).unwrap_or(false)
 }
 
+/// Whether a TCP connection from `from` (a local address of `ns`, port 0 for any) to `to`
+/// opens within `timeout`: a spoofing test gives the sender the address it pretends to have.
+pub fn tcp_open_from(ns: &Ns, from: SocketAddr, to: SocketAddr, timeout: Duration) -> bool {
+    ns.run(move || -> std::io::Result<()> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+        s.bind(&from.into())?;
+        s.connect_timeout(&to.into(), timeout)
+    })
+    .is_ok_and(|r| r.is_ok())
+}
+
+/// Sends `payload` over UDP from `from` (a local address and port of `ns`: DHCP's 67 or 68,
+/// say) to `to`, and waits for one answer.
+pub fn udp_ask_from(ns: &Ns, from: SocketAddr, to: SocketAddr, payload: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let payload = payload.to_vec();
+    ns.run(move || {
+        let s = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::DGRAM, None).ok()?;
+        s.set_reuse_address(true).ok()?;
+        s.set_broadcast(true).ok()?;
+        s.bind(&from.into()).ok()?;
+        let s: UdpSocket = s.into();
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.send_to(&payload, to).ok()?;
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Whether `to` answers one ICMP (or ICMPv6) echo from inside `ns` within a second, sent
+/// from `from` when given (iputils' `ping`; a `%IFNAME` scope for IPv6 link-local).
+pub fn ping(ns: &Ns, to: &str, from: Option<&str>) -> bool {
+    let mut c = ns.exec("ping");
+    c.args(["-c", "1", "-W", "1", "-q"]);
+    if let Some(f) = from {
+        c.args(["-I", f]);
+    }
+    c.arg(to).output().is_ok_and(|o| o.status.success())
+}
+
 /// `GET path` over HTTP/1.1 from inside `ns`: (status, body).
 pub fn http_get(ns: &Ns, to: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
     let path = path.to_string();

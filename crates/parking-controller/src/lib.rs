@@ -4,21 +4,21 @@
 //! health endpoint (version, boot slot, broker link) that the update agent uses as its health
 //! check.
 
+pub mod http;
 pub mod mqtt;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Largest request body read (an event is a few dozen bytes).
-const MAX_BODY: u64 = 4096;
+/// Where `parking-controller health` asks by default: the health listener, on loopback.
+pub const DEFAULT_HEALTH: &str = "127.0.0.1:8081";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,13 @@ pub struct Config {
     /// Overrides the boot slot read from the kernel command line (tests, development).
     #[serde(default)]
     pub slot: Option<String>,
+    /// The health check's own listener (loopback): API clients cannot starve it.
+    #[serde(default)]
+    pub health_listen: Option<String>,
+    /// The operators of the site profile in force (`NAME:$argon2id$…` lines, from the update
+    /// agent). Writes need one of them; without the file nobody may write.
+    #[serde(default)]
+    pub operators_file: Option<PathBuf>,
     /// The field side: the broker the sensors and barriers publish to.
     #[serde(default)]
     pub mqtt: Option<mqtt::MqttConfig>,
@@ -227,43 +234,6 @@ impl Controller {
     }
 }
 
-/// Serves the HTTP API until `stop` is set (SIGTERM/SIGINT), then saves state and returns. The
-/// controller is shared with the MQTT thread.
-pub fn serve(
-    shared: &Arc<Mutex<Controller>>,
-    server: &tiny_http::Server,
-    stop: &Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    {
-        while !stop.load(Ordering::Relaxed) {
-            let Some(mut req) = server.recv_timeout(Duration::from_millis(200))? else {
-                continue;
-            };
-            let too_big = req.body_length().is_some_and(|n| n as u64 > MAX_BODY);
-            let mut sink = Vec::new();
-            let read_ok = req.as_reader().take(MAX_BODY + 1).read_to_end(&mut sink).is_ok();
-            let (status, body) = if too_big || !read_ok || sink.len() as u64 > MAX_BODY {
-                (413, r#"{"error":"request body too large"}"#.to_string())
-            } else {
-                let method = req.method().as_str().to_string();
-                let path = req.url().split('?').next().unwrap_or("").to_string();
-                let changed = method == "POST";
-                let mut c = lock(shared);
-                let r = c.handle(&method, &path);
-                if changed && r.0 == 200 {
-                    c.save()?;
-                }
-                r
-            };
-            let header =
-                tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header is valid");
-            let resp = tiny_http::Response::from_string(body + "\n").with_status_code(status).with_header(header);
-            let _ = req.respond(resp);
-        }
-        lock(shared).save()
-    }
-}
-
 /// The controller, even if a thread panicked while holding it (its state is still whole: every
 /// change is one assignment).
 pub fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
@@ -312,6 +282,8 @@ mod tests {
             capacity: cap,
             state_dir: dir,
             slot: None,
+            health_listen: None,
+            operators_file: None,
             mqtt: None,
         };
         Controller::new(cfg, "a".into())

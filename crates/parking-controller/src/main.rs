@@ -13,10 +13,11 @@ use parking_controller::mqtt::{self, Device};
 use parking_controller::{Config, Controller, check_health, slot_from_cmdline};
 
 const USAGE: &str = "usage: parking-controller [--config FILE]
-       parking-controller health [ADDR]   (default ADDR 127.0.0.1:8080; exit 0 when healthy)
-       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE bay BAY occupied|free
-       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE barrier ID entry|exit
-           (publishes one message as a field device, QoS 1; exit 0 when the broker acknowledged it)
+       parking-controller health [ADDR]   (default ADDR 127.0.0.1:8081, the health listener; exit 0 when healthy)
+       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE [--client-id ID] bay BAY occupied|free
+       parking-controller simulate --broker HOST:PORT --user NAME --password-file FILE [--client-id ID] barrier ID entry|exit
+           (publishes one message as a field device, QoS 1; exit 0 when the broker acknowledged it;
+            --client-id asks for that MQTT client id, as a device trying to take another's session would)
        parking-controller --version";
 
 fn main() -> ExitCode {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["health"] | ["health", _] => {
-            let addr = args.get(1).map_or("127.0.0.1:8080", String::as_str);
+            let addr = args.get(1).map_or(parking_controller::DEFAULT_HEALTH, String::as_str);
             match check_health(addr, Duration::from_secs(5)) {
                 Ok(body) => {
                     println!("{body}");
@@ -39,7 +40,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        ["simulate", "--broker", broker, "--user", user, "--password-file", pw, kind, name, value] => {
+        ["simulate", "--broker", broker, "--user", user, "--password-file", pw, rest @ ..] => {
+            let (client_id, rest) = match rest {
+                ["--client-id", id, r @ ..] => (Some(*id), r),
+                r => (None, r),
+            };
+            let [kind, name, value] = rest else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
             let device = match *kind {
                 "bay" => Device::Bay,
                 "barrier" => Device::Barrier,
@@ -48,8 +57,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let r = mqtt::password_from(std::path::Path::new(pw))
-                .and_then(|p| mqtt::simulate(broker, user, &p, device, name, value, Duration::from_secs(10)));
+            let r = mqtt::password_from(std::path::Path::new(pw)).and_then(|p| {
+                mqtt::simulate(broker, user, &p, client_id, device, name, value, Duration::from_secs(10))
+            });
             match r {
                 Ok(()) => {
                     println!("published {kind} {name} {value}");
@@ -91,26 +101,40 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let server = match tiny_http::Server::http(&config.listen) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("parking-controller: cannot listen on {}: {e}", config.listen);
-            return ExitCode::from(2);
-        }
+    let bind = |addr: &str| {
+        std::net::TcpListener::bind(addr).map_err(|e| eprintln!("parking-controller: cannot listen on {addr}: {e}"))
     };
-    let addr = server.server_addr().to_ip().map_or(config.listen.clone(), |a| a.to_string());
+    let Ok(api) = bind(&config.listen) else { return ExitCode::from(2) };
+    let health = match config.health_listen.as_deref().map(bind) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(())) => return ExitCode::from(2),
+    };
+    let shown = |l: &std::net::TcpListener| l.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     eprintln!(
-        "parking-controller {} listening on {addr} (site {}, slot {slot})",
+        "parking-controller {} listening on {} (health on {}; site {}, slot {slot})",
         parking_controller::VERSION,
+        shown(&api),
+        health.as_ref().map_or_else(|| "the API listener alone".to_string(), shown),
         config.site
     );
     let mqtt_cfg = config.mqtt.clone();
+    let operators = parking_controller::http::Operators { file: config.operators_file.clone() };
     let shared = Arc::new(Mutex::new(Controller::new(config, slot)));
     if let Some(cfg) = mqtt_cfg {
         let (c, s) = (Arc::clone(&shared), Arc::clone(&stop));
         std::thread::spawn(move || mqtt::run(c, cfg, s));
     }
-    match parking_controller::serve(&shared, &server, &stop) {
+    let served = parking_controller::http::serve(
+        Arc::clone(&shared),
+        api,
+        health,
+        operators,
+        parking_controller::http::LIMITS,
+        Arc::clone(&stop),
+    );
+    let saved = parking_controller::lock(&shared).save();
+    match served.and(saved) {
         Ok(()) => {
             eprintln!("parking-controller: stopped, state saved");
             ExitCode::SUCCESS

@@ -110,7 +110,9 @@ pub fn run(shared: Arc<Mutex<Controller>>, cfg: MqttConfig, stop: Arc<AtomicBool
             return;
         }
     };
-    let opts = match options("parking-controller", &cfg.broker, &cfg.user, password) {
+    // The broker replaces the client id with the user name (use_username_as_clientid); ask
+    // for the same, so that nothing depends on it.
+    let opts = match options(&cfg.user, &cfg.broker, &cfg.user, password) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("parking-controller: mqtt: {e}");
@@ -173,10 +175,12 @@ pub enum Device {
 /// Publishes one message as a field device would (QoS 1) and waits for the broker's answer:
 /// Ok when the broker accepted the connection and acknowledged the message, Err with the
 /// broker's reason otherwise (a bad password, a refused connection, a timeout).
+#[allow(clippy::too_many_arguments)]
 pub fn simulate(
     broker: &str,
     user: &str,
     password: &str,
+    client_id: Option<&str>,
     device: Device,
     name: &str,
     value: &str,
@@ -190,7 +194,8 @@ pub fn simulate(
         Device::Barrier => format!("parking/barriers/{name}/event"),
     };
     parse(&topic, value.as_bytes())?;
-    let opts = options(&format!("sim-{user}-{name}"), broker, user, password.to_string())?;
+    let id = client_id.map_or_else(|| format!("sim-{user}-{name}"), str::to_string);
+    let opts = options(&id, broker, user, password.to_string())?;
     let (client, mut connection) = Client::new(opts, 8);
     client.try_publish(topic.clone(), QoS::AtLeastOnce, false, value.as_bytes().to_vec()).map_err(|e| e.to_string())?;
     let deadline = std::time::Instant::now() + timeout;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
-use zones::{Conduit, Field, Item, Model, Port, Protocol, SecurityLevel, Zone};
+use zones::{Conduit, Dhcp, Field, Item, Model, Port, Protocol, SecurityLevel, Zone};
 
 use crate::error::Error;
 
@@ -20,6 +20,8 @@ pub(crate) struct RawZone {
     security_level: Spanned<String>,
     interfaces: S<Vec<Spanned<String>>>,
     ranges: S<Vec<Spanned<String>>>,
+    dhcp: S<String>,
+    addresses: S<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -78,7 +80,38 @@ pub(crate) fn model(
                 })?;
             ranges.push(net);
         }
+        let dhcp = match r.dhcp.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+            None | Some(("no", _)) => Dhcp::No,
+            Some(("ipv4", _)) => Dhcp::Ipv4,
+            Some(("ipv6", _)) => Dhcp::Ipv6,
+            Some(("both", _)) => Dhcp::Both,
+            Some((other, span)) => {
+                return Err(invalid(
+                    span,
+                    format!(
+                        "zone `{}`: dhcp `{}`: use \"ipv4\", \"ipv6\", \"both\" or \"no\" (the default: no DHCP on the zone's interfaces)",
+                        r.name.get_ref().escape_debug(),
+                        other.escape_debug()
+                    ),
+                ));
+            }
+        };
+        let mut addresses = Vec::new();
+        for a in r.addresses.iter().flat_map(|v| v.get_ref()) {
+            addresses.push(a.get_ref().parse::<IpNet>().map_err(|_| {
+                invalid(
+                    a.span(),
+                    format!(
+                        "zone `{}`: address `{}` is not an address with its prefix length, like 10.20.0.1/24",
+                        r.name.get_ref().escape_debug(),
+                        a.get_ref().escape_debug()
+                    ),
+                )
+            })?);
+        }
         m.zones.push(Zone {
+            dhcp,
+            addresses,
             name: r.name.get_ref().clone(),
             description: r.description.get_ref().clone(),
             security_level,
@@ -148,6 +181,10 @@ pub(crate) fn model(
                             }
                             Field::Range(k) => {
                                 r.ranges.as_ref().and_then(|v| v.get_ref().get(k)).map_or(z.span(), |s| s.span())
+                            }
+                            Field::Dhcp => r.dhcp.as_ref().map_or(z.span(), |d| d.span()),
+                            Field::Address(k) => {
+                                r.addresses.as_ref().and_then(|v| v.get_ref().get(k)).map_or(z.span(), |s| s.span())
                             }
                             _ => z.span(),
                         },

@@ -89,6 +89,15 @@ fn output_sha(bm_text: &str, name: &str) -> Option<String> {
     bm.get("outputs")?.get(name)?.get("sha256")?.as_str().map(str::to_string)
 }
 
+/// The slot's kernel command line the build recorded (`settings."cmdline.a"`), without the
+/// `root=` that names slot a: what the agent writes into whichever slot it installs.
+fn build_cmdline(bm_text: &str) -> Option<String> {
+    let bm: toml::Table = toml::from_str(bm_text).ok()?;
+    let full = bm.get("settings")?.get("cmdline.a")?.as_str()?;
+    let tail: Vec<&str> = full.split(' ').filter(|w| !w.starts_with("root=")).collect();
+    Some(tail.join(" ")).filter(|t| bundle::valid_cmdline(t).is_ok())
+}
+
 fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}", path.display()));
     let t: toml::Table = toml::from_str(text).map_err(|e| bad(e.message()))?;
@@ -219,6 +228,7 @@ pub fn assemble(
         build_manifest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes()))),
         hash: "sha256".into(),
         chunk_size: bundle::DEFAULT_CHUNK,
+        cmdline: build_cmdline(&bm_text),
         payloads,
     };
     let mtext = manifest.to_toml().map_err(|e| Error::Usage(e.to_string()))?;

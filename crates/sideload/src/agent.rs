@@ -153,6 +153,15 @@ impl Agent {
                         state::path(&dev.data).display()
                     ))
                 })?;
+                // The factory slot's boot entry and files are what the image itself says: its
+                // command line and its own /boot (checked from now on, like every install's).
+                if let (Some((kernel, initrd)), Some(cmdline)) = (&dev.own_boot, &dev.config.cmdline)
+                    && let (Some(kernel), Some(initrd)) =
+                        (crate::bootentry::digest(kernel)?, crate::bootentry::digest(initrd)?)
+                    && let Some(r) = s.slots.get_mut(&booted)
+                {
+                    r.boot = Some(state::BootRecord { cmdline: cmdline.clone(), kernel, initrd });
+                }
                 s.audit = dev.audit().append(&s.audit, &[rec])?;
                 state::save(&dev.data, &s)?;
                 s
@@ -166,7 +175,80 @@ impl Agent {
         if let Some(next) = plan.state {
             agent.commit(next, &plan.records)?;
         }
+        agent.check_boot()?;
         Ok(agent)
+    }
+
+    /// Checks every installed slot's boot entry and boot files on the ESP against what was
+    /// recorded when they were written (an ESP anyone with the disk can edit): an edited or
+    /// missing entry is written again whole; a kernel or initrd that is not the one installed
+    /// is put back from the running image for the booted slot, and takes the other slot out
+    /// of the rotation (it cannot be put back: nothing else holds it). Each finding is audited.
+    fn check_boot(&mut self) -> Result<(), Error> {
+        use crate::bootentry::{self, Finding};
+        let Some(esp) = self.dev.esp.clone() else { return Ok(()) };
+        let booted = self.dev.boot.state()?.booted;
+        let mut next = self.state.clone();
+        let mut records = Vec::new();
+        for slot in Slot::ALL {
+            let rec = self.state.slot(slot);
+            let Some(b) = rec.boot.clone().filter(|_| matches!(rec.status, SlotStatus::Good | SlotStatus::Written))
+            else {
+                continue;
+            };
+            match bootentry::check(&esp, slot, &b)? {
+                Finding::Intact => {}
+                Finding::Missing => {
+                    bootentry::write(&esp, slot, &b.cmdline)?;
+                    records.push(record("boot-entry-restored", json!({"slot": slot.letter(), "missing": true})));
+                }
+                Finding::Edited(found) => {
+                    bootentry::write(&esp, slot, &b.cmdline)?;
+                    let shown: Vec<String> =
+                        found.iter().take(8).map(|l| escape(&l.chars().take(200).collect::<String>())).collect();
+                    records.push(record("boot-entry-restored", json!({"slot": slot.letter(), "found": shown})));
+                }
+                Finding::FileDiffers(file) => {
+                    let restored = slot == booted && self.restore_own_boot_files(&esp, slot, &b)?;
+                    if restored {
+                        records.push(record("boot-files-restored", json!({"slot": slot.letter(), "file": file})));
+                    } else if slot != booted {
+                        self.dev.boot.cancel_trial(slot)?;
+                        next.set_status(slot, SlotStatus::Failed);
+                        records.push(record(
+                            "boot-files-tampered",
+                            json!({"slot": slot.letter(), "file": file, "action": "taken out of the rotation"}),
+                        ));
+                    } else {
+                        records.push(record(
+                            "boot-files-tampered",
+                            json!({"slot": slot.letter(), "file": file, "action": "none: the running image has no copy"}),
+                        ));
+                    }
+                }
+            }
+        }
+        if !records.is_empty() {
+            self.commit(next, &records)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the booted slot's kernel and initrd back on the ESP from the running image's own
+    /// `/boot`, when those are the ones recorded.
+    fn restore_own_boot_files(&self, esp: &Path, slot: Slot, b: &state::BootRecord) -> Result<bool, Error> {
+        let Some((kernel, initrd)) = self.dev.own_boot.clone() else { return Ok(false) };
+        let dir = esp.join(slot.letter());
+        for (src, name, want) in
+            [(&kernel, crate::bootentry::KERNEL, &b.kernel), (&initrd, crate::bootentry::INITRD, &b.initrd)]
+        {
+            if crate::bootentry::digest(src)?.as_ref() != Some(want) {
+                return Ok(false);
+            }
+            let bytes = fs::read(src).map_err(|e| Error::io(src, e))?;
+            fsutil::write_atomic(&dir.join(name), &bytes)?;
+        }
+        Ok(true)
     }
 
     /// Writes the audit records, then the state (with the new audit head), atomically each.
@@ -228,6 +310,19 @@ impl Agent {
             decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), room, opts)?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
+        // The slot's boot entry is written whole from the signed bundle's command line (or,
+        // for a bundle of an older format, the running image's own): a device whose boot
+        // entries the agent writes needs one of them before anything changes.
+        let cmdline = vb.manifest.cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
+        let digest_of =
+            |t: bundle::Target| vb.manifest.payloads.iter().find(|p| p.target == t).map(|p| p.sha256.clone());
+        let (kernel_sha, initrd_sha) = (digest_of(bundle::Target::Kernel), digest_of(bundle::Target::Initrd));
+        if self.dev.slot_kernels && self.dev.sim_root.is_none() && cmdline.is_none() {
+            return Err(Error::Refused(
+                Reason::Bundle(bundle::Code::BadManifest),
+                "no kernel command line for the slot's boot entry: the bundle (format 3) and this image's device.toml carry none".into(),
+            ));
+        }
         let chunk_size = vb.manifest.chunk_size;
         // The provenance statement comes first and is checked (its DSSE signatures against
         // this device's policy) before anything changes.
@@ -281,6 +376,7 @@ impl Agent {
                 manifest: acc.manifest.clone(),
                 sha256: payload.sha256.clone(),
                 size: payload.size,
+                boot: None,
             },
         );
         let fields = json!({"bundle": acc.bundle, "version": acc.version, "security_version": acc.security_version, "manifest": acc.manifest, "signers": acc.signers, "slot": target.letter()});
@@ -325,6 +421,15 @@ impl Agent {
             }
             vb.finish()?;
         }
+        // Both boot files are written: the slot's entry is written whole, and recorded with them.
+        let boot_record = match (&self.dev.esp, cmdline, kernel_sha, initrd_sha) {
+            (Some(esp), Some(cmdline), Some(kernel), Some(initrd)) if boot_files == 2 => {
+                progress.phase(&format!("writing slot {}'s boot entry", target.letter()));
+                crate::bootentry::write(esp, target, &cmdline)?;
+                Some(state::BootRecord { cmdline, kernel, initrd })
+            }
+            _ => None,
+        };
         if let Some(text) = &evidence {
             crate::evidence::keep(&self.dev, target, text)?;
         }
@@ -338,7 +443,11 @@ impl Agent {
         }
         let mut next = self.state.clone();
         next.set_status(target, SlotStatus::Written);
-        let fields = json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size, "boot_files": boot_files, "provenance": evidence.is_some()});
+        let entry_written = boot_record.is_some();
+        if let Some(r) = next.slots.get_mut(&target) {
+            r.boot = boot_record;
+        }
+        let fields = json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size, "boot_files": boot_files, "boot_entry": entry_written, "provenance": evidence.is_some()});
         self.commit(next, &[record("installed", fields)])?;
         failpoint("before-arm");
         let tries = self.dev.config.tries;
@@ -384,22 +493,10 @@ impl Agent {
         use crate::site;
         let Some(files) = site::read_files(dir)? else { return Ok(None) };
         let v = site::verify(&self.dev, files)?;
-        if let Some(cur) = &self.state.site {
-            if cur.digest == v.digest {
-                return Ok(Some(format!(
-                    "site profile {} serial {} is already in force",
-                    v.profile.site, v.profile.serial
-                )));
-            }
-            if v.profile.serial <= cur.serial {
-                return Err(Error::Refused(
-                    Reason::SiteRollback,
-                    format!(
-                        "site profile serial {} is not newer than serial {} in force (site {}): a profile is replaced only by a newer one",
-                        v.profile.serial, cur.serial, cur.site
-                    ),
-                ));
-            }
+        let p = &v.profile;
+        let change = decide::site_change(&self.state, &p.site, p.serial, p.resite_from.as_deref(), &v.digest)?;
+        if change == decide::SiteChange::AlreadyInForce {
+            return Ok(Some(format!("site profile {} serial {} is already in force", p.site, p.serial)));
         }
         let model = site::model(&self.dev)?;
         let (m, rules) = site::compile(&self.dev, &model, Some(&v.profile))?;
@@ -412,7 +509,17 @@ impl Agent {
             serial: v.profile.serial,
             digest: v.digest.clone(),
         });
-        self.commit(next, &[record("site-profile-installed", site::audit_fields(&v, &m))])?;
+        if let Some(prev) = &previous {
+            let seen = next.site_serials.entry(prev.site.clone()).or_insert(0);
+            *seen = (*seen).max(prev.serial);
+        }
+        let seen = next.site_serials.entry(v.profile.site.clone()).or_insert(0);
+        *seen = (*seen).max(v.profile.serial);
+        let mut fields = site::audit_fields(&v, &m);
+        if let decide::SiteChange::Resite { from } = &change {
+            fields["resited_from"] = json!(from);
+        }
+        self.commit(next, &[record("site-profile-installed", fields)])?;
         failpoint("site-after-commit");
         if previous.is_some() {
             site::prune(&self.dev, &v.digest);
@@ -431,7 +538,7 @@ impl Agent {
             }
             "loaded by nftables.service".to_string()
         } else {
-            let a = site::activate(&self.dev, &rules, Some(&v.profile))?;
+            let a = site::activate(&self.dev, &m, &rules, Some(&v.profile))?;
             if a.loaded {
                 "loaded".to_string()
             } else {

@@ -24,6 +24,10 @@ pub struct DeviceConfig {
     pub version: Option<Version>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_version: Option<u64>,
+    /// This image's kernel command line without `root=`: the boot entry the agent writes
+    /// for a slot whose bundle carries none (formats 1 and 2), and the factory slot's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
 }
 
 impl DeviceConfig {
@@ -35,6 +39,9 @@ impl DeviceConfig {
         }
         if !(1..=10).contains(&c.tries) {
             return Err(format!("tries = {} is out of range: use 1 to 10", c.tries));
+        }
+        if let Some(cmd) = &c.cmdline {
+            bundle::valid_cmdline(cmd)?;
         }
         Ok(c)
     }
@@ -97,6 +104,11 @@ mod tests {
             }
         }
         assert!(parse("p", "colour = \"red\"").unwrap_err().contains("colour"), "unknown fields are refused");
+        // The image's command line goes into boot entries: plain words, no `root=`.
+        assert!(parse("p", "cmdline = \"ro quiet\"").is_ok());
+        for bad in ["ro\\ninit=/bin/sh", "root=/dev/sda1 ro", ""] {
+            assert!(parse("p", &format!("cmdline = \"{bad}\"")).unwrap_err().starts_with("cmdline: "), "{bad}");
+        }
     }
 
     #[test]
@@ -107,6 +119,7 @@ mod tests {
             tries: 5,
             version: Some(Version::parse("2.1.0").unwrap()),
             security_version: Some(4),
+            cmdline: Some("rootfstype=squashfs ro".into()),
         };
         let text = c.to_toml();
         assert!(text.starts_with("# Airlock device identity"), "{text}");

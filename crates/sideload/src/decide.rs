@@ -75,7 +75,13 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
 pub fn first_boot(config: &DeviceConfig, booted: Slot) -> Option<(AgentState, Record)> {
     let version = config.version.as_ref()?;
     let sv = config.security_version?;
-    let mut state = AgentState { security_floor: sv, slots: Default::default(), audit: Default::default(), site: None };
+    let mut state = AgentState {
+        security_floor: sv,
+        slots: Default::default(),
+        audit: Default::default(),
+        site: None,
+        site_serials: Default::default(),
+    };
     state.set(
         booted,
         SlotRecord {
@@ -85,6 +91,7 @@ pub fn first_boot(config: &DeviceConfig, booted: Slot) -> Option<(AgentState, Re
             manifest: String::new(),
             sha256: String::new(),
             size: 0,
+            boot: None,
         },
     );
     state.set(booted.other(), SlotRecord::empty());
@@ -288,6 +295,67 @@ pub fn rollback(state: &AgentState, boot: &BootState) -> Result<Rollback, Refusa
     Ok(Rollback { to: other, cancels_trial_of: cancels })
 }
 
+/// What installing a verified site profile means for this box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteChange {
+    /// The same bytes are in force already: nothing to do.
+    AlreadyInForce,
+    /// A newer profile of the box's own site, or its first profile.
+    Install,
+    /// An explicit re-siting signed by the owner: the box leaves `from` for the profile's site.
+    Resite { from: String },
+}
+
+/// `install-site`: may this verified profile (`site`, `serial`, `resite_from`, bytes digest)
+/// replace the one in force? A box knows its site once its first profile is in force: a
+/// profile of another site is refused unless it names the site the box leaves; the serial
+/// grows per site, and a site's serial never repeats, even after the box left it and came
+/// back (an old re-siting replayed is refused). Does not write.
+pub fn site_change(
+    state: &AgentState,
+    site: &str,
+    serial: u64,
+    resite_from: Option<&str>,
+    digest: &str,
+) -> Result<SiteChange, Refusal> {
+    let Some(cur) = &state.site else { return Ok(SiteChange::Install) };
+    if cur.digest == digest {
+        return Ok(SiteChange::AlreadyInForce);
+    }
+    let change = match resite_from {
+        None if site == cur.site => SiteChange::Install,
+        None => {
+            return Err(Refusal(
+                Reason::WrongSite,
+                format!(
+                    "site profile is for site `{site}`, and this box is at site `{}` (its profile in force, serial {}): a profile of another site is refused, unless the asset owner signs a re-siting (`resite_from = \"{}\"` in the profile)",
+                    cur.site, cur.serial, cur.site
+                ),
+            ));
+        }
+        Some(from) if from == cur.site => SiteChange::Resite { from: from.to_string() },
+        Some(from) => {
+            return Err(Refusal(
+                Reason::WrongSite,
+                format!(
+                    "site profile re-sites a box from `{from}` to `{site}`, and this box is at site `{}`: it is not the box that profile moves",
+                    cur.site
+                ),
+            ));
+        }
+    };
+    let seen = state.site_serials.get(site).copied().unwrap_or(0).max(if site == cur.site { cur.serial } else { 0 });
+    if serial <= seen {
+        return Err(Refusal(
+            Reason::SiteRollback,
+            format!(
+                "site profile serial {serial} is not newer than serial {seen} this box already had for site {site}: a profile is replaced only by a newer one"
+            ),
+        ));
+    }
+    Ok(change)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::type_complexity)]
@@ -304,12 +372,18 @@ mod tests {
             manifest: String::new(),
             sha256: "ab".into(),
             size: 1,
+            boot: None,
         }
     }
 
     fn state(a: SlotRecord, b: SlotRecord, floor: u64) -> AgentState {
-        let mut s =
-            AgentState { security_floor: floor, slots: Default::default(), audit: Default::default(), site: None };
+        let mut s = AgentState {
+            security_floor: floor,
+            site_serials: Default::default(),
+            slots: Default::default(),
+            audit: Default::default(),
+            site: None,
+        };
         s.set(Slot::A, a);
         s.set(Slot::B, b);
         s
@@ -324,7 +398,14 @@ mod tests {
     }
 
     fn config() -> DeviceConfig {
-        DeviceConfig { product: "p".into(), channel: Channel::Release, tries: 3, version: None, security_version: None }
+        DeviceConfig {
+            product: "p".into(),
+            channel: Channel::Release,
+            tries: 3,
+            version: None,
+            security_version: None,
+            cmdline: None,
+        }
     }
 
     use SlotStatus::*;

@@ -44,10 +44,34 @@ pub struct Device {
     /// This slot's zones and conduits (`/etc/airlock/zones.toml`).
     pub zones: PathBuf,
     /// Where generated runtime files go (`/run/airlock`): the ruleset, NTP sources, broker
-    /// credentials.
+    /// credentials and ACL.
     pub run: PathBuf,
+    /// Where the box's generated interface configuration goes (`/run/systemd/network`, read
+    /// by systemd-networkd, which starts only after the firewall loaded).
+    pub network: PathBuf,
     /// What the firewall step may touch for real.
     pub live: Live,
+    /// The running image's own kernel and initrd (`/boot/vmlinuz-*`, `/boot/initrd.img-*`):
+    /// what the booted slot's boot files on the ESP must be, and where they are put back from.
+    pub own_boot: Option<(PathBuf, PathBuf)>,
+}
+
+/// The one kernel and the one initrd in `dir` (an image's `/boot`).
+pub fn own_boot_files(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let mut kernels = Vec::new();
+    let mut initrds = Vec::new();
+    for e in fs::read_dir(dir).ok()?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("vmlinuz-") {
+            kernels.push(e.path());
+        } else if n.starts_with("initrd.img-") {
+            initrds.push(e.path());
+        }
+    }
+    match (kernels.as_slice(), initrds.as_slice()) {
+        ([k], [i]) => Some((k.clone(), i.clone())),
+        _ => None,
+    }
 }
 
 /// The effects beyond files: on the appliance all of them; on a simulated device none, or
@@ -99,7 +123,9 @@ impl Device {
             slot_kernels: root.join(SLOT_KERNELS).exists(),
             zones: root.join("zones.toml"),
             run: root.join("run"),
+            network: root.join("run/network"),
             live: Live { nft: root.join(LIVE_FIREWALL).exists(), system: false, via_systemd: false },
+            own_boot: own_boot_files(&root.join("own-boot")),
         })
     }
 
@@ -156,6 +182,7 @@ impl Device {
             slots: BTreeMap::new(),
             audit: audit::Head::default(),
             site: None,
+            site_serials: BTreeMap::new(),
         };
         st.set(
             Slot::A,
@@ -166,6 +193,7 @@ impl Device {
                 manifest: String::new(),
                 sha256,
                 size,
+                boot: None,
             },
         );
         st.set(Slot::B, SlotRecord::empty());
@@ -217,7 +245,9 @@ impl Device {
             slot_kernels: true,
             zones: PathBuf::from("/etc/airlock/zones.toml"),
             run: PathBuf::from("/run/airlock"),
+            network: PathBuf::from("/run/systemd/network"),
             live: Live { nft: true, system: true, via_systemd: true },
+            own_boot: own_boot_files(Path::new("/boot")),
         })
     }
 

@@ -12,6 +12,7 @@ use crate::Error;
 use crate::boot::Slot;
 use crate::device::Device;
 use crate::fsutil::{fsync_dir, write_atomic};
+use crate::reason::Reason;
 
 pub const ENVELOPE: &str = "provenance.intoto.json";
 /// Largest envelope read back (a statement is at most `dsse::MAX_PAYLOAD`, base64 adds a third).
@@ -58,5 +59,52 @@ pub fn read(dev: &Device, slot: Slot) -> Result<Option<String>, Error> {
     if text.len() as u64 > MAX_ENVELOPE {
         return Err(Error::State(format!("{}: larger than {MAX_ENVELOPE} bytes", p.display())));
     }
+    Ok(Some(text))
+}
+
+fn refused(code: bundle::Code, m: String) -> Error {
+    Error::Refused(Reason::Bundle(code), m)
+}
+
+/// Checks a provenance envelope (`text`, as kept or as a bundle brought it) for the image
+/// whose root payload has `root_sha256`: its DSSE signatures meet this device's policy now,
+/// and its statement names that image among its subjects. What is shown as verified is
+/// verified when it is shown: an envelope edited on the data partition, or one of another
+/// build put in its place, is refused.
+pub fn check(dev: &Device, text: &str, root_sha256: &str) -> Result<(), Error> {
+    let env: trust::dsse::Envelope = serde_json::from_str(text).map_err(|e| {
+        refused(bundle::Code::BadManifest, format!("the provenance envelope is not a DSSE envelope: {e}"))
+    })?;
+    let payload = env.payload_bytes().map_err(|e| refused(bundle::Code::BadManifest, format!("provenance: {e}")))?;
+    if payload.len() > trust::dsse::MAX_PAYLOAD {
+        return Err(refused(bundle::Code::TooLarge, "the provenance statement is larger than 4 MiB".into()));
+    }
+    let report = dev.policy.verify_dsse(&env.payload_type, &payload, &env.signatures);
+    if env.payload_type != trust::dsse::IN_TOTO || !report.accepted() {
+        return Err(refused(
+            bundle::Code::BadSignature,
+            format!(
+                "the provenance's signatures do not meet this device's policy ({}; payload type {})",
+                report.summary(),
+                bundle::escape(&env.payload_type)
+            ),
+        ));
+    }
+    if !bundle::statement_names(&payload, root_sha256) {
+        return Err(refused(
+            bundle::Code::HashMismatch,
+            format!("the provenance statement does not describe this image (no subject has sha256 {root_sha256})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The provenance of the image in `slot`, checked now ([`check`]) against the slot's record.
+pub fn read_verified(dev: &Device, slot: Slot, root_sha256: &str) -> Result<Option<String>, Error> {
+    let Some(text) = read(dev, slot)? else { return Ok(None) };
+    check(dev, &text, root_sha256).map_err(|e| match e {
+        Error::Refused(r, m) => Error::Refused(r, format!("slot {}'s kept provenance: {m}", slot.letter())),
+        other => other,
+    })?;
     Ok(Some(text))
 }

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod audit;
 pub mod boot;
+pub mod bootentry;
 pub mod config;
 pub mod console;
 pub mod decide;

@@ -169,6 +169,7 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 tries: *tries,
                 version: None,
                 security_version: None,
+                cmdline: None,
             };
             DeviceConfig::parse(&cfg.to_toml()).map_err(Error::State)?;
             let zones_text = match zones {
@@ -201,7 +202,8 @@ fn run(cli: &Cli) -> Result<Out, Error> {
         Cmd::Status { provenance: true, .. } => {
             let dev = device(cli)?;
             let booted = dev.boot.state()?.booted;
-            let text = sideload::evidence::read(&dev, booted)?.ok_or_else(|| {
+            let record = agent::view(&dev)?.state.map(|s| s.slot(booted)).unwrap_or_else(sideload::SlotRecord::empty);
+            let text = sideload::evidence::read_verified(&dev, booted, &record.sha256)?.ok_or_else(|| {
                 Error::State(format!(
                     "slot {} has no provenance: the bundle that installed it carried none (format 1, or the factory image)",
                     booted.letter()

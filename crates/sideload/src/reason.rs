@@ -39,6 +39,8 @@ pub enum Reason {
     BadSiteProfile,
     /// A site profile whose serial is not newer than the one in force.
     SiteRollback,
+    /// A site profile of another site than the box's, with no re-siting signed for this box.
+    WrongSite,
     /// The firewall compiled from a site profile does not pass `nft -c`.
     RulesetRefused,
 }
@@ -64,6 +66,7 @@ impl Reason {
             Reason::FailedBefore,
             Reason::BadSiteProfile,
             Reason::SiteRollback,
+            Reason::WrongSite,
             Reason::RulesetRefused,
         ]);
         v
@@ -88,6 +91,7 @@ impl Reason {
             Reason::FailedBefore => "failed-before",
             Reason::BadSiteProfile => "bad-site-profile",
             Reason::SiteRollback => "site-rollback",
+            Reason::WrongSite => "wrong-site",
             Reason::RulesetRefused => "ruleset-refused",
         }
     }

@@ -293,11 +293,30 @@ pub struct Activated {
     pub notes: Vec<String>,
 }
 
-/// Writes the runtime files for a compiled model (ruleset, NTP sources, broker credentials),
-/// and on a live device loads the ruleset and tells the services.
-pub fn activate(dev: &Device, rules: &str, profile: Option<&SiteProfile>) -> Result<Activated, Error> {
+/// Writes the box's interface configuration for `m` (one systemd-networkd file per zone bound
+/// to interfaces) and removes the generated files of an earlier model.
+fn write_network(dev: &Device, m: &Model, origin: &str) -> Result<(), Error> {
+    let dir = &dev.network;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let files = zones::networkd(m, origin);
+    for (name, text) in &files {
+        write_atomic(&dir.join(name), text.as_bytes())?;
+    }
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(zones::NETWORK_PREFIX) && n.ends_with(".network") && !files.iter().any(|(f, _)| *f == n) {
+            fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// Writes the runtime files for a compiled model (ruleset, interface configuration, NTP
+/// sources, broker credentials and ACL), and on a live device loads the ruleset and tells the
+/// services.
+pub fn activate(dev: &Device, m: &Model, rules: &str, profile: Option<&SiteProfile>) -> Result<Activated, Error> {
     let run = &dev.run;
-    for d in [run.clone(), run.join("chrony"), run.join("mqtt")] {
+    for d in [run.clone(), run.join("chrony"), run.join("mqtt"), run.join("api")] {
         fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
     }
     let label =
@@ -306,6 +325,12 @@ pub fn activate(dev: &Device, rules: &str, profile: Option<&SiteProfile>) -> Res
         .map_or_else(|| "# Airlock: no site profile: no NTP servers yet.\n".to_string(), SiteProfile::chrony_sources);
     write_atomic(&run.join("chrony/site.sources"), sources.as_bytes())?;
     write_atomic(&run.join("mqtt/devices"), profile.map(SiteProfile::mosquitto_passwd).unwrap_or_default().as_bytes())?;
+    let acl = profile
+        .map_or_else(|| zones::field_acl(&[], "the image's defaults (no site profile)"), SiteProfile::mosquitto_acl);
+    write_atomic(&run.join("mqtt/devices.acl"), acl.as_bytes())?;
+    // The operators who may write through the parking controller's API (read at each write).
+    write_atomic(&run.join("api/operators"), profile.map(SiteProfile::operators_file).unwrap_or_default().as_bytes())?;
+    write_network(dev, m, &label)?;
     let file = run.join("nftables.conf");
     write_atomic(&file, rules.as_bytes())?;
     let mut notes = Vec::new();
@@ -331,6 +356,13 @@ pub fn activate(dev: &Device, rules: &str, profile: Option<&SiteProfile>) -> Res
         let mut c = Command::new("systemctl");
         c.args(["--no-block", "try-reload-or-restart", "mosquitto.service"]);
         cmds.push(("systemctl try-reload-or-restart mosquitto", c));
+        // systemd-networkd reads the new interface configuration (when it runs: at boot it
+        // starts after the firewall and reads it then).
+        if Path::new("/run/systemd/netif/state").exists() {
+            let mut c = Command::new("networkctl");
+            c.arg("reload");
+            cmds.push(("networkctl reload", c));
+        }
         notes.extend(cmds.into_iter().filter_map(|(what, mut c)| failed(what, &mut c)));
     }
     Ok(Activated { ruleset: label, loaded, notes })
@@ -364,14 +396,14 @@ pub fn firewall(dev: &Device) -> Result<(Activated, Vec<String>), Error> {
             }
         },
     };
-    if let Some((v, (_, rules))) = &site {
-        match activate(dev, rules, Some(&v.profile)) {
+    if let Some((v, (m, rules))) = &site {
+        match activate(dev, m, rules, Some(&v.profile)) {
             Ok(a) => return Ok((a, warnings)),
             Err(e) => warnings.push(format!("the site's ruleset did not load: {e}; loading the image's defaults")),
         }
     }
-    let (_, rules) = compile(dev, &model, None)?;
-    match activate(dev, &rules, None) {
+    let (m, rules) = compile(dev, &model, None)?;
+    match activate(dev, &m, &rules, None) {
         Ok(a) => Ok((a, warnings)),
         // Nothing loaded: every reason goes with the error (the warnings are not printed then).
         Err(e) => {
@@ -392,6 +424,7 @@ pub fn audit_fields(v: &Verified, m: &Model) -> serde_json::Value {
         "hostname": v.profile.hostname,
         "zones": m.zones.iter().map(|z| json!({"name": z.name, "ranges": z.ranges.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "interfaces": z.interfaces})).collect::<Vec<_>>(),
         "devices": v.profile.devices.len(),
+        "operators": v.profile.operators.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
     })
 }
 

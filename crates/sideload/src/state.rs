@@ -49,6 +49,21 @@ pub struct SlotRecord {
     /// sha256 and size of the root payload as verified while it was written.
     pub sha256: String,
     pub size: u64,
+    /// The boot entry and boot files the agent wrote for this slot (a device that boots each
+    /// slot's own kernel): checked at every run of the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootRecord>,
+}
+
+/// What a slot's boot entry must say and what its kernel and initrd are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootRecord {
+    /// The kernel command line without `root=` (from the signed bundle, or the image's own).
+    pub cmdline: String,
+    /// sha256 of the slot's kernel and initrd as verified while they were written.
+    pub kernel: String,
+    pub initrd: String,
 }
 
 impl SlotRecord {
@@ -60,6 +75,7 @@ impl SlotRecord {
             manifest: String::new(),
             sha256: String::new(),
             size: 0,
+            boot: None,
         }
     }
 }
@@ -75,6 +91,10 @@ pub struct AgentState {
     /// The site profile in force (verified when installed, and again at every boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteRecord>,
+    /// The highest profile serial this box ever had, per site: a site's old profile (an old
+    /// re-siting among them) is never applied again, even after the box left and came back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site_serials: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,8 +153,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         assert_eq!(load(data).unwrap(), None, "no state.toml: a device that never ran the agent");
-        let mut st =
-            AgentState { security_floor: 3, slots: BTreeMap::new(), audit: audit::Head::default(), site: None };
+        let mut st = AgentState {
+            security_floor: 3,
+            site_serials: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            audit: audit::Head::default(),
+            site: None,
+        };
         st.set(Slot::A, SlotRecord { status: SlotStatus::Good, version: "1.2.0".into(), ..SlotRecord::empty() });
         st.set_status(Slot::B, SlotStatus::Writing);
         save(data, &st).unwrap();

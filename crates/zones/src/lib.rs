@@ -9,12 +9,18 @@
 //! can point at `file:line:col`.
 
 mod model;
+mod network;
 mod nft;
 mod site;
 
-pub use model::{APPLIANCE, Conduit, Field, Item, Model, Port, Problem, Protocol, SecurityLevel, Zone, safe_name};
+pub use model::{
+    APPLIANCE, Conduit, Coverage, Dhcp, Field, Item, LINK_LOCAL_V4, LINK_LOCAL_V6, MAX_ZONE_V4, MAX_ZONE_V6, Model,
+    Port, Problem, Protocol, SecurityLevel, Zone, is_link_local, safe_name, touches_link_local,
+};
+pub use network::{NETWORK_PREFIX, networkd};
 pub use nft::{Origin, RULESET_TABLE, ruleset};
 pub use site::{
-    FieldDevice, MAX_DEVICES, MAX_PROFILE, SITE_FORMAT, SiteProfile, SiteZone, valid_device_name, valid_hostname,
-    valid_password_hash,
+    DeviceKind, FieldDevice, MAX_DEVICES, MAX_HOSTNAME, MAX_OPERATORS, MAX_PROFILE, MAX_SITE, Operator, SITE_FORMAT,
+    SiteProfile, SiteZone, field_acl, valid_device_name, valid_hostname, valid_operator_hash, valid_password_hash,
+    valid_site,
 };

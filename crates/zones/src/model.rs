@@ -80,6 +80,39 @@ impl Port {
     }
 }
 
+/// How the appliance takes its own addresses on a zone's interfaces: the only DHCP the
+/// firewall lets through (replies in, requests out, on those interfaces alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dhcp {
+    /// No DHCP on the zone's interfaces (the default).
+    #[default]
+    No,
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+impl Dhcp {
+    pub fn is_no(&self) -> bool {
+        *self == Dhcp::No
+    }
+    pub fn v4(self) -> bool {
+        matches!(self, Dhcp::Ipv4 | Dhcp::Both)
+    }
+    pub fn v6(self) -> bool {
+        matches!(self, Dhcp::Ipv6 | Dhcp::Both)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dhcp::No => "no",
+            Dhcp::Ipv4 => "ipv4",
+            Dhcp::Ipv6 => "ipv6",
+            Dhcp::Both => "both",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
@@ -90,12 +123,104 @@ pub struct Zone {
     pub interfaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<IpNet>,
+    /// The appliance takes its address on this zone's interfaces by DHCP (needs interfaces).
+    #[serde(default, skip_serializing_if = "Dhcp::is_no")]
+    pub dhcp: Dhcp,
+    /// The appliance's own static addresses on this zone's interfaces (`10.20.0.1/24`: the
+    /// address and its network; needs interfaces; each inside one of the zone's ranges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+}
+
+/// The link-local networks: every directly attached link has them, so a link-local source
+/// says nothing of where a packet came from unless the interface is named too.
+pub const LINK_LOCAL_V4: &str = "169.254.0.0/16";
+pub const LINK_LOCAL_V6: &str = "fe80::/10";
+
+const LINK_LOCAL: [IpNet; 2] = [
+    IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(169, 254, 0, 0), 16)),
+    IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10)),
+];
+
+fn link_local_nets() -> [IpNet; 2] {
+    LINK_LOCAL
+}
+
+/// `net` lies within a link-local network.
+pub fn is_link_local(net: &IpNet) -> bool {
+    link_local_nets().iter().any(|ll| ll.contains(net))
+}
+
+/// `net` shares addresses with a link-local network (it lies in one, or holds one).
+pub fn touches_link_local(net: &IpNet) -> bool {
+    link_local_nets().iter().any(|ll| overlaps(ll, net))
+}
+
+/// The most of each address space a zone may cover, all its ranges together, before the
+/// conduits that use it need an exception: a /8 of IPv4 (16.7 million hosts, a whole
+/// private 10/8 plant network), a /32 of IPv6 (a registry allocation: far more than a site's
+/// /48). Beyond that a zone is "any host" in all but name.
+pub const MAX_ZONE_V4: u64 = 1 << 24;
+pub const MAX_ZONE_V6: u128 = 1 << 96;
+
+/// How many addresses of each family a zone's ranges cover, overlaps counted once (IPv6
+/// saturates at `u128::MAX`, which stands for all 2^128). Link-local ranges do not count:
+/// they hold the hosts of the zone's own links only (and without interfaces, none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    pub v4: u64,
+    pub v6: u128,
+}
+
+impl Coverage {
+    pub fn of(ranges: &[IpNet]) -> Coverage {
+        let mut c = Coverage { v4: 0, v6: 0 };
+        let routable: Vec<IpNet> = ranges.iter().filter(|r| !is_link_local(r)).copied().collect();
+        for r in IpNet::aggregate(&routable) {
+            match r {
+                IpNet::V4(n) => c.v4 += 1u64 << (32 - u32::from(n.prefix_len())),
+                IpNet::V6(n) => {
+                    let size = 1u128.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(u128::MAX);
+                    c.v6 = c.v6.saturating_add(size);
+                }
+            }
+        }
+        c
+    }
+
+    /// More than a zone may cover without an exception.
+    pub fn too_broad(&self) -> bool {
+        self.v4 > MAX_ZONE_V4 || self.v6 > MAX_ZONE_V6
+    }
+
+    /// "2^31 IPv4 addresses (50% of the IPv4 space)", for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.v4 > 0 {
+            parts.push(format!(
+                "{} IPv4 addresses ({:.4}% of the IPv4 space)",
+                self.v4,
+                self.v4 as f64 * 100.0 / (1u64 << 32) as f64
+            ));
+        }
+        if self.v6 > 0 {
+            let bits = if self.v6 == u128::MAX { 128 } else { 127 - self.v6.leading_zeros() };
+            parts.push(format!("about 2^{bits} IPv6 addresses"));
+        }
+        parts.join(" and ")
+    }
 }
 
 impl Zone {
     /// A zone that matches every host: no ranges and no interfaces, or a range of everything.
     pub fn is_any(&self) -> bool {
         (self.ranges.is_empty() && self.interfaces.is_empty()) || self.ranges.iter().any(|r| r.prefix_len() == 0)
+    }
+
+    /// All its ranges together cover more than a zone may without an exception (or it is any
+    /// host): `0.0.0.0/1 + 128.0.0.0/1` is "any", written in halves.
+    pub fn is_broad(&self) -> bool {
+        self.is_any() || Coverage::of(&self.ranges).too_broad()
     }
 }
 
@@ -139,6 +264,8 @@ pub enum Field {
     SecurityLevel,
     Interface(usize),
     Range(usize),
+    Dhcp,
+    Address(usize),
     From,
     To,
     Protocol,
@@ -271,7 +398,48 @@ impl Model {
                     );
                 }
             }
+            if !z.dhcp.is_no() && z.interfaces.is_empty() {
+                bad(
+                    it,
+                    Field::Dhcp,
+                    format!(
+                        "zone `{}`: dhcp needs `interfaces`: the box takes its address by DHCP only on the interfaces named",
+                        z.name.escape_debug()
+                    ),
+                );
+            }
+            for (k, a) in z.addresses.iter().enumerate() {
+                if z.interfaces.is_empty() {
+                    bad(
+                        it,
+                        Field::Address(k),
+                        format!(
+                            "zone `{}`: address {a} needs `interfaces`: the box's own addresses go on the interfaces named",
+                            z.name.escape_debug()
+                        ),
+                    );
+                } else if !z.ranges.iter().any(|r| r.contains(&a.addr())) {
+                    bad(
+                        it,
+                        Field::Address(k),
+                        format!(
+                            "zone `{}`: the box's address {a} is in none of the zone's ranges",
+                            z.name.escape_debug()
+                        ),
+                    );
+                }
+            }
             for (k, r) in z.ranges.iter().enumerate() {
+                if is_link_local(r) && z.interfaces.is_empty() {
+                    bad(
+                        it,
+                        Field::Range(k),
+                        format!(
+                            "zone `{}`: range {r} is link-local, which every directly attached link has: it counts only on the zone's own interfaces, so list `interfaces` (in the recipe or the site profile) or leave it out",
+                            z.name.escape_debug()
+                        ),
+                    );
+                }
                 if r.trunc() != *r {
                     bad(it, Field::Range(k), format!("range {r} has host bits set: did you mean {}?", r.trunc()));
                 }
@@ -403,16 +571,24 @@ impl Model {
                 }
             }
             for (z, field) in [(&c.from, Field::From), (&c.to, Field::To)] {
-                if let Some(zone) = self.zone(z)
-                    && zone.is_any()
-                    && !excepted
-                {
+                let Some(zone) = self.zone(z).filter(|_| !excepted) else { continue };
+                if zone.is_any() {
                     bad(
                         it,
                         field,
                         format!(
                             "conduit `{}`: zone `{z}` matches any host (no ranges or interfaces, or a /0): mark the conduit with `exception = \"why\"`",
                             c.name
+                        ),
+                    );
+                } else if zone.is_broad() {
+                    bad(
+                        it,
+                        field,
+                        format!(
+                            "conduit `{}`: zone `{z}` covers {}, all its ranges together: more than a /8 of IPv4 or a /32 of IPv6 is any host in all but name: narrow the ranges, or mark the conduit with `exception = \"why\"`",
+                            c.name,
+                            Coverage::of(&zone.ranges).describe()
                         ),
                     );
                 }

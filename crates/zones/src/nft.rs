@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use ipnet::IpNet;
 
-use crate::model::{APPLIANCE, Conduit, Model, Protocol, Zone};
+use crate::model::{APPLIANCE, Conduit, LINK_LOCAL_V4, LINK_LOCAL_V6, Model, Protocol, Zone, touches_link_local};
 
 /// The one table Airlock owns.
 pub const RULESET_TABLE: &str = "airlock";
@@ -53,22 +53,74 @@ enum Family {
 fn side(zone: Option<&Zone>, source: bool) -> Vec<(Family, String)> {
     let Some(z) = zone.filter(|z| !z.is_any()) else { return vec![(Family::Any, String::new())] };
     let dir = if source { "saddr" } else { "daddr" };
-    let ifs = if z.interfaces.is_empty() {
-        String::new()
-    } else {
-        let names: Vec<String> = z.interfaces.iter().map(|i| format!("\"{i}\"")).collect();
-        format!("{} {{ {} }} ", if source { "iifname" } else { "oifname" }, names.join(", "))
-    };
+    let ifs = if z.interfaces.is_empty() { String::new() } else { format!("{} ", ifset(z, source)) };
     let has = |v6: bool| z.ranges.iter().any(|r| matches!(r, IpNet::V6(_)) == v6);
     if z.ranges.is_empty() {
         return vec![(Family::Any, ifs)];
     }
+    // A zone bound to no interface never takes a link-local address for its own (every link
+    // has those): a range that holds link-local space leaves it out (`Model::check` refuses
+    // link-local ranges there outright).
+    let not_ll = |v6: bool| {
+        let (ll, fam) = if v6 { (LINK_LOCAL_V6, "ip6") } else { (LINK_LOCAL_V4, "ip") };
+        let holds = z.ranges.iter().any(|r| matches!(r, IpNet::V6(_)) == v6 && touches_link_local(r));
+        if z.interfaces.is_empty() && holds { format!("{fam} {dir} != {ll} ") } else { String::new() }
+    };
     let mut out = Vec::new();
     if has(false) {
-        out.push((Family::V4, format!("{ifs}ip {dir} @{} ", set_name(&z.name, false))));
+        out.push((Family::V4, format!("{ifs}ip {dir} @{} {}", set_name(&z.name, false), not_ll(false))));
     }
     if has(true) {
-        out.push((Family::V6, format!("{ifs}ip6 {dir} @{} ", set_name(&z.name, true))));
+        out.push((Family::V6, format!("{ifs}ip6 {dir} @{} {}", set_name(&z.name, true), not_ll(true))));
+    }
+    out
+}
+
+/// `iifname { "a", "b" }` (or `oifname`) for a zone's interfaces.
+fn ifset(z: &Zone, input: bool) -> String {
+    let names: Vec<String> = z.interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("{} {{ {} }}", if input { "iifname" } else { "oifname" }, names.join(", "))
+}
+
+/// The DHCP the box's own interface configuration runs, per zone: (hook, rule). Nothing for a
+/// zone that does not take its address by DHCP.
+fn dhcp_rules(m: &Model) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for z in m.zones.iter().filter(|z| !z.interfaces.is_empty()) {
+        let d = z.dhcp;
+        let (i, o) = (ifset(z, true), ifset(z, false));
+        if d.v4() {
+            out.push((
+                "input",
+                format!(
+                    "{i} meta l4proto {UDP} udp sport 67 udp dport 68 accept comment \"DHCPv4 replies, zone {}\"",
+                    z.name
+                ),
+            ));
+            out.push((
+                "output",
+                format!(
+                    "{o} meta l4proto {UDP} udp sport 68 udp dport 67 accept comment \"DHCPv4 requests, zone {}\"",
+                    z.name
+                ),
+            ));
+        }
+        if d.v6() {
+            out.push((
+                "input",
+                format!(
+                    "{i} meta l4proto {UDP} udp sport 547 udp dport 546 accept comment \"DHCPv6 replies, zone {}\"",
+                    z.name
+                ),
+            ));
+            out.push((
+                "output",
+                format!(
+                    "{o} meta l4proto {UDP} udp sport 546 udp dport 547 accept comment \"DHCPv6 requests, zone {}\"",
+                    z.name
+                ),
+            ));
+        }
     }
     out
 }
@@ -185,6 +237,38 @@ pub fn ruleset(m: &Model, origin: &Origin) -> String {
             v.extend(rules.into_iter().map(|r| (r, c.name.clone())));
         }
     }
+    let dhcp = dhcp_rules(m);
+
+    // Before any other hook: a packet whose source the box would not route back out of the
+    // interface it came in on is spoofed (a field device sending with a management address),
+    // whatever its range (strict reverse-path filtering). DHCPv4 replies on the zones that
+    // take their address by DHCP come before it: the box has no route yet when the first
+    // offer arrives. IPv6 duplicate-address detection and MLD come from `::`.
+    let _ = writeln!(w, "\tchain prerouting {{");
+    let _ = writeln!(w, "\t\ttype filter hook prerouting priority raw; policy accept;");
+    let _ = writeln!(w, "\t\tiif \"lo\" accept");
+    for z in m.zones.iter().filter(|z| !z.interfaces.is_empty() && z.dhcp.v4()) {
+        let _ = writeln!(
+            w,
+            "\t\t{} meta l4proto {UDP} udp sport 67 udp dport 68 accept comment \"DHCPv4 replies before an address, zone {}\"",
+            ifset(z, true),
+            z.name
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\t\tip6 saddr :: meta l4proto {ICMPV6} icmpv6 type {{ 135, 143 }} ip6 hoplimit 255 accept comment \"IPv6 duplicate address detection\""
+    );
+    let _ = writeln!(
+        w,
+        "\t\tip6 saddr :: meta l4proto {ICMPV6} icmpv6 type 143 accept comment \"MLDv2 reports before an address\""
+    );
+    let _ = writeln!(
+        w,
+        "\t\tfib saddr . iif oif missing counter drop comment \"spoofed: the source is not routed back through its interface\""
+    );
+    let _ = writeln!(w, "\t}}\n");
+
     for (hook, rules) in &by_hook {
         let _ = writeln!(w, "\tchain {hook} {{");
         let _ = writeln!(w, "\t\ttype filter hook {hook} priority filter; policy drop;");
@@ -205,24 +289,19 @@ pub fn ruleset(m: &Model, origin: &Origin) -> String {
                     w,
                     "\t\tmeta l4proto {ICMPV6} icmpv6 type {{ 133, 134, 135, 136 }} ip6 hoplimit 255 accept comment \"IPv6 neighbour discovery\""
                 );
-                let _ =
-                    writeln!(w, "\t\tmeta l4proto {UDP} udp sport 67 udp dport 68 accept comment \"DHCPv4 replies\"");
-                let _ =
-                    writeln!(w, "\t\tmeta l4proto {UDP} udp sport 547 udp dport 546 accept comment \"DHCPv6 replies\"");
             }
             "output" => {
                 let _ = writeln!(
                     w,
                     "\t\tmeta l4proto {ICMPV6} icmpv6 type {{ 133, 135, 136, 143 }} accept comment \"IPv6 neighbour discovery, MLDv2\""
                 );
-                let _ =
-                    writeln!(w, "\t\tmeta l4proto {UDP} udp sport 68 udp dport 67 accept comment \"DHCPv4 requests\"");
-                let _ = writeln!(
-                    w,
-                    "\t\tmeta l4proto {UDP} udp sport 546 udp dport 547 accept comment \"DHCPv6 requests\""
-                );
             }
             _ => {}
+        }
+        for (h, r) in &dhcp {
+            if h == hook {
+                let _ = writeln!(w, "\t\t{r}");
+            }
         }
         for (r, name) in rules {
             let _ = writeln!(w, "\t\t{r} comment \"conduit {name}\"");

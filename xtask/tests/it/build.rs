@@ -83,7 +83,11 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     // systemctl links through /lib (a symlink to usr/lib on a merged-/usr system).
     let target = link.link_name().unwrap().unwrap().to_string_lossy().into_owned();
     assert!(target.ends_with("lib/systemd/system/parking-controller.service"), "{target}");
-    assert!(find("etc/mosquitto/airlock-field.acl").is_some(), "the overlay was applied");
+    assert!(find("etc/mosquitto/airlock-controller.acl").is_some(), "the overlay was applied");
+    // The field ACL is generated from the site profile's devices, never a pattern in the image;
+    // no interface is configured wholesale (the zones decide, at boot).
+    assert!(find("etc/mosquitto/airlock-field.acl").is_none(), "a static field ACL");
+    assert!(!entries.iter().any(|(n, _, _)| n.starts_with("etc/systemd/network/") && n.ends_with(".network")));
     assert!(find("boot/").is_some() && entries.iter().any(|(n, _, _)| n.starts_with("boot/vmlinuz-")), "a kernel");
     assert!(entries.iter().any(|(n, _, _)| n.starts_with("boot/initrd.img-")), "an initrd");
 
@@ -154,7 +158,7 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
     assert!(out.contains(&format!("{payload} payload bytes verified")), "{out}");
     assert!(out.contains("provenance (in-toto statement) signed: release 1/1, approval 1/1"), "{out}");
     let listed = fs::read_to_string(img.join("bundle-manifest.toml")).unwrap();
-    assert!(listed.starts_with("format = 2\n"), "{listed}");
+    assert!(listed.starts_with("format = 3\n"), "{listed}");
     for p in PAYLOADS {
         assert!(listed.contains(&format!("name = \"{p}\"")), "the bundle lacks {p}:\n{listed}");
     }

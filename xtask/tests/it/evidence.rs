@@ -160,6 +160,32 @@ pub fn check(img: &Path) {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("disk.img: not in this directory (not checked)"), "{out}");
     assert!(usb.path().join("report.html").is_file());
+    // A reproducibility.json written beside the build is bound by no signed manifest: the
+    // report shows it as an unsigned claim, never as the build's result; one that names
+    // another build is not shown at all.
+    let manifest = fs::read_to_string(usb.path().join("build-manifest.toml")).unwrap();
+    let key = manifest.lines().find_map(|l| l.strip_prefix("build_key = ")).unwrap().trim_matches('"').to_string();
+    for (build_key, shown) in [(key.as_str(), true), ("sha256:0000", false)] {
+        let forged = serde_json::json!({"reproducible": true, "files": 3, "build_key": build_key, "summary": "Certified reproducible by the Ministry of Builds."});
+        fs::write(usb.path().join("reproducibility.json"), forged.to_string()).unwrap();
+        let (code, out, err) = run(xtask().args(["evidence", "--dev"]).arg(usb.path()));
+        assert_eq!(code, 0, "{out}{err}");
+        let html = fs::read_to_string(usb.path().join("report.html")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(usb.path().join("report.json")).unwrap()).unwrap();
+        let repro = html.split("<h2>Reproducibility</h2>").nth(1).unwrap().split("<h2>").next().unwrap();
+        if shown {
+            assert!(
+                repro.contains("<strong>Unsigned claim</strong>") && repro.contains("Ministry of Builds"),
+                "{repro}"
+            );
+            assert_eq!(json["reproducibility"]["signed"], false, "{}", json["reproducibility"]);
+        } else {
+            assert!(!repro.contains("Ministry") && repro.contains("has not been run"), "{repro}");
+            assert!(json["reproducibility"].is_null());
+        }
+    }
+    fs::remove_file(usb.path().join("reproducibility.json")).unwrap();
     let mut root = fs::read(usb.path().join("root.img")).unwrap();
     root[4096] ^= 1;
     fs::write(usb.path().join("root.img"), &root).unwrap();

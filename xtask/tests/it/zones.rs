@@ -12,6 +12,12 @@
 //! signed by the asset owner, moves the zones to the site's own ranges: the same holds with the
 //! new addresses and the old ones are dropped. Unsigned, vendor-signed, older and misfitting
 //! profiles are refused with their reason and leave the running ruleset byte for byte alone.
+//!
+//! And the attacks that once got through, from every zone: a source address of another zone
+//! (spoofed, with and without a route back through the sender's link), IPv6 link-local on
+//! every link (the API and ICMPv6 echo at the box's `fe80::` address), DHCP in and out where
+//! the box does not take its address by it, a bay sensor's credentials on a barrier's topic,
+//! and a field device asking for the controller's MQTT client id.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -98,7 +104,10 @@ fn mosquitto_hash(name: &str, password: &str, dir: &Path) -> String {
     fs::read_to_string(&f).unwrap().trim().split_once(':').unwrap().1.to_string()
 }
 
-fn profile(serial: u64, field: &[&str], field_ifs: &[&str], mgmt: &[&str], hashes: &[(String, String)]) -> String {
+/// A field device's name, kind and password hash.
+type Dev = (String, &'static str, String);
+
+fn profile(serial: u64, field: &[&str], field_ifs: &[&str], mgmt: &[&str], hashes: &[Dev]) -> String {
     let list = |v: &[&str]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
     let mut t = format!(
         "format = 1\nproduct = \"airlock.parking-controller.x86_64\"\nsite = \"terminal-7\"\nserial = {serial}\nhostname = \"parking-t7\"\nntp = [\"10.99.0.10\"]\n\n[zone.parking-field]\nranges = [{}]\n",
@@ -108,8 +117,8 @@ fn profile(serial: u64, field: &[&str], field_ifs: &[&str], mgmt: &[&str], hashe
         t.push_str(&format!("interfaces = [{}]\n", list(field_ifs)));
     }
     t.push_str(&format!("\n[zone.management]\nranges = [{}]\n", list(mgmt)));
-    for (n, h) in hashes {
-        t.push_str(&format!("\n[[device]]\nname = \"{n}\"\npassword_hash = \"{h}\"\n"));
+    for (n, kind, h) in hashes {
+        t.push_str(&format!("\n[[device]]\nname = \"{n}\"\nkind = \"{kind}\"\npassword_hash = \"{h}\"\n"));
     }
     t
 }
@@ -129,10 +138,27 @@ fn stick(dir: &Path, text: &str, keys: &[(&str, &str)]) -> PathBuf {
 }
 
 fn publish(ns: &Ns, broker: &str, user: &str, secrets: &Path, kind: &str, name: &str, value: &str) -> (i32, String) {
+    publish_as(ns, broker, user, secrets, None, kind, name, value)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_as(
+    ns: &Ns,
+    broker: &str,
+    user: &str,
+    secrets: &Path,
+    client_id: Option<&str>,
+    kind: &str,
+    name: &str,
+    value: &str,
+) -> (i32, String) {
     let mut c = ns.exec(bin("parking-controller").to_str().unwrap());
     c.args(["simulate", "--broker", broker, "--user", user, "--password-file"])
-        .arg(secrets.join(format!("{user}.secret")))
-        .args([kind, name, value]);
+        .arg(secrets.join(format!("{user}.secret")));
+    if let Some(id) = client_id {
+        c.args(["--client-id", id]);
+    }
+    c.args([kind, name, value]);
     let (code, out, err) = run(&mut c);
     (code, format!("{out}{err}"))
 }
@@ -176,12 +202,14 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
         Ns::new(&format!("al{id}d")).unwrap(),
     );
     veth(&appl, "f0", &field, "f1").unwrap();
-    veth(&appl, "m0", &mgmt, "m1").unwrap();
+    // The appliance's management link carries the name the image's model gives it (its
+    // reference machine's first NIC): the zone is bound to that interface.
+    veth(&appl, "enp0s1", &mgmt, "m1").unwrap();
     veth(&appl, "d0", &dmz, "d1").unwrap();
     for (ns, ifname, addrs) in [
         (&appl, "f0", &["10.20.0.1/24", "fd00:20::1/64"][..]),
         (&field, "f1", &["10.20.0.10/24", "fd00:20::10/64"]),
-        (&appl, "m0", &["169.254.1.1/16"]),
+        (&appl, "enp0s1", &["169.254.1.1/16"]),
         (&mgmt, "m1", &["169.254.1.10/16"]),
         (&appl, "d0", &["10.99.0.1/24"]),
         (&dmz, "d1", &["10.99.0.10/24"]),
@@ -243,7 +271,7 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
     mqtt_setup(&mqtt_state, &run_dir);
     let etc = t.join("etc-mosquitto");
     fs::create_dir_all(&etc).unwrap();
-    for f in ["mosquitto.conf", "airlock-field.acl", "airlock-controller.acl"] {
+    for f in ["mosquitto.conf", "airlock-controller.acl"] {
         fs::copy(repo().join("overlays/base/etc/mosquitto").join(f), etc.join(f)).unwrap();
     }
     let conf = fs::read_to_string(etc.join("mosquitto.conf"))
@@ -286,10 +314,11 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
     });
 
     // Defaults, no profile: no field device has credentials yet.
-    let hashes: Vec<(String, String)> = [("bay-001", "s1-secret"), ("bay-002", "s2-secret"), ("gate-1", "g1-secret")]
-        .iter()
-        .map(|(n, p)| (n.to_string(), mosquitto_hash(n, p, &secrets)))
-        .collect();
+    let hashes: Vec<Dev> =
+        [("bay-001", "bay", "s1-secret"), ("bay-002", "bay", "s2-secret"), ("gate-1", "barrier", "g1-secret")]
+            .iter()
+            .map(|(n, k, p)| (n.to_string(), *k, mosquitto_hash(n, p, &secrets)))
+            .collect();
     let (code, out) = publish(&field, "10.20.0.1:1883", "bay-001", &secrets, "bay", "bay-001", "occupied");
     assert_ne!(code, 0, "no profile, no credentials: {out}");
     assert!(out.contains("refused") || out.contains("NotAuthorized") || out.contains("BadUserNamePassword"), "{out}");
@@ -324,10 +353,13 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
         expect_bays: 1,
     });
     assert!(ntp.served.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    attacks_from_every_zone(&appl, &field, &mgmt, &dmz, &secrets, &t.join("controller.log"));
 
     // Refusals leave the running ruleset byte for byte alone, each with its reason.
     let before = ruleset(&appl);
-    let v2 = profile(2, &["192.168.50.0/24"], &["f0"], &["10.1.2.0/24"], &hashes);
+    // (The DMZ pinned to its interface too: every zone is bound to where it may arrive from.)
+    let v2 = profile(2, &["192.168.50.0/24"], &["f0"], &["10.1.2.0/24"], &hashes)
+        + "\n[zone.plant-dmz]\ninterfaces = [\"d0\"]\n";
     for (what, text, keys, reason) in [
         ("unsigned", v2.clone(), vec![], "bad-signature"),
         // The vendor's key claiming the approval role: it holds `release` in the policy, so it
@@ -387,7 +419,7 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
     for (ns, ifname, a) in [
         (&appl, "f0", "192.168.50.1/24"),
         (&field, "f1", "192.168.50.10/24"),
-        (&appl, "m0", "10.1.2.1/24"),
+        (&appl, "enp0s1", "10.1.2.1/24"),
         (&mgmt, "m1", "10.1.2.10/24"),
     ] {
         ok(ns, &["addr", "add", a, "dev", ifname]);
@@ -406,6 +438,32 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
         secrets: &secrets,
         expect_bays: 1,
     });
+    // Every zone bound to its interface: a spoofed source is refused even with a route back
+    // through the sender's own link (the reverse path then passes; the interface does not).
+    for (what, ns, link, lan_gw, spoofed, to) in [
+        ("the field posing as management", &field, "f1", "192.168.50.10", "10.1.2.77", "192.168.50.1:8080"),
+        ("the DMZ posing as management", &dmz, "d1", "10.99.0.10", "10.1.2.78", "10.99.0.1:8080"),
+        ("management posing as the field", &mgmt, "m1", "10.1.2.10", "192.168.50.77", "10.1.2.1:1883"),
+        ("the DMZ posing as the field", &dmz, "d1", "10.99.0.10", "192.168.50.78", "10.99.0.1:1883"),
+    ] {
+        let back = format!("{spoofed}/32");
+        let appl_if = match link {
+            "f1" => "f0",
+            "d1" => "d0",
+            _ => "enp0s1",
+        };
+        ok(&appl, &["route", "add", &back, "via", lan_gw, "dev", appl_if]);
+        let before = counters(&appl);
+        assert!(!spoof_tcp(ns, link, spoofed, sa(to)), "{what} ({spoofed} -> {to}) got through with a route back");
+        let after = counters(&appl);
+        let grew = |k: &str| after.get(k).copied().unwrap_or(0) > before.get(k).copied().unwrap_or(0);
+        assert!(
+            !grew("conduit_operator_api/conduit_operator_api") && !grew("conduit_field_mqtt/conduit_field_mqtt"),
+            "{what}: a conduit counted it"
+        );
+        assert!(grew("input/dropped: no conduit"), "{what}: not counted as dropped: {after:?}");
+        ok(&appl, &["route", "del", &back]);
+    }
     // The old ranges are no zone any more: the field's old address and the management zone's
     // link-local one are dropped.
     ok(&field, &["route", "replace", "default", "via", "10.20.0.1"]);
@@ -417,6 +475,135 @@ fn zones_and_conduits_hold_with_real_packets_before_and_after_a_site_profile() {
     assert!(out.contains("firewall loaded: site terminal-7, serial 2"), "{out}");
     drop(procs);
     drop(ntp);
+}
+
+/// `ns` gives its link `ifname` the address `spoofed` (another zone's) and opens TCP from it
+/// to `to`: whether it connected.
+fn spoof_tcp(ns: &Ns, ifname: &str, spoofed: &str, to: SocketAddr) -> bool {
+    let a = format!("{spoofed}/32");
+    ok(ns, &["addr", "add", &a, "dev", ifname]);
+    let r = netns::tcp_open_from(ns, sa(&format!("{spoofed}:0")), to, SHORT);
+    ok(ns, &["addr", "del", &a, "dev", ifname]);
+    r
+}
+
+/// The attacks that once got through, each from the zone it comes from, with the default
+/// zones' addresses and profile serial 1 in force (devices with credentials).
+fn attacks_from_every_zone(appl: &Ns, field: &Ns, mgmt: &Ns, dmz: &Ns, secrets: &Path, controller_log: &Path) {
+    let api = |ns: &Ns, at: &str, path: &str| http_get(ns, sa(at), path, Duration::from_secs(3));
+    let grew_by = |before: &std::collections::BTreeMap<String, u64>, k: &str| {
+        counters(appl).get(k).copied().unwrap_or(0).saturating_sub(before.get(k).copied().unwrap_or(0))
+    };
+
+    // 1. A source of another zone, no route back through the sender: the reverse-path check
+    //    drops it before any conduit sees it; from every zone.
+    for (what, ns, link, spoofed, to) in [
+        ("the field posing as management", field, "f1", "169.254.1.77", "10.20.0.1:8080"),
+        ("the DMZ posing as management", dmz, "d1", "169.254.1.78", "10.99.0.1:8080"),
+        ("management posing as the field", mgmt, "m1", "10.20.0.77", "169.254.1.1:1883"),
+        ("the DMZ posing as the field", dmz, "d1", "10.20.0.78", "10.99.0.1:1883"),
+        ("the field posing as the DMZ", field, "f1", "10.99.0.77", "10.20.0.1:1883"),
+    ] {
+        let before = counters(appl);
+        assert!(!spoof_tcp(ns, link, spoofed, sa(to)), "{what} ({spoofed} -> {to}) got through");
+        assert!(
+            grew_by(&before, "prerouting/spoofed: the source is not routed back through its interface") >= 1,
+            "{what}: not dropped as spoofed: {:?}",
+            counters(appl)
+        );
+        for k in ["conduit_operator_api/conduit_operator_api", "conduit_field_mqtt/conduit_field_mqtt"] {
+            assert_eq!(grew_by(&before, k), 0, "{what}: conduit {k} counted a spoofed packet");
+        }
+    }
+    // The management zone is bound to its interface as well: with a route back through the
+    // field's link (the reverse path passes), the field still cannot pose as management.
+    ok(appl, &["route", "add", "169.254.1.79/32", "via", "10.20.0.10", "dev", "f0"]);
+    assert!(!spoof_tcp(field, "f1", "169.254.1.79", sa("10.20.0.1:8080")), "the field reached the API as management");
+    ok(appl, &["route", "del", "169.254.1.79/32"]);
+
+    // 2. IPv6 link-local is each link's own: the box's fe80:: address answers the API and
+    //    echo on the management link only.
+    for (what, ns, link, appl_if, allowed) in [
+        ("management", mgmt, "m1", "enp0s1", true),
+        ("the field", field, "f1", "f0", false),
+        ("the DMZ", dmz, "d1", "d0", false),
+    ] {
+        let ll = link_local(appl, appl_if);
+        let scope = netns::ifindex(ns, link).unwrap();
+        let to = SocketAddr::V6(std::net::SocketAddrV6::new(ll, 8080, 0, scope));
+        assert_eq!(tcp_open(ns, to, SHORT), allowed, "{what}: the API at {ll}%{link}");
+        assert_eq!(netns::ping(ns, &format!("{ll}%{link}"), None), allowed, "{what}: ICMPv6 echo to {ll}%{link}");
+    }
+    assert!(netns::ping(mgmt, "169.254.1.1", None), "operator-ping from management");
+    assert!(!netns::ping(field, "10.20.0.1", None), "echo from the field");
+    assert!(!netns::ping(dmz, "10.99.0.1", None), "echo from the DMZ");
+
+    // 3. DHCP only where the box takes its address by it (management, DHCPv4): the box's
+    //    requests go out there alone, and servers' replies come in there alone.
+    let servers: Vec<(&str, &Ns, netns::UdpResponder)> =
+        [("field", field, "10.20.0.10"), ("dmz", dmz, "10.99.0.10"), ("management", mgmt, "169.254.1.10")]
+            .into_iter()
+            .map(|(w, ns, at)| (w, ns, netns::UdpResponder::start(ns, sa(&format!("{at}:67")), b"dhcp-offer").unwrap()))
+            .collect();
+    for (what, from, to, allowed) in [
+        ("into the field", "10.20.0.1:68", "10.20.0.10:67", false),
+        ("into the DMZ", "10.99.0.1:68", "10.99.0.10:67", false),
+        ("into management", "169.254.1.1:68", "169.254.1.10:67", true),
+    ] {
+        let got = netns::udp_ask_from(appl, sa(from), sa(to), b"dhcp-discover", SHORT);
+        assert_eq!(got.is_some(), allowed, "a DHCP request {what}");
+    }
+    for (w, _, r) in &servers {
+        let served = r.served.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(served > 0, *w == "management", "the {w} DHCP server heard the box {served} times");
+    }
+    drop(servers);
+    let client = netns::UdpResponder::start(appl, sa("0.0.0.0:68"), b"dhcp-request").unwrap();
+    for (what, ns, from, to, allowed) in [
+        ("from the DMZ", dmz, "10.99.0.10:67", "10.99.0.1:68", false),
+        ("from the field", field, "10.20.0.10:67", "10.20.0.1:68", false),
+        ("from management", mgmt, "169.254.1.10:67", "169.254.1.1:68", true),
+    ] {
+        let got = netns::udp_ask_from(ns, sa(from), sa(to), b"dhcp-offer", SHORT);
+        assert_eq!(got.is_some(), allowed, "a DHCP reply {what} reached the box's client port");
+    }
+    assert_eq!(client.served.load(std::sync::atomic::Ordering::Relaxed), 1, "only management's offer reached the box");
+    drop(client);
+
+    // 4. A bay sensor's credentials on a barrier's topic: the broker's ACL follows the kind.
+    let occupied = || {
+        let (_, body) = api(mgmt, "169.254.1.1:8080", "/api/v1/occupancy").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["occupied"].as_u64().unwrap()
+    };
+    let before = occupied();
+    for _ in 0..3 {
+        let (code, out) = publish(field, "10.20.0.1:1883", "bay-001", secrets, "barrier", "bay-001", "entry");
+        assert_eq!(code, 0, "QoS 1 is acknowledged even when the ACL drops it: {out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(occupied(), before, "a bay sensor moved the car count");
+    // The barrier itself still does.
+    let (code, out) = publish(field, "10.20.0.1:1883", "gate-1", secrets, "barrier", "gate-1", "entry");
+    assert_eq!(code, 0, "{out}");
+    wait_until("the barrier's entry to count", 10, || occupied() == before + 1);
+
+    // 5. A field device asking for the controller's client id takes nobody's session: the
+    //    broker names each client after its user.
+    let log_before = fs::read_to_string(controller_log).unwrap_or_default().len();
+    for id in ["controller", "parking-controller"] {
+        let (code, out) = publish_as(field, "10.20.0.1:1883", "gate-1", secrets, Some(id), "barrier", "gate-1", "exit");
+        assert_eq!(code, 0, "{out}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, health) = api(mgmt, "169.254.1.1:8080", "/health").unwrap();
+    assert_eq!(s, 200, "{health}");
+    assert!(health.contains("\"mqtt\":\"connected\""), "{health}");
+    let log = fs::read_to_string(controller_log).unwrap_or_default();
+    assert!(
+        !log[log_before..].contains("mqtt:"),
+        "the controller's broker session was disturbed: {}",
+        &log[log_before..]
+    );
 }
 
 struct Phase<'a> {
@@ -462,7 +649,7 @@ fn check_phase(p: &Phase) {
     assert!(occ.contains("\"occupied\":"), "{occ}");
     if let Some(scope) = p.mgmt_v6_scope {
         // The API over IPv6 link-local, from the management side of the link.
-        let appl_ll = link_local(p.appl, "m0");
+        let appl_ll = link_local(p.appl, "enp0s1");
         let to = SocketAddr::V6(std::net::SocketAddrV6::new(appl_ll, 8080, 0, scope));
         let (s, body) = http_get(p.mgmt, to, "/health", Duration::from_secs(3)).unwrap();
         assert_eq!(s, 200, "{body}");

@@ -51,6 +51,7 @@ fn made(img: &[u8]) -> Made {
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: CHUNK,
+        cmdline: None,
         payloads: vec![p],
     };
     Made { manifest, payload_zst: z }

@@ -35,6 +35,7 @@ fn good() -> Manifest {
         build_manifest: format!("sha256:{}", digest('0')),
         hash: "sha256".into(),
         chunk_size: MI,
+        cmdline: None,
         payloads: vec![payload("root.img", Target::Root, 3 * MI + 1, MI)],
     }
 }
@@ -159,13 +160,13 @@ fn product_names_are_plain_and_at_most_128_bytes() {
 
 #[test]
 fn format_hash_and_compression_are_known_values_only() {
-    for f in [0, 3, u32::MAX] {
+    for f in [0, 4, u32::MAX] {
         let mut m = good();
         m.format = f;
-        assert_eq!(refused(&m), format!("manifest: format {f} is not known (this agent reads formats 1 to 2)"));
+        assert_eq!(refused(&m), format!("manifest: format {f} is not known (this agent reads formats 1 to 3)"));
     }
-    // Format 1 (no provenance) is still read, and so is format 2.
-    for f in [1, 2] {
+    // Format 1 (no provenance) is still read, and so are 2 and 3.
+    for f in [1, 2, 3] {
         let mut m = good();
         m.format = f;
         m.check().unwrap();
@@ -329,4 +330,29 @@ fn escape_keeps_printable_text_and_defuses_everything_else() {
     assert_eq!(escape(&"é".repeat(121)).matches("\\u{e9}").count(), 120, "counted in characters, not bytes");
     let n = bundle::EntryName::new("root.img.zst").unwrap();
     assert_eq!((n.to_string(), n.as_str()), ("root.img.zst".to_string(), "root.img.zst"));
+}
+
+#[test]
+fn the_kernel_command_line_is_format_3_plain_words_and_names_no_root() {
+    let mut m = good();
+    m.cmdline = Some("rootfstype=squashfs ro quiet panic=10".into());
+    assert_eq!(refused(&m), "manifest: a cmdline needs format 3");
+    m.format = 3;
+    m.check().unwrap();
+    for (bad, msg) in [
+        ("ro\ninit=/bin/sh", "cmdline: words of printable ASCII separated by single spaces"),
+        ("ro  quiet", "cmdline: words of printable ASCII separated by single spaces"),
+        (" ro", "cmdline: words of printable ASCII separated by single spaces"),
+        ("ro\u{1b}[2J", "cmdline: words of printable ASCII separated by single spaces"),
+        ("ro root=/dev/sda1", "cmdline: no `root=` (the agent names the slot it writes)"),
+        ("", "cmdline: 1 to 2048 bytes"),
+    ] {
+        m.cmdline = Some(bad.into());
+        assert_eq!(refused(&m), format!("manifest: {msg}"), "{bad:?}");
+    }
+    // At its bound, and one byte past it.
+    m.cmdline = Some("x".repeat(bundle::MAX_CMDLINE));
+    m.check().unwrap();
+    m.cmdline = Some("x".repeat(bundle::MAX_CMDLINE + 1));
+    assert_eq!(refused(&m), "manifest: cmdline: 1 to 2048 bytes");
 }

@@ -10,7 +10,15 @@ use trust::{Expect, Prehash, SecretKey, SignatureFile};
 
 use super::{CHUNK, image, key, policy};
 
-const STATEMENT: &[u8] = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"root.img","digest":{"sha256":"00"}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{}}"#;
+/// An in-toto statement whose subject is `img` (the bundle's root payload).
+fn statement(img: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"root.img","digest":{{"sha256":"{}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#,
+        hex::encode(sha2::Sha256::digest(img))
+    )
+    .into_bytes()
+}
 
 fn stranger() -> SecretKey {
     SecretKey::from_seed([9; 32], [9, 9, 9, 9, 9, 9, 9, 9])
@@ -35,6 +43,7 @@ fn with_provenance(statement: &[u8], img: &[u8]) -> P {
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: CHUNK,
+        cmdline: None,
         payloads: vec![p, r],
     };
     manifest.check().unwrap();
@@ -69,10 +78,12 @@ fn bytes(p: &P, extra: &[(String, String)]) -> Vec<u8> {
 #[test]
 fn the_envelope_is_handed_out_once_the_statement_is_whole_and_its_signatures_met_the_policy() {
     let img = image(200_000);
-    let p = with_provenance(STATEMENT, &img);
+    let stmt = statement(&img);
+    let stmt_ref = &stmt[..];
+    let p = with_provenance(stmt_ref, &img);
     // One good signature, and one by a key the policy does not hold (it does not count and
     // does not go into the envelope).
-    let b = bytes(&p, &[dsse_entry(&key(), STATEMENT), dsse_entry(&stranger(), STATEMENT)]);
+    let b = bytes(&p, &[dsse_entry(&key(), stmt_ref), dsse_entry(&stranger(), stmt_ref)]);
     let mut vb = bundle::open(&b[..], &policy(), Expect::default()).unwrap();
     assert!(vb.provenance().is_none(), "an envelope before its statement was read");
     let mut buf = Vec::new();
@@ -84,11 +95,11 @@ fn the_envelope_is_handed_out_once_the_statement_is_whole_and_its_signatures_met
             statement.extend_from_slice(&buf);
         }
     }
-    assert_eq!(statement, STATEMENT);
+    assert_eq!(statement, stmt_ref);
     let (env, report) = vb.provenance().unwrap();
     assert_eq!(bundle::roles_line(report), "release 1/1");
     assert_eq!(env.payload_type, IN_TOTO);
-    assert_eq!(env.payload_bytes().unwrap(), STATEMENT);
+    assert_eq!(env.payload_bytes().unwrap(), stmt_ref);
     assert_eq!(env.signatures.len(), 1, "only the signature that counted");
     assert_eq!(env.signatures[0].keyid, key().id().to_string());
     // The envelope stands on its own: the same policy accepts it.
@@ -148,15 +159,17 @@ fn read_all(b: &[u8]) -> (Vec<u8>, Result<(), bundle::Error>) {
 #[test]
 fn provenance_signatures_short_of_the_policy_refuse_the_bundle_before_the_root_payload() {
     let img = image(100_000);
-    let p = with_provenance(STATEMENT, &img);
-    let good = dsse_entry(&key(), STATEMENT);
+    let stmt = statement(&img);
+    let stmt_ref = &stmt[..];
+    let p = with_provenance(stmt_ref, &img);
+    let good = dsse_entry(&key(), stmt_ref);
     let name = good.0.clone();
-    let mut other = STATEMENT.to_vec();
+    let mut other = stmt_ref.to_vec();
     other[10] ^= 1;
     type Entries = Vec<(String, String)>;
     let cases: Vec<(&str, Entries, &str)> = vec![
         ("none", vec![], "no signatures (release 0/1)"),
-        ("a stranger's", vec![dsse_entry(&stranger(), STATEMENT)], "is not in the trust policy"),
+        ("a stranger's", vec![dsse_entry(&stranger(), stmt_ref)], "is not in the trust policy"),
         ("over other bytes", vec![(name.clone(), dsse_entry(&key(), &other).1)], "release 0/1"),
         ("not JSON", vec![(name.clone(), "not json".into())], "release 0/1"),
         (
@@ -166,7 +179,7 @@ fn provenance_signatures_short_of_the_policy_refuse_the_bundle_before_the_root_p
         ),
         (
             "the manifest's minisig format",
-            vec![(name.clone(), SignatureFile::sign(&key(), &Prehash::of_bytes(STATEMENT), "x").unwrap().to_file())],
+            vec![(name.clone(), SignatureFile::sign(&key(), &Prehash::of_bytes(stmt_ref), "x").unwrap().to_file())],
             "release 0/1",
         ),
     ];
@@ -187,8 +200,10 @@ fn provenance_signatures_short_of_the_policy_refuse_the_bundle_before_the_root_p
 
 #[test]
 fn a_statement_swapped_under_its_signatures_is_a_hash_mismatch() {
-    let p = with_provenance(STATEMENT, &image(70_000));
-    let mut other = STATEMENT.to_vec();
+    let stmt = statement(&image(70_000));
+    let stmt_ref = &stmt[..];
+    let p = with_provenance(stmt_ref, &image(70_000));
+    let mut other = stmt_ref.to_vec();
     other[20] ^= 0x20;
     let q = with_provenance(&other, &image(70_000));
     let mut swapped = P { manifest: p.manifest.clone(), zst: vec![q.zst[0].clone(), p.zst[1].clone()] };
@@ -218,14 +233,16 @@ fn open_err(b: &[u8]) -> bundle::Error {
 
 #[test]
 fn provenance_signature_entries_are_bounded_named_ordered_and_declared() {
-    let p = with_provenance(STATEMENT, &image(70_000));
+    let stmt = statement(&image(70_000));
+    let stmt_ref = &stmt[..];
+    let p = with_provenance(stmt_ref, &image(70_000));
     let text = toml::to_string(&p.manifest).unwrap();
     let minisig = (
         format!("manifest.toml.{}.minisig", key().id()),
         SignatureFile::sign(&key(), &Prehash::of_bytes(text.as_bytes()), "x").unwrap().to_file().into_bytes(),
     );
     let manifest = ("manifest.toml".to_string(), text.clone().into_bytes());
-    let (dname, dtext) = dsse_entry(&key(), STATEMENT);
+    let (dname, dtext) = dsse_entry(&key(), stmt_ref);
     let dsse = (dname.clone(), dtext.clone().into_bytes());
     let check = |entries: Vec<(String, Vec<u8>)>, code: Code, msg: &str| {
         let e = open_err(&raw(&entries));
@@ -290,7 +307,25 @@ fn provenance_signature_entries_are_bounded_named_ordered_and_declared() {
 #[test]
 fn a_dsse_signature_entry_is_the_file_sign_writes() {
     // `cargo xtask sign provenance.json` writes `{"keyid", "sig"}`; the entry holds the same.
-    let (_, text) = dsse_entry(&key(), STATEMENT);
+    let (_, text) = dsse_entry(&key(), &statement(b"x"));
     let s: Signature = serde_json::from_str(&text).unwrap();
     assert_eq!(s.keyid, key().id().to_string());
+}
+
+#[test]
+fn a_validly_signed_statement_of_another_image_is_refused_before_the_root_payload() {
+    // Signed by the vendor, for another build: it does not name this bundle's image.
+    let img = image(100_000);
+    let elsewhere = statement(&image(90_000));
+    let p = with_provenance(&elsewhere, &img);
+    let (root, r) = read_all(&bytes(&p, &[dsse_entry(&key(), &elsewhere)]));
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Code::HashMismatch, "{e}");
+    assert!(e.to_string().starts_with("the provenance statement does not describe this bundle's image"), "{e}");
+    assert!(root.is_empty(), "root bytes were handed out");
+    // A statement that is not JSON, or names no subject, describes nothing.
+    for bad in [&b"not json"[..], br#"{"subject":[]}"#, br#"{"subject":[{"digest":{"sha256":7}}]}"#] {
+        assert!(!bundle::statement_names(bad, "ab"), "{}", String::from_utf8_lossy(bad));
+    }
+    assert!(!bundle::statement_names(&statement(b""), ""), "no image to name: nothing matches");
 }

@@ -218,3 +218,18 @@ fn two_archives_differ_exactly_where_their_trees_do() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("etc/other: a mode 644"), "{lines:?}");
 }
+
+#[test]
+#[ignore = "system: needs root (chroot) and Debian's mosquitto on the host; run by `cargo xtask test`"]
+fn a_unit_that_parses_network_input_without_a_sandbox_fails_the_check_naming_it() {
+    // The host's own tree, chrooted like an image's: Debian's mosquitto.service carries no
+    // sandbox (9.6 "UNSAFE"), its systemd-networkd.service systemd's own (within its bound).
+    assert!(Path::new("/lib/systemd/system/mosquitto.service").exists(), "install mosquitto (`cargo xtask test` does)");
+    let sh = xshell::Shell::new().unwrap();
+    let e = image::sandbox::check(&sh, Path::new("/")).unwrap_err().to_string();
+    assert!(
+        e.contains("mosquitto.service (it parses every field device's MQTT) scores 9.6, above its bound 2.0"),
+        "{e}"
+    );
+    assert!(!e.contains("systemd-networkd.service"), "{e}");
+}

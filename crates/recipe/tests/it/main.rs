@@ -329,6 +329,7 @@ name = "mgmt"
 description = "Management"
 security_level = "SL3"
 ranges = ["169.254.0.0/16"]
+interfaces = ["eth1"]
 
 [[conduit]]
 name = "field-mqtt"
@@ -375,6 +376,6 @@ fn a_zone_problem_points_at_the_field_it_is_about() {
         ("name = \"field\"", "name = \"field\\\"; accept\""),
         "accept",
         8,
-        "zone name `field\\\"; accept` must be a-z 0-9 -, starting with a letter, at most 31 characters (it goes into the firewall's rules)\n  also recipes/pc.toml:35:8: conduit `field-mqtt`: from = `field` is not a declared zone (zones: appliance, field\\\"; accept, mgmt)",
+        "zone name `field\\\"; accept` must be a-z 0-9 -, starting with a letter, at most 31 characters (it goes into the firewall's rules)\n  also recipes/pc.toml:36:8: conduit `field-mqtt`: from = `field` is not a declared zone (zones: appliance, field\\\"; accept, mgmt)",
     );
 }

@@ -335,9 +335,12 @@ fn a_release_bundle_waits_for_its_signers_and_a_signed_manifest_is_never_replace
 /// listing both outputs by digest (as `cargo xtask build` writes it).
 fn build_dir_with_provenance() -> tempfile::TempDir {
     let d = build_dir("release");
-    let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"https://slsa.dev/provenance/v1","predicate":{}}"#;
-    fs::write(d.path().join("provenance.json"), statement).unwrap();
     let sha = |n: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(fs::read(d.path().join(n)).unwrap()));
+    let statement = format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"root.img","digest":{{"sha256":"{}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#,
+        sha("root.img")
+    );
+    fs::write(d.path().join("provenance.json"), statement).unwrap();
     let bm = format!(
         "{BUILD}\n[outputs.\"provenance.json\"]\nsha256 = \"{}\"\n\n[outputs.\"root.img\"]\nsha256 = \"{}\"\n",
         sha("provenance.json"),
@@ -395,7 +398,7 @@ fn a_bundle_carries_the_provenance_once_its_dsse_signatures_meet_the_policy_too(
     assert_eq!(payloads, ["provenance.json.zst", "root.img.zst"]);
     let (rep, m) = bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "t", &policy, trust::Expect::default());
     assert!(rep.accepted, "{}", rep.render_text());
-    assert_eq!(m.unwrap().format, 2);
+    assert_eq!(m.unwrap().format, bundle::FORMAT);
     assert_eq!(rep.bundle.unwrap().provenance.as_deref(), Some("release 2/2, approval 1/1"));
 
     // Nothing changed: the bundle is up to date and not written again (same file).

@@ -11,6 +11,11 @@ use crate::{CHUNK, Dev, PRODUCT, SLOT_SIZE, image, key};
 
 /// A signed bundle of `parts` (name, target, bytes), in order.
 fn bundle_of(version: &str, parts: &[(&str, Target, &[u8])]) -> Vec<u8> {
+    bundle_with(version, parts, None)
+}
+
+/// The same, format 3 with the slot's kernel command line when `cmdline` is given.
+fn bundle_with(version: &str, parts: &[(&str, Target, &[u8])], cmdline: Option<&str>) -> Vec<u8> {
     let mut zst = Vec::new();
     let mut payloads = Vec::new();
     for (name, target, bytes) in parts {
@@ -19,7 +24,7 @@ fn bundle_of(version: &str, parts: &[(&str, Target, &[u8])]) -> Vec<u8> {
         zst.push(z);
     }
     let m = Manifest {
-        format: 2,
+        format: if cmdline.is_some() { 3 } else { 2 },
         product: PRODUCT.into(),
         version: product::Version::parse(version).unwrap(),
         security_version: 2,
@@ -28,6 +33,7 @@ fn bundle_of(version: &str, parts: &[(&str, Target, &[u8])]) -> Vec<u8> {
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: CHUNK,
+        cmdline: cmdline.map(str::to_string),
         payloads,
     };
     let text = m.to_toml().unwrap();
@@ -138,4 +144,104 @@ fn a_slot_larger_than_its_payload_takes_it_and_keeps_the_rest() {
     assert_eq!(&slot[..root.len()], &root[..]);
     let installed = dev.audit().into_iter().rfind(|r| r["event"] == "installed").unwrap();
     assert_eq!(installed["size"].as_u64(), Some(root.len() as u64), "{installed}");
+}
+
+#[test]
+fn an_install_writes_the_slots_whole_boot_entry_and_every_run_puts_back_what_was_edited() {
+    let dev = Dev::new();
+    let entries = dev.root().join("esp/loader/entries");
+    let (root, kernel, initrd) = (image("2.0.0", 300_000), image("kernel", 150_000), image("initrd", 90_000));
+    let parts = |root: &[u8]| -> Vec<u8> {
+        bundle_with(
+            "2.0.0",
+            &[
+                ("root.img", Target::Root, root),
+                ("vmlinuz", Target::Kernel, &kernel),
+                ("initrd.img", Target::Initrd, &initrd),
+            ],
+            Some("rootfstype=squashfs ro quiet panic=10"),
+        )
+    };
+    // Slot b's entry edited on the ESP before the update: a root shell, slot a's kernel.
+    fs::create_dir_all(&entries).unwrap();
+    fs::write(
+        entries.join("slot-b+0.conf"),
+        "title b\nversion 0\nlinux /a/vmlinuz\ninitrd /b/initrd.img\noptions root=PARTLABEL=root-b ro init=/bin/sh\n",
+    )
+    .unwrap();
+    dev.install(&parts(&root)).unwrap();
+    let entry = fs::read_to_string(entries.join("slot-b+0.conf")).unwrap();
+    let body: Vec<&str> = entry
+        .lines()
+        .filter(|l| !l.starts_with("title ") && !l.starts_with("sort-key ") && !l.starts_with("version "))
+        .collect();
+    assert_eq!(
+        body,
+        [
+            "linux /b/vmlinuz",
+            "initrd /b/initrd.img",
+            "options root=PARTLABEL=root-b rootfstype=squashfs ro quiet panic=10"
+        ],
+        "the edited entry survived the update:\n{entry}"
+    );
+    let installed = dev.audit().into_iter().rfind(|r| r["event"] == "installed").unwrap();
+    assert_eq!(installed["boot_entry"], true, "{installed}");
+    let st = dev.state();
+    let rec = st.slot(sideload::Slot::B).boot.unwrap();
+    assert_eq!(rec.cmdline, "rootfstype=squashfs ro quiet panic=10");
+    assert_eq!(rec.kernel, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&kernel)));
+
+    // Edited again after the install: the next run of the agent writes it whole again, and
+    // says what it found.
+    let edited = entry.replace("panic=10", "panic=10 init=/bin/sh");
+    fs::write(entries.join("slot-b+0.conf"), &edited).unwrap();
+    let (code, _, err) = crate::powercut::sideload(&dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read_to_string(entries.join("slot-b+0.conf")).unwrap(), entry);
+    let restored = dev.audit().into_iter().rfind(|r| r["event"] == "boot-entry-restored").unwrap();
+    assert_eq!(restored["slot"], "b");
+    assert!(restored["found"].to_string().contains("init=/bin/sh"), "{restored}");
+    // Read-only commands change nothing, however the ESP looks.
+    fs::write(entries.join("slot-b+0.conf"), &edited).unwrap();
+    let (code, _, _) = crate::powercut::sideload(&dev, &["status"], None);
+    assert_eq!(code, Some(0));
+    assert_eq!(fs::read_to_string(entries.join("slot-b+0.conf")).unwrap(), edited);
+    // A second entry for the slot is an edit too.
+    fs::write(entries.join("slot-b+3.conf"), "linux /b/vmlinuz\noptions init=/bin/sh\n").unwrap();
+    crate::powercut::sideload(&dev, &["booted"], None);
+    let mut names: Vec<String> =
+        fs::read_dir(&entries).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["slot-b+0.conf"]);
+    assert_eq!(fs::read_to_string(entries.join("slot-b+0.conf")).unwrap(), entry);
+
+    // The kernel swapped on the ESP: it cannot be put back, so the slot leaves the rotation.
+    fs::write(dev.root().join("esp/b/vmlinuz"), b"evil kernel").unwrap();
+    let (code, _, err) = crate::powercut::sideload(&dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
+    let tampered = dev.audit().into_iter().rfind(|r| r["event"] == "boot-files-tampered").unwrap();
+    assert_eq!(
+        (&tampered["slot"], &tampered["file"]),
+        (&serde_json::json!("b"), &serde_json::json!("vmlinuz")),
+        "{tampered}"
+    );
+    assert_eq!(dev.state().slot(sideload::Slot::B).status, sideload::SlotStatus::Failed);
+    let (code, out, _) = crate::powercut::sideload(&dev, &["--json", "status"], None);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"failed\""), "{out}");
+
+    // Booted into a slot whose initrd was swapped: put back from the running image's own /boot.
+    let dev = Dev::new();
+    dev.install(&parts(&root)).unwrap();
+    crate::powercut::boot(&dev);
+    let own = dev.root().join("own-boot");
+    fs::create_dir_all(&own).unwrap();
+    fs::write(own.join("vmlinuz-6.1.0-x"), &kernel).unwrap();
+    fs::write(own.join("initrd.img-6.1.0-x"), &initrd).unwrap();
+    fs::write(dev.root().join("esp/b/initrd.img"), b"evil initrd").unwrap();
+    let (code, _, err) = crate::powercut::sideload(&dev, &["booted"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read(dev.root().join("esp/b/initrd.img")).unwrap(), initrd);
+    let restored = dev.audit().into_iter().rfind(|r| r["event"] == "boot-files-restored").unwrap();
+    assert_eq!((&restored["slot"], &restored["file"]), (&serde_json::json!("b"), &serde_json::json!("initrd.img")));
 }

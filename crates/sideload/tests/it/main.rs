@@ -99,6 +99,7 @@ pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: CHUNK,
+        cmdline: None,
         payloads: vec![p],
     };
     // Serialised without the writer's checks, so hostile manifests (an empty payload) can be made.
@@ -188,6 +189,7 @@ impl Dev {
             tries: 3,
             version: None,
             security_version: None,
+            cmdline: None,
         };
         Device::init_simulated(
             &dir.path().join("dev"),

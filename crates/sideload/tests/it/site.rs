@@ -27,6 +27,8 @@ name = "management"
 description = "OT management"
 security_level = "SL3"
 ranges = ["169.254.0.0/16"]
+interfaces = ["eth1"]
+dhcp = "ipv4"
 
 [[zone]]
 name = "plant-dmz"
@@ -91,6 +93,7 @@ impl Site {
             tries: 3,
             version: Some(product::Version::parse("1.0.0").unwrap()),
             security_version: Some(1),
+            cmdline: None,
         };
         Device::init_simulated(
             &dir.path().join("dev"),
@@ -216,7 +219,7 @@ impl Drop for Netns {
 
 fn profile(serial: u64, field: &str) -> String {
     format!(
-        "format = 1\nproduct = \"{PRODUCT}\"\nsite = \"terminal-7\"\nserial = {serial}\nhostname = \"parking-t7\"\nntp = [\"10.99.0.10\"]\n\n[zone.parking-field]\nranges = [\"{field}\"]\n\n[[device]]\nname = \"bay-001\"\npassword_hash = \"$7$101$c2FsdHNhbHQ=$aGFzaGhhc2g=\"\n"
+        "format = 1\nproduct = \"{PRODUCT}\"\nsite = \"terminal-7\"\nserial = {serial}\nhostname = \"parking-t7\"\nntp = [\"10.99.0.10\"]\n\n[zone.parking-field]\nranges = [\"{field}\"]\n\n[[device]]\nname = \"bay-001\"\nkind = \"bay\"\npassword_hash = \"$7$101$c2FsdHNhbHQ=$aGFzaGhhc2g=\"\n"
     )
 }
 
@@ -266,7 +269,7 @@ fn a_profile_signed_by_the_asset_owner_is_applied_recorded_and_audited() {
         rec["zones"],
         json!([
             {"name": "parking-field", "ranges": ["192.168.50.0/24"], "interfaces": []},
-            {"name": "management", "ranges": ["169.254.0.0/16"], "interfaces": []},
+            {"name": "management", "ranges": ["169.254.0.0/16"], "interfaces": ["eth1"]},
             {"name": "plant-dmz", "ranges": ["10.99.0.0/24"], "interfaces": []},
         ]),
         "{rec}"
@@ -372,6 +375,38 @@ fn every_bad_profile_is_refused_with_its_reason_and_changes_nothing() {
             s.signed("j", &profile(6, "192.168.70.0/24").replace("parking-t7", "$(reboot)")),
             "bad-site-profile",
             "hostname `$(reboot)`",
+        ),
+        (
+            "a host name longer than the kernel takes (65 bytes, valid RFC 1123)",
+            s.signed(
+                "j2",
+                &profile(6, "192.168.70.0/24").replace("parking-t7", &format!("{}.{}", "a".repeat(32), "b".repeat(32))),
+            ),
+            "bad-site-profile",
+            "64 in all (the kernel's limit)",
+        ),
+        (
+            "a profile of another site (same owner, higher serial)",
+            s.signed("j3", &profile(6, "192.168.70.0/24").replace("terminal-7", "airport-p3")),
+            "wrong-site",
+            "site profile is for site `airport-p3`, and this box is at site `terminal-7`",
+        ),
+        (
+            "a re-siting of another box (it leaves a site this box is not at)",
+            s.signed(
+                "j4",
+                &profile(6, "192.168.70.0/24")
+                    .replace("terminal-7", "airport-p3")
+                    .replace("serial = 6", "serial = 6\nresite_from = \"depot-2\""),
+            ),
+            "wrong-site",
+            "re-sites a box from `depot-2` to `airport-p3`, and this box is at site `terminal-7`",
+        ),
+        (
+            "a device of no kind",
+            s.signed("j5", &profile(6, "192.168.70.0/24").replace("kind = \"bay\"\n", "")),
+            "bad-site-profile",
+            "missing field `kind`",
         ),
         (
             "a profile larger than 256 KiB",
@@ -569,4 +604,110 @@ fn a_live_device_checks_then_loads_its_ruleset_and_with_nothing_loaded_it_stays_
         "{out}"
     );
     assert_eq!(ns.ruleset(), site, "a failed load changed the running rules");
+}
+
+#[test]
+fn a_box_keeps_its_site_until_the_owner_signs_a_resiting_and_an_old_resiting_is_never_replayed() {
+    let s = Site::new(true);
+    // The first profile makes the box a terminal-7 box.
+    s.agent().install_site(&s.signed("t7-1", &profile(1, "192.168.50.0/24"))).unwrap().unwrap();
+    let to_p3 = |serial: u64, from: &str| {
+        profile(serial, "192.168.80.0/24")
+            .replace("terminal-7", "airport-p3")
+            .replace(&format!("serial = {serial}"), &format!("serial = {serial}\nresite_from = \"{from}\""))
+    };
+    // Another site's profile, validly signed and newer: refused by its reason, nothing changes.
+    let e = s
+        .agent()
+        .install_site(&s.signed("p3-plain", &profile(9, "192.168.80.0/24").replace("terminal-7", "airport-p3")))
+        .unwrap_err();
+    assert_eq!(reason(&e), "wrong-site", "{e}");
+    assert!(s.rules().unwrap().contains("192.168.50.0/24"));
+    // A re-siting names the site it leaves; one that leaves itself is malformed.
+    let e = s.agent().install_site(&s.signed("p3-self", &to_p3(1, "airport-p3"))).unwrap_err();
+    assert_eq!(reason(&e), "bad-site-profile", "{e}");
+    assert!(e.to_string().contains("resite_from = `airport-p3` is the profile's own site"), "{e}");
+    // The owner moves the box: accepted, audited with where it came from.
+    let resite = s.signed("p3-1", &to_p3(1, "terminal-7"));
+    let msg = s.agent().install_site(&resite).unwrap().unwrap();
+    assert!(msg.starts_with("site profile airport-p3 serial 1 installed"), "{msg}");
+    assert!(s.rules().unwrap().contains("192.168.80.0/24"));
+    let (_, audit) = s.sideload(&["audit", "--json"]);
+    let rec: serde_json::Value = audit
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|r: &serde_json::Value| r["event"] == "site-profile-installed")
+        .unwrap();
+    assert_eq!((&rec["site"], &rec["resited_from"]), (&json!("airport-p3"), &json!("terminal-7")), "{rec}");
+    // Now terminal-7's newer profiles are another site's.
+    let e = s.agent().install_site(&s.signed("t7-2", &profile(2, "192.168.50.0/24"))).unwrap_err();
+    assert_eq!(reason(&e), "wrong-site", "{e}");
+    // Moved back by a new re-siting (terminal-7's serial must beat the 1 it had)...
+    let back = profile(2, "192.168.50.0/24").replace("serial = 2", "serial = 2\nresite_from = \"airport-p3\"");
+    s.agent().install_site(&s.signed("t7-back", &back)).unwrap().unwrap();
+    // ...the old re-siting to airport-p3 replayed is refused: airport-p3 had serial 1 already.
+    let e = s.agent().install_site(&resite).unwrap_err();
+    assert_eq!(reason(&e), "site-rollback", "{e}");
+    assert!(
+        e.to_string().contains("serial 1 is not newer than serial 1 this box already had for site airport-p3"),
+        "{e}"
+    );
+    assert!(s.rules().unwrap().contains("192.168.50.0/24"));
+    let st = sideload::state::load(&s.root().join("data")).unwrap().unwrap();
+    assert_eq!(st.site.as_ref().map(|r| (r.site.as_str(), r.serial)), Some(("terminal-7", 2)));
+    assert_eq!(st.site_serials.get("airport-p3"), Some(&1));
+}
+
+#[test]
+fn the_box_interface_configuration_and_the_broker_acl_follow_the_zones_and_devices_in_force() {
+    let s = Site::new(true);
+    let (code, out) = s.sideload(&["firewall"]);
+    assert_eq!(code, 0, "{out}");
+    // Image defaults: the management zone's interface by DHCP; nothing else configured, no
+    // field device may write anything.
+    let net = s.root().join("run/network");
+    let names = |d: &Path| {
+        let mut v: Vec<String> =
+            fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&net), vec!["50-airlock-management.network"]);
+    let m = fs::read_to_string(net.join("50-airlock-management.network")).unwrap();
+    assert!(
+        m.contains("[Match]\nName=eth1\n") && m.contains("DHCP=ipv4\n") && m.contains("LinkLocalAddressing=no\n"),
+        "{m}"
+    );
+    let acl = fs::read_to_string(s.root().join("run/mqtt/devices.acl")).unwrap();
+    assert!(
+        !acl.lines().any(|l| l.starts_with("user ") || l.starts_with("topic ") || l.starts_with("pattern ")),
+        "{acl}"
+    );
+    // A profile binds the field to its interface with a static address, and lists a bay, a
+    // barrier and a camera: each gets the one topic of its kind.
+    let text = profile(1, "192.168.50.0/24").replace(
+        "[zone.parking-field]\nranges = [\"192.168.50.0/24\"]\n",
+        "[zone.parking-field]\nranges = [\"192.168.50.0/24\"]\ninterfaces = [\"eth2\"]\naddresses = [\"192.168.50.1/24\"]\n",
+    ) + "\n[[device]]\nname = \"gate-1\"\nkind = \"barrier\"\npassword_hash = \"$7$101$c2FsdHNhbHQ=$aGFzaGhhc2g=\"\n\n[[device]]\nname = \"cam-1\"\nkind = \"camera\"\npassword_hash = \"$7$101$c2FsdHNhbHQ=$aGFzaGhhc2g=\"\n";
+    s.agent().install_site(&s.signed("s1", &text)).unwrap().unwrap();
+    assert_eq!(names(&net), vec!["50-airlock-management.network", "50-airlock-parking-field.network"]);
+    let f = fs::read_to_string(net.join("50-airlock-parking-field.network")).unwrap();
+    assert!(f.contains("Name=eth2\n") && f.contains("DHCP=no\n") && f.contains("Address=192.168.50.1/24\n"), "{f}");
+    let acl = fs::read_to_string(s.root().join("run/mqtt/devices.acl")).unwrap();
+    let body: Vec<&str> = acl.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert_eq!(
+        body,
+        [
+            "user bay-001",
+            "topic write parking/bays/bay-001/state",
+            "user gate-1",
+            "topic write parking/barriers/gate-1/event",
+            "user cam-1",
+            "topic write parking/cameras/cam-1/read",
+        ]
+    );
+    // The next profile drops the field's interface: its generated file goes.
+    s.agent().install_site(&s.signed("s2", &profile(2, "192.168.50.0/24"))).unwrap().unwrap();
+    assert_eq!(names(&net), vec!["50-airlock-management.network"]);
 }

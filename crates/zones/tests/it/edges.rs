@@ -204,7 +204,9 @@ fn with(extra: &str) -> Result<SiteProfile, String> {
 }
 
 fn devices(n: usize) -> String {
-    (0..n).map(|i| format!("\n[[device]]\nname = \"bay-{i}\"\npassword_hash = \"$6$s$h{i}\"\n")).collect()
+    (0..n)
+        .map(|i| format!("\n[[device]]\nname = \"bay-{i}\"\nkind = \"bay\"\npassword_hash = \"$6$s$h{i}\"\n"))
+        .collect()
 }
 
 #[test]
@@ -224,7 +226,7 @@ fn a_site_profile_at_each_bound_and_one_past_it() {
     // Devices: 2000, not 2001; each named and hashed, once.
     with(&devices(zones::MAX_DEVICES)).unwrap();
     assert_eq!(with(&devices(zones::MAX_DEVICES + 1)).unwrap_err(), "device: 2001 devices, at most 2000");
-    let one = "\n[[device]]\nname = \"bay-1\"\npassword_hash = \"$6$s$h\"\n";
+    let one = "\n[[device]]\nname = \"bay-1\"\nkind = \"bay\"\npassword_hash = \"$6$s$h\"\n";
     assert_eq!(
         with(&one.replace("bay-1", "Bay 1")).unwrap_err(),
         "device[0].name `Bay 1`: a-z 0-9 -, at most 64 characters, not `controller`"
@@ -260,7 +262,7 @@ fn a_site_profile_at_each_bound_and_one_past_it() {
     for (r, i) in [(65, 1), (1, 65)] {
         assert_eq!(
             SiteProfile::parse(zone(r, i).as_bytes()).unwrap_err(),
-            "zone.plant-dmz: at most 64 ranges and 64 interfaces"
+            "zone.plant-dmz: at most 64 ranges, 64 interfaces and 64 addresses"
         );
     }
     // Zones: as many as a model holds (256), not one more.

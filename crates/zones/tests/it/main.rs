@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod edges;
+mod perimeter;
 
 use zones::{Field, Item, Model, Origin, SiteProfile};
 
@@ -20,6 +21,8 @@ name = "management"
 description = "OT management"
 security_level = "SL3"
 ranges = ["169.254.0.0/16", "fe80::/10"]
+interfaces = ["mgmt0"]
+dhcp = "ipv4"
 
 [[zone]]
 name = "plant-dmz"
@@ -52,15 +55,15 @@ ports = [123]
 purpose = "NTP"
 "#;
 
-fn model() -> Model {
+pub(crate) fn model() -> Model {
     Model::parse(DEFAULT).unwrap()
 }
 
-fn problems(m: &Model) -> Vec<(Item, Field, String)> {
+pub(crate) fn problems(m: &Model) -> Vec<(Item, Field, String)> {
     m.check().expect_err("must be refused").into_iter().map(|p| (p.item, p.field, p.message)).collect()
 }
 
-fn origin() -> Origin {
+pub(crate) fn origin() -> Origin {
     Origin { image: "test 1.0.0".into(), site: String::new() }
 }
 
@@ -349,6 +352,8 @@ fn every_generated_ruleset_is_accepted_by_nft() {
             description: "synthetic".into(),
             security_level: zones::SecurityLevel::SL2,
             interfaces: vec![],
+            dhcp: zones::Dhcp::No,
+            addresses: vec![],
             ranges: vec![
                 format!("10.{}.{}.0/24", 100 + i / 250, i % 250).parse().unwrap(),
                 format!("fd00:{i:x}::/64").parse().unwrap(),
