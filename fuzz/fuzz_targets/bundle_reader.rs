@@ -49,9 +49,15 @@ fn fixture() -> &'static Fixture {
             build_manifest: format!("sha256:{}", "0".repeat(64)),
             hash: "sha256".into(),
             chunk_size: 64 << 10,
-            payloads: vec![p],
+            cmdline: None,
+            payloads: vec![p.clone()],
         };
-        let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[]}"#;
+        // The statement names the root image (a bundle whose statement does not is refused).
+        let statement = format!(
+            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"root.img","digest":{{"sha256":"{}"}}}}]}}"#,
+            p.sha256
+        );
+        let statement = statement.as_bytes();
         let mut statement_zst = Vec::new();
         let sp = bundle::compress_payload(
             bundle::PROVENANCE,

@@ -23,6 +23,8 @@ pub enum Which {
     Install,
     Boot,
     Firewall,
+    /// The parking controller's API under floods (wrk as the honest client).
+    Api,
 }
 
 #[derive(Args, Debug)]
@@ -40,6 +42,12 @@ pub struct Bench {
     /// Runs per timed figure (the median is shown, with the spread).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// `bench api`: the controller binary to measure (default: this checkout's, built).
+    #[arg(long)]
+    pub controller: Option<std::path::PathBuf>,
+    /// `bench api`: seconds of wrk per figure.
+    #[arg(long, default_value_t = 5)]
+    pub api_secs: u32,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -117,6 +125,7 @@ impl Bench {
             Some(Which::Install) => crate::bench_install::run(ctx, self.install_mib),
             Some(Which::Boot) => crate::bench_boot::run(ctx),
             Some(Which::Firewall) => crate::bench_firewall::run(ctx, &recipe, self.runs),
+            Some(Which::Api) => crate::bench_api::run(self.controller.clone(), self.api_secs),
             None => {
                 self.build(ctx)?;
                 self.verify()?;

@@ -6,6 +6,7 @@
 //! `{"ok": false, "exit_code": N, "error": "…"}` on stdout.
 
 mod bench;
+mod bench_api;
 mod bench_boot;
 mod bench_firewall;
 mod bench_install;

@@ -197,12 +197,16 @@ pub fn statement_names(statement: &[u8], image: &str) -> bool {
 }
 
 /// A bundle whose manifest signatures met the policy. The only way to get one is [`open`].
+///
+/// Its verified facts are read through accessors and cannot be edited: the chunk list the
+/// reader checks against, the security version the agent decides on, the digest it records
+/// are the signed manifest's, from `open` to `finish` (cf. tough's `Repository`).
 pub struct VerifiedBundle<R> {
     r: Counting<R>,
-    pub manifest: Manifest,
+    manifest: Manifest,
     /// `sha256:…` of the manifest bytes.
-    pub digest: String,
-    pub report: Report,
+    digest: String,
+    report: Report,
     pending: Option<Header>,
     next: usize,
     ended: bool,
@@ -210,6 +214,21 @@ pub struct VerifiedBundle<R> {
 }
 
 impl<R: Read> VerifiedBundle<R> {
+    /// The signed manifest, as verified.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// `sha256:…` of the signed manifest's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// What the manifest's signatures proved under the verifier's policy.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
     /// The provenance envelope (the statement and the DSSE signatures that verified), once
     /// its payload was read to its end and its signatures met the policy; `None` before that
     /// or when the bundle carries no provenance.

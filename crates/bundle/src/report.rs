@@ -192,14 +192,14 @@ pub fn verify_stream<R: Read>(
             return (report, None);
         }
     };
-    (report.signers, report.roles) = signer_lines(&vb.report);
-    let m = vb.manifest.clone();
+    (report.signers, report.roles) = signer_lines(vb.report());
+    let m = vb.manifest().clone();
     report.bundle = Some(BundleFacts {
         product: m.product.clone(),
         version: m.version.to_string(),
         security_version: m.security_version,
         channel: m.channel.to_string(),
-        manifest: vb.digest.clone(),
+        manifest: vb.digest().to_string(),
         payload_bytes: 0,
         provenance: None,
     });

@@ -62,7 +62,7 @@ pub struct Limits {
 }
 
 pub const LIMITS: Limits = Limits {
-    max_connections: 256,
+    max_connections: 1024,
     max_per_client: 16,
     max_health_connections: 8,
     max_header_bytes: 16 * 1024,

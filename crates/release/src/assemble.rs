@@ -138,16 +138,16 @@ fn up_to_date(
     let expect = Expect { product: Some(&info.product), version: Some(&version) };
     let Ok(vb) = bundle::open(BufReader::new(f), policy, expect) else { return Ok(None) };
     let output_sha = |name: &str| output_sha(bm_text, name);
-    let m = &vb.manifest;
+    let m = vb.manifest();
     let same = toml::to_string(m).is_ok()
         && m.build_manifest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes())))
         && m.previous_manifest == previous_manifest
         && m.payloads.iter().all(|p| output_sha(&p.name).as_deref() == Some(p.sha256.as_str()))
-        && vb.digest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(&beside)));
+        && vb.digest() == format!("sha256:{}", hex::encode(sha2::Sha256::digest(&beside)));
     if !same {
         return Ok(None);
     }
-    let report = vb.report.clone();
+    let report = vb.report().clone();
     let provenance = match m.payloads.iter().find(|p| p.target == Target::Provenance) {
         Some(p) => Some(provenance_signatures(dir, policy, &p.sha256)?.1),
         None => None,

@@ -104,11 +104,11 @@ fn inactive_room(dev: &Device, boot: &BootState) -> Result<decide::Room, Error> 
 fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> Accepted {
     Accepted {
         bundle: name.to_string(),
-        version: vb.manifest.version.to_string(),
-        security_version: vb.manifest.security_version,
-        manifest: vb.digest.clone(),
+        version: vb.manifest().version.to_string(),
+        security_version: vb.manifest().security_version,
+        manifest: vb.digest().to_string(),
         signers: vb
-            .report
+            .report()
             .signers()
             .iter()
             .filter(|s| s.verified())
@@ -306,16 +306,22 @@ impl Agent {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
         let room = inactive_room(&self.dev, &boot)?;
-        let target =
-            decide::acceptable(&self.state, &boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), room, opts)?;
+        let target = decide::acceptable(
+            &self.state,
+            &boot,
+            &self.dev.config,
+            &candidate(vb.manifest(), vb.digest()),
+            room,
+            opts,
+        )?;
         let acc = accepted(name, &vb, target);
         let slot_path = self.slot_path(target)?;
         // The slot's boot entry is written whole from the signed bundle's command line (or,
         // for a bundle of an older format, the running image's own): a device whose boot
         // entries the agent writes needs one of them before anything changes.
-        let cmdline = vb.manifest.cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
+        let cmdline = vb.manifest().cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
         let digest_of =
-            |t: bundle::Target| vb.manifest.payloads.iter().find(|p| p.target == t).map(|p| p.sha256.clone());
+            |t: bundle::Target| vb.manifest().payloads.iter().find(|p| p.target == t).map(|p| p.sha256.clone());
         let (kernel_sha, initrd_sha) = (digest_of(bundle::Target::Kernel), digest_of(bundle::Target::Initrd));
         if self.dev.slot_kernels && self.dev.sim_root.is_none() && cmdline.is_none() {
             return Err(Error::Refused(
@@ -323,10 +329,10 @@ impl Agent {
                 "no kernel command line for the slot's boot entry: the bundle (format 3) and this image's device.toml carry none".into(),
             ));
         }
-        let chunk_size = vb.manifest.chunk_size;
+        let chunk_size = vb.manifest().chunk_size;
         // The provenance statement comes first and is checked (its DSSE signatures against
         // this device's policy) before anything changes.
-        let evidence = match vb.manifest.payloads.first().map(|p| p.target) {
+        let evidence = match vb.manifest().payloads.first().map(|p| p.target) {
             Some(bundle::Target::Provenance) => {
                 progress.phase("checking the provenance statement");
                 let mut buf = Vec::new();
@@ -343,7 +349,7 @@ impl Agent {
             _ => None,
         };
         let payload = vb
-            .manifest
+            .manifest()
             .payloads
             .iter()
             .find(|p| p.target == bundle::Target::Root)
@@ -464,8 +470,8 @@ impl Agent {
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
         let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
         let room = inactive_room(&self.dev, boot)?;
-        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(&vb.manifest, &vb.digest), room, opts)?;
-        let v = vb.manifest.version.clone();
+        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(vb.manifest(), vb.digest()), room, opts)?;
+        let v = vb.manifest().version.clone();
         drop(vb);
         let mut f = file;
         f.seek(SeekFrom::Start(0)).map_err(|e| Error::State(format!("rewinding a bundle: {e}")))?;
