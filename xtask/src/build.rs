@@ -138,7 +138,7 @@ impl Build {
         }
         let lp = channel_policy(ctx, channel)?;
         let build_round =
-            Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report };
+            Round { file: manifest_path.clone(), report: release::verify_file(&manifest_path, &lp)?.report().clone() };
         let (bundle, bundle_rounds) = make_bundle(ctx, &report.out_dir, channel, None, false)?;
         // The evidence (provenance envelope, report) from the published directory itself.
         let evidence = image::evidence_report::make(

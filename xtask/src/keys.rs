@@ -306,9 +306,9 @@ impl Verify {
         let (accepted, text, json) = if is_envelope {
             let mut r = release::provenance::verify(&path, &lp)?;
             if chain_broken {
-                r.accepted = false;
+                r.refuse_chain();
             }
-            (r.accepted, r.render_text(), serde_json::to_value(&r)?)
+            (r.accepted(), r.render_text(), serde_json::to_value(&r)?)
         } else if path.extension().is_some_and(|x| x == "airlock") {
             let f = release::files::open_regular(&path)?;
             let (mut report, _) = bundle::verify_stream(
@@ -322,13 +322,13 @@ impl Verify {
             if chain_broken {
                 report.refuse("policy-chain", &lp.chain.describe());
             }
-            (report.accepted, report.render_text(), serde_json::to_value(&report)?)
+            (report.accepted(), report.render_text(), serde_json::to_value(&report)?)
         } else {
             let mut report = release::verify_file(&path, &lp)?;
             if chain_broken {
-                report.accepted = false;
+                report.refuse_chain(&lp.chain.describe());
             }
-            (report.accepted, report.render_text(), serde_json::to_value(&report)?)
+            (report.accepted(), report.render_text(), serde_json::to_value(&report)?)
         };
         if ctx.json {
             out!("{json}");

@@ -384,10 +384,10 @@ impl<R: Read> PayloadReader<'_, R> {
                 return Err(Error::HashMismatch { what: name, chunk: None });
             }
             if let Some(p) = self.provenance.as_deref_mut() {
-                let report = p.policy.verify_dsse(IN_TOTO, &p.statement, &p.signatures);
-                if !report.accepted() {
-                    return Err(Error::ProvenanceRejected(Box::new(report)));
-                }
+                let report = match p.policy.require_dsse(IN_TOTO, &p.statement, &p.signatures) {
+                    Ok(a) => a.report().clone(),
+                    Err(r) => return Err(Error::ProvenanceRejected(Box::new(r.into_report()))),
+                };
                 if !statement_names(&p.statement, &p.image) {
                     return Err(Error::ProvenanceElsewhere { image: p.image.clone() });
                 }

@@ -58,7 +58,12 @@ pub struct VerifyReport {
     pub policy_chain: Option<String>,
     /// The policy trusts the INSECURE dev key: the result proves nothing about who built it.
     pub insecure_dev_key: bool,
-    pub accepted: bool,
+    /// The verdict, made only from the parts below: the whole bundle read to its end and
+    /// checked, and no refusal recorded ([`VerifyReport::accepted`]).
+    accepted: bool,
+    /// Every chunk and the end of the bundle were read and checked.
+    #[serde(skip)]
+    finished: bool,
     /// Stable reason code when refused.
     pub reason: Option<String>,
     pub message: Option<String>,
@@ -102,6 +107,7 @@ impl VerifyReport {
             policy_chain: None,
             insecure_dev_key: policy.trusts_dev_key(),
             accepted: false,
+            finished: false,
             reason: None,
             message: None,
             bundle: None,
@@ -113,10 +119,19 @@ impl VerifyReport {
     /// Marks the report refused with `code` and `message` (kept if already refused).
     pub fn refuse(&mut self, code: &str, message: &str) {
         if self.reason.is_none() {
-            self.accepted = false;
             self.reason = Some(code.to_string());
             self.message = Some(escape(message));
         }
+        self.settle();
+    }
+
+    /// Accepted: the whole bundle was read and checked, and nothing refused it.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    fn settle(&mut self) {
+        self.accepted = self.finished && self.reason.is_none();
     }
 
     /// The human form: one line per signer and role, then the verdict.
@@ -220,7 +235,8 @@ pub fn verify_stream<R: Read>(
     }
     match result {
         Ok(()) => {
-            report.accepted = true;
+            report.finished = true;
+            report.settle();
             (report, Some(m))
         }
         Err(e) => {

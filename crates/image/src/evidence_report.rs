@@ -80,7 +80,7 @@ pub fn make(dir: &Path, lp: &LoadedPolicy, reproducibility: Option<String>) -> R
         let r = release::provenance::verify(&env, lp)?;
         rounds.push(evidence::report::Round {
             file: evidence::ENVELOPE_NAME.into(),
-            accepted: r.accepted,
+            accepted: r.accepted(),
             summary: r.summary.clone(),
             signers: r.signers.clone(),
         });
@@ -152,11 +152,11 @@ pub fn make(dir: &Path, lp: &LoadedPolicy, reproducibility: Option<String>) -> R
 }
 
 fn round(r: &release::FileReport) -> evidence::report::Round {
-    let (signers, _) = bundle::signer_lines(&r.report);
+    let (signers, _) = bundle::signer_lines(r.report());
     evidence::report::Round {
         file: Path::new(&r.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        accepted: r.accepted,
-        summary: r.report.summary(),
+        accepted: r.accepted(),
+        summary: r.report().summary(),
         signers: signers
             .iter()
             .map(|s| match (&s.role, s.verified) {

@@ -98,13 +98,24 @@ pub struct Subject {
     pub sha256: String,
     /// `ok`, `differs (…)`, `missing`.
     pub check: String,
+    /// The file beside the envelope is this subject, or absent (not checked); false when it
+    /// differs or the name is not a file name.
+    #[serde(skip)]
+    pub holds: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvelopeReport {
     pub file: String,
     pub policy: String,
-    pub accepted: bool,
+    /// The verdict, made only from its parts: the signatures met the policy, the statement
+    /// names subjects and every one present holds, and the policy chain is unbroken
+    /// ([`EnvelopeReport::accepted`]).
+    accepted: bool,
+    #[serde(skip)]
+    signatures_met: bool,
+    #[serde(skip)]
+    chain_ok: bool,
     pub summary: String,
     pub signers: Vec<String>,
     pub subjects: Vec<Subject>,
@@ -112,6 +123,21 @@ pub struct EnvelopeReport {
 }
 
 impl EnvelopeReport {
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    fn settle(&mut self) {
+        self.accepted =
+            self.signatures_met && self.chain_ok && !self.subjects.is_empty() && self.subjects.iter().all(|s| s.holds);
+    }
+
+    /// The verifier's policy is not reached by its rotation chain: nothing it says counts.
+    pub fn refuse_chain(&mut self) {
+        self.chain_ok = false;
+        self.settle();
+    }
+
     pub fn render_text(&self) -> String {
         let mut s = format!(
             "{} (policy {}{})\n  signatures: {}\n",
@@ -171,8 +197,12 @@ pub fn verify(path: &Path, lp: &LoadedPolicy) -> Result<EnvelopeReport> {
     }
     let payload =
         B64.decode(env.payload.trim()).map_err(|e| Error::Rejected(format!("{}: payload: {e}", path.display())))?;
-    let report = lp.policy.verify_dsse(IN_TOTO, &payload, &env.signatures);
-    let mut accepted = report.accepted();
+    let verdict = lp.policy.require_dsse(IN_TOTO, &payload, &env.signatures);
+    let signatures_met = verdict.is_ok();
+    let report = match verdict {
+        Ok(a) => a.report().clone(),
+        Err(r) => r.into_report(),
+    };
     let signers: Vec<String> = report
         .signers()
         .iter()
@@ -187,7 +217,7 @@ pub fn verify(path: &Path, lp: &LoadedPolicy) -> Result<EnvelopeReport> {
         .collect();
     // Only a statement whose signatures met the policy is read.
     let mut subjects = Vec::new();
-    if accepted {
+    if signatures_met {
         let st: serde_json::Value = serde_json::from_slice(&payload)
             .map_err(|e| Error::Rejected(format!("{}: the signed statement is not JSON: {e}", path.display())))?;
         if st["_type"] != "https://in-toto.io/Statement/v1" {
@@ -201,33 +231,32 @@ pub fn verify(path: &Path, lp: &LoadedPolicy) -> Result<EnvelopeReport> {
             let name = s["name"].as_str().unwrap_or("").to_string();
             let want = s["digest"]["sha256"].as_str().unwrap_or("").to_string();
             let flat = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
-            let check = if !flat {
-                accepted = false;
-                "refused: a subject name must be a file name beside the envelope".to_string()
+            let (check, holds) = if !flat {
+                ("refused: a subject name must be a file name beside the envelope".to_string(), false)
             } else if !dir.join(&name).exists() {
-                "not here (only the files present are checked)".to_string()
+                ("not here (only the files present are checked)".to_string(), true)
             } else {
                 let got = sha256_of(&dir.join(&name))?;
                 if got == want {
-                    "ok".to_string()
+                    ("ok".to_string(), true)
                 } else {
-                    accepted = false;
-                    format!("DIFFERS: the file's sha256 is {got}")
+                    (format!("DIFFERS: the file's sha256 is {got}"), false)
                 }
             };
-            subjects.push(Subject { name, sha256: want, check });
-        }
-        if subjects.is_empty() {
-            accepted = false;
+            subjects.push(Subject { name, sha256: want, check, holds });
         }
     }
-    Ok(EnvelopeReport {
+    let mut r = EnvelopeReport {
         file: path.display().to_string(),
         policy: lp.label(),
-        accepted,
+        accepted: false,
+        signatures_met,
+        chain_ok: true,
         summary: report.summary(),
         signers,
         subjects,
         insecure_dev_key: lp.policy.trusts_dev_key(),
-    })
+    };
+    r.settle();
+    Ok(r)
 }

@@ -23,7 +23,9 @@ pub struct FileReport {
     pub policy_chain: String,
     /// The policy trusts the INSECURE dev key: acceptance proves nothing about who signed.
     pub insecure_dev_key: bool,
-    pub accepted: bool,
+    /// The verdict, made only from the signatures' report and the policy chain
+    /// ([`FileReport::accepted`]).
+    accepted: bool,
     /// `build manifest`, `bundle manifest`, `trust policy`, or none.
     pub kind: Option<String>,
     pub product: Option<String>,
@@ -33,7 +35,10 @@ pub struct FileReport {
     /// What each unmet role needs.
     pub hints: Vec<String>,
     #[serde(skip)]
-    pub report: trust::Report,
+    report: trust::Report,
+    /// Why the verifier's policy cannot be trusted as the root (a broken rotation chain).
+    #[serde(skip)]
+    chain_problem: Option<String>,
 }
 
 pub fn verify_file(path: &Path, lp: &LoadedPolicy) -> Result<FileReport> {
@@ -61,10 +66,27 @@ pub fn verify_file(path: &Path, lp: &LoadedPolicy) -> Result<FileReport> {
         roles,
         hints: crate::policy::hints(&report, path),
         report,
+        chain_problem: None,
     })
 }
 
 impl FileReport {
+    /// Every role's threshold met, under a policy reached by an unbroken chain.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// What the signatures proved.
+    pub fn report(&self) -> &trust::Report {
+        &self.report
+    }
+
+    /// The verifier's policy is not reached by its rotation chain: nothing it says counts.
+    pub fn refuse_chain(&mut self, why: &str) {
+        self.chain_problem = Some(why.to_string());
+        self.accepted = false;
+    }
+
     pub fn render_text(&self) -> String {
         let dev = if self.insecure_dev_key { " — INSECURE DEV KEY: anyone can sign with it" } else { "" };
         let mut out = format!("{} (policy {} version {}{dev})\n", self.file, self.policy, self.policy_version);

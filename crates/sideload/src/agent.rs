@@ -131,13 +131,25 @@ fn refusal_record(name: &str, e: &Error, action: &str) -> Record {
     record("refused", json!({"action": action, "bundle": name, "reason": e.code(), "message": escape(&message)}))
 }
 
+/// The agent holding the device: its state changes only through [`Agent::commit`] (the audit
+/// records, then the state, each written whole), from the decisions of `decide.rs`.
 pub struct Agent {
-    pub dev: Device,
-    pub state: AgentState,
+    dev: Device,
+    state: AgentState,
     _lock: DeviceLock,
 }
 
 impl Agent {
+    /// The device this agent holds.
+    pub fn dev(&self) -> &Device {
+        &self.dev
+    }
+
+    /// The device's state as last committed.
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
     /// Takes the device (waiting up to `wait` for another agent), adopts the running slot on
     /// a first boot, and reconciles with the boot loader.
     pub fn open(dev: Device, wait: Duration) -> Result<Agent, Error> {

@@ -28,32 +28,32 @@ pub const LIVE_FIREWALL: &str = "live-firewall";
 pub const SLOT_KERNELS: &str = "slot-kernels";
 
 pub struct Device {
-    pub config: DeviceConfig,
-    pub policy: trust::Policy,
-    pub slots: BTreeMap<Slot, PathBuf>,
-    pub boot: Box<dyn BootControl>,
-    pub data: PathBuf,
+    pub(crate) config: DeviceConfig,
+    pub(crate) policy: trust::Policy,
+    pub(crate) slots: BTreeMap<Slot, PathBuf>,
+    pub(crate) boot: Box<dyn BootControl>,
+    pub(crate) data: PathBuf,
     /// Where each slot's kernel and initrd go (`ESP/a/`, `ESP/b/`): the ESP on a real device,
     /// `esp/` in a simulated one.
-    pub esp: Option<PathBuf>,
+    pub(crate) esp: Option<PathBuf>,
     /// The simulated device's folder (`--root`).
-    pub sim_root: Option<PathBuf>,
+    pub(crate) sim_root: Option<PathBuf>,
     /// Each slot boots its own kernel and initrd (from `esp/a|b/`): always on the appliance; a
     /// bundle without both is refused before anything changes.
-    pub slot_kernels: bool,
+    pub(crate) slot_kernels: bool,
     /// This slot's zones and conduits (`/etc/airlock/zones.toml`).
-    pub zones: PathBuf,
+    pub(crate) zones: PathBuf,
     /// Where generated runtime files go (`/run/airlock`): the ruleset, NTP sources, broker
     /// credentials and ACL.
-    pub run: PathBuf,
+    pub(crate) run: PathBuf,
     /// Where the box's generated interface configuration goes (`/run/systemd/network`, read
     /// by systemd-networkd, which starts only after the firewall loaded).
-    pub network: PathBuf,
+    pub(crate) network: PathBuf,
     /// What the firewall step may touch for real.
-    pub live: Live,
+    pub(crate) live: Live,
     /// The running image's own kernel and initrd (`/boot/vmlinuz-*`, `/boot/initrd.img-*`):
     /// what the booted slot's boot files on the ESP must be, and where they are put back from.
-    pub own_boot: Option<(PathBuf, PathBuf)>,
+    pub(crate) own_boot: Option<(PathBuf, PathBuf)>,
 }
 
 /// The one kernel and the one initrd in `dir` (an image's `/boot`).
@@ -107,6 +107,27 @@ fn load_identity(cfg_path: &Path, policy_path: &Path) -> Result<(DeviceConfig, t
 }
 
 impl Device {
+    /// The device's identity (`device.toml`, baked into the image).
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The trust policy the device checks everything against (baked into the image).
+    pub fn policy(&self) -> &trust::Policy {
+        &self.policy
+    }
+
+    /// The agent's directory on the data partition (state, audit log, evidence).
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    /// The boot loader's view of the slots (read-only: only the agent arms, blesses and
+    /// cancels, each with its commit).
+    pub fn boot(&self) -> &dyn BootControl {
+        self.boot.as_ref()
+    }
+
     /// A simulated device in a folder: `device.toml`, `trust.toml`, `slots/root-a`,
     /// `slots/root-b`, `boot/state.toml`, `data/`.
     pub fn simulated(root: &Path) -> Result<Device, Error> {

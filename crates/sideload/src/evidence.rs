@@ -79,15 +79,16 @@ pub fn check(dev: &Device, text: &str, root_sha256: &str) -> Result<(), Error> {
     if payload.len() > trust::dsse::MAX_PAYLOAD {
         return Err(refused(bundle::Code::TooLarge, "the provenance statement is larger than 4 MiB".into()));
     }
-    let report = dev.policy.verify_dsse(&env.payload_type, &payload, &env.signatures);
-    if env.payload_type != trust::dsse::IN_TOTO || !report.accepted() {
+    if env.payload_type != trust::dsse::IN_TOTO {
         return Err(refused(
             bundle::Code::BadSignature,
-            format!(
-                "the provenance's signatures do not meet this device's policy ({}; payload type {})",
-                report.summary(),
-                bundle::escape(&env.payload_type)
-            ),
+            format!("the provenance's payload type is {}, not an in-toto statement", bundle::escape(&env.payload_type)),
+        ));
+    }
+    if let Err(r) = dev.policy.require_dsse(&env.payload_type, &payload, &env.signatures) {
+        return Err(refused(
+            bundle::Code::BadSignature,
+            format!("the provenance's signatures do not meet this device's policy ({})", r.report().summary()),
         ));
     }
     if !bundle::statement_names(&payload, root_sha256) {

@@ -201,7 +201,7 @@ fn run(cli: &Cli) -> Result<Out, Error> {
         }
         Cmd::Status { provenance: true, .. } => {
             let dev = device(cli)?;
-            let booted = dev.boot.state()?.booted;
+            let booted = dev.boot().state()?.booted;
             let record = agent::view(&dev)?.state.map(|s| s.slot(booted)).unwrap_or_else(sideload::SlotRecord::empty);
             let text = sideload::evidence::read_verified(&dev, booted, &record.sha256)?.ok_or_else(|| {
                 Error::State(format!(
@@ -227,14 +227,14 @@ fn run(cli: &Cli) -> Result<Out, Error> {
             let dev = device(cli)?;
             let v = agent::view(&dev)?;
             let recent = agent::recent(&dev, 5);
-            Ok(ok(console::status_text(&dev.config, &v, &recent), console::status_json(&dev.config, &v, &recent)))
+            Ok(ok(console::status_text(dev.config(), &v, &recent), console::status_json(dev.config(), &v, &recent)))
         }
         Cmd::Audit => {
             let dev = device(cli)?;
-            let head = sideload::state::load(&dev.data)?.map(|s| s.audit);
+            let head = sideload::state::load(dev.data())?.map(|s| s.audit);
             let mut stdout = std::io::stdout().lock();
             let mut write_err = None;
-            let checked = audit::check(&dev.data.join("audit.jsonl"), head.as_ref(), |line, v| {
+            let checked = audit::check(&dev.data().join("audit.jsonl"), head.as_ref(), |line, v| {
                 let printed = if cli.json { line.to_string() } else { console::record_line(v) };
                 if write_err.is_none()
                     && let Err(e) = writeln!(stdout, "{printed}")
@@ -243,7 +243,7 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 }
             })?;
             if let Some(e) = write_err {
-                return Err(Error::io(&dev.data.join("audit.jsonl"), e));
+                return Err(Error::io(&dev.data().join("audit.jsonl"), e));
             }
             // Records went to stdout as they were read; the verdict goes to stderr.
             match checked.broken {
@@ -273,7 +273,7 @@ fn run(cli: &Cli) -> Result<Out, Error> {
         Cmd::Verify { bundle } => {
             let dev = device(cli)?;
             let report = agent::verify(&dev, bundle, &policy_label(cli), opts(false, false))?;
-            let code = if report.accepted { 0 } else { 1 };
+            let code = if report.accepted() { 0 } else { 1 };
             Ok(Out { text: report.render_text(), json: serde_json::to_value(&report).unwrap_or_default(), code })
         }
         cmd => {
@@ -355,8 +355,8 @@ fn run(cli: &Cli) -> Result<Out, Error> {
                 }
                 Cmd::MarkGood | Cmd::Rollback => {
                     let msg = if matches!(cmd, Cmd::MarkGood) { agent.mark_good()? } else { agent.rollback()? };
-                    let v = agent::view(&agent.dev)?;
-                    let mut j = console::status_json(&agent.dev.config, &v, &[]);
+                    let v = agent::view(agent.dev())?;
+                    let mut j = console::status_json(agent.dev().config(), &v, &[]);
                     j["ok"] = json!(true);
                     j["message"] = json!(msg);
                     Ok(ok(msg, j))

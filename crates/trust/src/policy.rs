@@ -430,6 +430,18 @@ impl Policy {
         if report.roles.iter().all(|r| r.met) { Ok(Accepted(report)) } else { Err(Rejected(report)) }
     }
 
+    /// Verifies a DSSE envelope's signatures and decides, as [`Policy::require`] does for
+    /// minisign signatures: [`Accepted`] only when every role's threshold is met.
+    pub fn require_dsse(
+        &self,
+        payload_type: &str,
+        payload: &[u8],
+        signatures: &[crate::dsse::Signature],
+    ) -> Result<Accepted, Rejected> {
+        let report = self.verify_dsse(payload_type, payload, signatures);
+        if report.roles.iter().all(|r| r.met) { Ok(Accepted(report)) } else { Err(Rejected(report)) }
+    }
+
     /// Verifies and decides for one role alone (a site profile: the asset owner's `approval`
     /// role): [`Accepted`] only when that role exists and its threshold is met. Signatures by
     /// other roles' keys are reported but never count for it.

@@ -199,7 +199,7 @@ fn the_verify_report_says_each_signer_each_role_and_the_verdict() {
     let m = made(&img);
     let good = bytes(&m.manifest, &m.payload_zst);
     let (r, manifest) = bundle::verify_stream(&good[..], "b.airlock", "policy.toml", &policy(), Expect::default());
-    assert!(r.accepted && manifest.is_some());
+    assert!(r.accepted() && manifest.is_some());
     assert_eq!(r.bundle.as_ref().unwrap().payload_bytes, 150_000, "every payload byte counted");
     let text = r.render_text();
     assert!(text.starts_with("b.airlock (policy policy.toml version 1)\n"), "{text}");
@@ -219,7 +219,7 @@ fn the_verify_report_says_each_signer_each_role_and_the_verdict() {
     let at = good.len() - 1024 - 600;
     bad[at] ^= 0xff;
     let (mut r, m2) = bundle::verify_stream(&bad[..], "b.airlock", "policy.toml", &policy(), Expect::default());
-    assert!(!r.accepted && m2.is_none());
+    assert!(!r.accepted() && m2.is_none());
     let code = r.reason.clone().unwrap();
     assert!(["hash-mismatch", "corrupt-payload"].contains(&code.as_str()), "{code}");
     r.refuse("other", "later");
@@ -322,14 +322,14 @@ fn a_bundle_the_dev_keys_signed_is_accepted_and_labelled_insecure_to_the_last_li
     let m = made(&image(70_000));
     let (r, manifest) =
         bundle::verify_stream(&dev_signed(&m.manifest, &m.payload_zst)[..], "b", "dev", &dev, Expect::default());
-    assert!(r.accepted && manifest.is_some(), "{}", r.render_text());
+    assert!(r.accepted() && manifest.is_some(), "{}", r.render_text());
     let t = r.render_text();
     assert_eq!(t.lines().last().unwrap(), "accepted — INSECURE DEV KEY", "{t}");
     assert!(!t.contains("no signatures"), "{t}");
     // The same bytes under a release policy: refused, and no dev label anywhere.
     let (r, _) =
         bundle::verify_stream(&dev_signed(&m.manifest, &m.payload_zst)[..], "b", "p", &policy(), Expect::default());
-    assert!(!r.accepted && !r.insecure_dev_key, "{}", r.render_text());
+    assert!(!r.accepted() && !r.insecure_dev_key, "{}", r.render_text());
     assert!(!r.render_text().contains("INSECURE DEV KEY"), "{}", r.render_text());
 }
 
@@ -338,11 +338,11 @@ fn no_signatures_is_said_only_when_signatures_were_looked_for_and_none_found() {
     let m = made(&image(70_000));
     let good = bytes(&m.manifest, &m.payload_zst);
     let (r, _) = bundle::verify_stream(&good[..], "b", "p", &policy(), Expect::default());
-    assert!(r.accepted && !r.render_text().contains("no signatures"), "{}", r.render_text());
+    assert!(r.accepted() && !r.render_text().contains("no signatures"), "{}", r.render_text());
     // Refused before any signature was read (the manifest entry is cut short): no roles, no
     // signers, and nothing said about signatures.
     let (r, _) = bundle::verify_stream(&good[..700], "b", "p", &policy(), Expect::default());
-    assert!(!r.accepted && r.signers.is_empty() && r.roles.is_empty(), "{r:?}");
+    assert!(!r.accepted() && r.signers.is_empty() && r.roles.is_empty(), "{r:?}");
     assert!(!r.render_text().contains("no signatures"), "{}", r.render_text());
 }
 
@@ -390,7 +390,7 @@ fn an_interrupted_read_is_retried_not_refused() {
         &policy(),
         Expect::default(),
     );
-    assert!(r.accepted && manifest.is_some(), "{}", r.render_text());
+    assert!(r.accepted() && manifest.is_some(), "{}", r.render_text());
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn an_envelope_is_checked_subject_by_subject_against_the_files_beside_it() {
     let (d, lp) = signed_dir(&[("root.img", &root_sha), ("disk.img", &"0".repeat(64))], &[&key(1)]);
     let env = d.path().join(ENVELOPE);
     let r = provenance::verify(&env, &lp).unwrap();
-    assert!(r.accepted, "{}", r.render_text());
+    assert!(r.accepted(), "{}", r.render_text());
     assert_eq!(r.policy, d.path().join("trust.toml").display().to_string(), "the policy is named by its path");
     let checks: Vec<(&str, &str)> = r.subjects.iter().map(|s| (s.name.as_str(), s.check.as_str())).collect();
     assert_eq!(checks, [("root.img", "ok"), ("disk.img", "not here (only the files present are checked)")]);
@@ -64,7 +64,7 @@ fn an_envelope_is_checked_subject_by_subject_against_the_files_beside_it() {
     // The file changed beside its envelope: named, with the digest it has now.
     fs::write(d.path().join("root.img"), b"other bytes").unwrap();
     let r = provenance::verify(&env, &lp).unwrap();
-    assert!(!r.accepted);
+    assert!(!r.accepted());
     assert_eq!(r.subjects[0].check, format!("DIFFERS: the file's sha256 is {}", sha(&d.path().join("root.img"))));
     assert!(r.render_text().ends_with("\nREJECTED"));
 }
@@ -74,12 +74,12 @@ fn subjects_must_be_plain_names_and_a_statement_must_name_some() {
     for bad in ["../root.img", "sub/root.img", ".", "..", ""] {
         let (d, lp) = signed_dir(&[(bad, &"0".repeat(64))], &[&key(1)]);
         let r = provenance::verify(&d.path().join(ENVELOPE), &lp).unwrap();
-        assert!(!r.accepted, "{bad:?}");
+        assert!(!r.accepted(), "{bad:?}");
         assert_eq!(r.subjects[0].check, "refused: a subject name must be a file name beside the envelope", "{bad:?}");
     }
     let (d, lp) = signed_dir(&[], &[&key(1)]);
     let r = provenance::verify(&d.path().join(ENVELOPE), &lp).unwrap();
-    assert!(!r.accepted, "a statement of nothing proves nothing");
+    assert!(!r.accepted(), "a statement of nothing proves nothing");
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn only_a_statement_whose_signatures_met_the_policy_is_read() {
     // Signed by a key the policy does not hold: not accepted, and its subjects not read.
     let (d, lp) = signed_dir(&[("root.img", "00")], &[&key(2)]);
     let r = provenance::verify(&d.path().join(ENVELOPE), &lp).unwrap();
-    assert!(!r.accepted);
+    assert!(!r.accepted());
     assert!(r.subjects.is_empty());
     assert!(r.signers[0].starts_with("refused   signature 0"), "{:?}", r.signers);
     // Signed, but not an in-toto statement, or not JSON.
@@ -128,7 +128,7 @@ fn an_envelope_is_bounded_typed_and_holds_at_most_16_signatures() {
     assert!(e.to_string().contains("17 signatures, at most 16"), "{e}");
     // 16 copies of one signature: read, and the key counts once.
     let r = with(&|w| w["signatures"] = serde_json::Value::Array(vec![sig.clone(); 16])).unwrap();
-    assert!(r.accepted, "{}", r.render_text());
+    assert!(r.accepted(), "{}", r.render_text());
     // Larger than twice the largest statement: refused before it is parsed.
     fs::write(&env, vec![b' '; 2 * trust::dsse::MAX_PAYLOAD + 1]).unwrap();
     assert!(provenance::verify(&env, &lp).unwrap_err().to_string().contains("larger than"));
@@ -147,7 +147,7 @@ fn a_statement_of_3_mib_is_signed_assembled_and_verified() {
     let env = provenance::assemble(d.path()).unwrap();
     assert!(fs::metadata(&env).unwrap().len() > 4 << 20);
     let lp = load(&write(d.path(), "trust.toml", &policy_text(1, &[&key(1)], 1, &[], &[])));
-    assert!(provenance::verify(&env, &lp).unwrap().accepted);
+    assert!(provenance::verify(&env, &lp).unwrap().accepted());
     // A statement over the bound is not signed.
     fs::write(d.path().join(STATEMENT), vec![b' '; trust::dsse::MAX_PAYLOAD + 1]).unwrap();
     let e = release::sign_file(&d.path().join(STATEMENT), &key(1), Role::Release, None, None).unwrap_err();

@@ -80,7 +80,7 @@ fn sign_takes_product_and_version_from_the_manifest_and_verify_expects_them() {
     );
     let p = write(d.path(), "trust.toml", &policy_text(1, &[&k], 1, &[], &[]));
     let r = release::verify_file(&m, &load(&p)).unwrap();
-    assert!(r.accepted, "{}", r.render_text());
+    assert!(r.accepted(), "{}", r.render_text());
     assert_eq!(
         (r.kind.as_deref(), r.product.as_deref(), r.version.as_deref()),
         (Some("build manifest"), Some("airlock.pc"), Some("1.2.0"))
@@ -91,7 +91,7 @@ fn sign_takes_product_and_version_from_the_manifest_and_verify_expects_them() {
     let other = write(d.path(), "other.toml", BUILD);
     release::sign_file(&other, &k, Role::Release, None, Some("9.9.9")).unwrap();
     let r = release::verify_file(&other, &load(&p)).unwrap();
-    assert!(!r.accepted);
+    assert!(!r.accepted());
     assert_eq!(r.signers[0].reason.as_deref(), Some("trusted comment says version=\"9.9.9\", expected \"1.2.0\""));
     assert_eq!(
         r.hints,
@@ -157,7 +157,7 @@ fn signature_files_are_read_once_bounded_and_only_when_regular() {
     assert!(link.1.is_empty(), "a symlink is not followed");
     let p = write(d.path(), "trust.toml", &policy_text(1, &[&k], 1, &[], &[]));
     let r = release::verify_file(&f, &load(&p)).unwrap();
-    assert!(r.accepted);
+    assert!(r.accepted());
     assert_eq!(r.signers.iter().filter(|s| !s.verified).count(), 2);
 }
 
@@ -277,7 +277,7 @@ fn a_dev_bundle_is_signed_with_the_dev_key_and_written() {
     // The bundle verifies in full against the dev policy.
     let (rep, m) =
         bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "dev", &dev_policy, trust::Expect::default());
-    assert!(rep.accepted, "{}", rep.render_text());
+    assert!(rep.accepted(), "{}", rep.render_text());
     assert_eq!(m.unwrap().payloads[0].size, 200_000);
     // Nothing left behind but the outputs.
     let mut names: Vec<String> =
@@ -397,7 +397,7 @@ fn a_bundle_carries_the_provenance_once_its_dsse_signatures_meet_the_policy_too(
     let payloads: Vec<&str> = listing.lines().filter(|l| l.ends_with(".zst")).collect();
     assert_eq!(payloads, ["provenance.json.zst", "root.img.zst"]);
     let (rep, m) = bundle::verify_stream(fs::File::open(&path).unwrap(), "b", "t", &policy, trust::Expect::default());
-    assert!(rep.accepted, "{}", rep.render_text());
+    assert!(rep.accepted(), "{}", rep.render_text());
     assert_eq!(m.unwrap().format, bundle::FORMAT);
     assert_eq!(rep.bundle.unwrap().provenance.as_deref(), Some("release 2/2, approval 1/1"));
 
