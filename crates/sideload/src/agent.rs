@@ -23,7 +23,7 @@ use product::Version;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::audit::{Record, record};
+use crate::audit::{Event, Record, record};
 use crate::boot::{BootState, Slot};
 use crate::decide::{self, Candidate, InstallOptions, MarkGood, Refusal};
 use crate::device::{Device, DeviceLock};
@@ -128,7 +128,7 @@ fn open_bundle(path: &Path) -> Result<File, Error> {
 
 fn refusal_record(name: &str, e: &Error, action: &str) -> Record {
     let message: String = e.to_string().chars().take(1000).collect();
-    record("refused", json!({"action": action, "bundle": name, "reason": e.code(), "message": escape(&message)}))
+    record(Event::Refused, json!({"action": action, "bundle": name, "reason": e.code(), "message": escape(&message)}))
 }
 
 /// The agent holding the device: its state changes only through [`Agent::commit`] (the audit
@@ -212,28 +212,28 @@ impl Agent {
                 Finding::Intact => {}
                 Finding::Missing => {
                     bootentry::write(&esp, slot, &b.cmdline)?;
-                    records.push(record("boot-entry-restored", json!({"slot": slot.letter(), "missing": true})));
+                    records.push(record(Event::BootEntryRestored, json!({"slot": slot.letter(), "missing": true})));
                 }
                 Finding::Edited(found) => {
                     bootentry::write(&esp, slot, &b.cmdline)?;
                     let shown: Vec<String> =
                         found.iter().take(8).map(|l| escape(&l.chars().take(200).collect::<String>())).collect();
-                    records.push(record("boot-entry-restored", json!({"slot": slot.letter(), "found": shown})));
+                    records.push(record(Event::BootEntryRestored, json!({"slot": slot.letter(), "found": shown})));
                 }
                 Finding::FileDiffers(file) => {
                     let restored = slot == booted && self.restore_own_boot_files(&esp, slot, &b)?;
                     if restored {
-                        records.push(record("boot-files-restored", json!({"slot": slot.letter(), "file": file})));
+                        records.push(record(Event::BootFilesRestored, json!({"slot": slot.letter(), "file": file})));
                     } else if slot != booted {
                         self.dev.boot.cancel_trial(slot)?;
                         next.set_status(slot, SlotStatus::Failed);
                         records.push(record(
-                            "boot-files-tampered",
+                            Event::BootFilesTampered,
                             json!({"slot": slot.letter(), "file": file, "action": "taken out of the rotation"}),
                         ));
                     } else {
                         records.push(record(
-                            "boot-files-tampered",
+                            Event::BootFilesTampered,
                             json!({"slot": slot.letter(), "file": file, "action": "none: the running image has no copy"}),
                         ));
                     }
@@ -398,7 +398,7 @@ impl Agent {
             },
         );
         let fields = json!({"bundle": acc.bundle, "version": acc.version, "security_version": acc.security_version, "manifest": acc.manifest, "signers": acc.signers, "slot": target.letter()});
-        self.commit(next, &[record("accepted", fields)])?;
+        self.commit(next, &[record(Event::Accepted, fields)])?;
         failpoint("accepted");
         progress.phase(&format!("writing {} into slot {}", acc.version, target.letter()));
         let out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
@@ -466,11 +466,14 @@ impl Agent {
             r.boot = boot_record;
         }
         let fields = json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size, "boot_files": boot_files, "boot_entry": entry_written, "provenance": evidence.is_some()});
-        self.commit(next, &[record("installed", fields)])?;
+        self.commit(next, &[record(Event::Installed, fields)])?;
         failpoint("before-arm");
         let tries = self.dev.config.tries;
         self.dev.boot.arm_trial(target, tries)?;
-        self.commit(self.state.clone(), &[record("trial-armed", json!({"slot": target.letter(), "tries": tries}))])?;
+        self.commit(
+            self.state.clone(),
+            &[record(Event::TrialArmed, json!({"slot": target.letter(), "tries": tries}))],
+        )?;
         failpoint("after-arm");
         progress.phase(&format!("trial boot of slot {} armed ({tries} tries)", target.letter()));
         Ok(acc)
@@ -537,7 +540,7 @@ impl Agent {
         if let decide::SiteChange::Resite { from } = &change {
             fields["resited_from"] = json!(from);
         }
-        self.commit(next, &[record("site-profile-installed", fields)])?;
+        self.commit(next, &[record(Event::SiteProfileInstalled, fields)])?;
         failpoint("site-after-commit");
         if previous.is_some() {
             site::prune(&self.dev, &v.digest);
@@ -548,7 +551,7 @@ impl Agent {
             if let Err(why) = run_tool(&["systemctl", "reload", "nftables.service"])? {
                 self.commit(
                     self.state.clone(),
-                    &[record("site-profile-not-loaded", json!({"digest": v.digest, "message": escape(&why)}))],
+                    &[record(Event::SiteProfileNotLoaded, json!({"digest": v.digest, "message": escape(&why)}))],
                 )?;
                 return Err(Error::State(format!(
                     "site profile recorded, but reloading the firewall failed: {why} (the previous rules stay loaded)"
@@ -645,7 +648,7 @@ impl Agent {
         // `on_trial` already means the trial is the booted slot's.
         let trial = boot.trial.filter(|_| boot.on_trial());
         let fields = json!({"slot": s.letter(), "version": rec.version, "status": rec.status, "trial": trial.is_some(), "tries_left": trial.map(|t| t.tries_left)});
-        self.commit(self.state.clone(), &[record("booted", fields)])?;
+        self.commit(self.state.clone(), &[record(Event::Booted, fields)])?;
         Ok(match trial {
             Some(t) => format!("booted slot {} ({}) on trial, {} tries left", s.letter(), rec.version, t.tries_left),
             None => format!("booted slot {} ({}, {})", s.letter(), rec.version, rec.status.as_str()),
@@ -663,7 +666,7 @@ impl Agent {
         let tries_left = boot.trial.filter(|t| t.slot == s).map(|t| t.tries_left);
         let fields =
             json!({"slot": s.letter(), "version": rec.version, "on_trial": on_trial, "tries_left": tries_left});
-        self.commit(self.state.clone(), &[record("health-failed", fields)])?;
+        self.commit(self.state.clone(), &[record(Event::HealthFailed, fields)])?;
         Ok(on_trial)
     }
 
@@ -682,7 +685,7 @@ impl Agent {
                 let version = next.slot(s).version;
                 self.commit(
                     next,
-                    &[record("blessed", json!({"slot": s.letter(), "version": version, "security_floor": floor}))],
+                    &[record(Event::Blessed, json!({"slot": s.letter(), "version": version, "security_floor": floor}))],
                 )?;
                 Ok(format!("slot {} ({version}) blessed; security floor {floor}", s.letter()))
             }
@@ -715,7 +718,7 @@ impl Agent {
         let version = self.state.slot(r.to).version;
         let fields =
             json!({"slot": r.to.letter(), "version": version, "cancelled_trial": r.cancels_trial_of.map(Slot::letter)});
-        self.commit(next, &[record("rolled-back", fields)])?;
+        self.commit(next, &[record(Event::RolledBack, fields)])?;
         Ok(format!("slot {} ({version}) is the default from the next boot", r.to.letter()))
     }
 }

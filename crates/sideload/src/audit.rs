@@ -46,12 +46,57 @@ fn follows(line: &[u8], head: &Head) -> bool {
         .is_ok_and(|v| v["seq"].as_u64() == Some(head.seq + 1) && v["prev"].as_str() == Some(head.digest.as_str()))
 }
 
+bundle::stable_codes! {
+    /// Every event the audit log records, declared once with its name (README's "Audit
+    /// events" table is checked against this list).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Event {
+        /// A device's first record: a simulated device set up, or an appliance's first boot
+        /// adopting the running slot as good (`first_boot`).
+        Initialised => "initialised",
+        /// A boot, and which slot it came from.
+        Booted => "booted",
+        /// A bundle passed every check: its slot leaves the rotation and is written.
+        Accepted => "accepted",
+        /// The slot was written, fsynced and read back.
+        Installed => "installed",
+        /// The slot's trial boot was armed.
+        TrialArmed => "trial-armed",
+        /// A slot passed its health check on trial: the default now, the floor raised.
+        Blessed => "blessed",
+        /// A slot on trial failed its health check.
+        HealthFailed => "health-failed",
+        /// A trial ran out of tries: the boot loader went back to the good slot.
+        FellBack => "fell-back",
+        /// An install cut short (a power cut, a pulled stick): the slot is empty again.
+        Interrupted => "interrupted",
+        /// An operator's rollback to the other slot.
+        RolledBack => "rolled-back",
+        /// A refusal: what, of which file, with its reason code.
+        Refused => "refused",
+        /// A site profile put in force.
+        SiteProfileInstalled => "site-profile-installed",
+        /// A site profile recorded whose ruleset then did not load.
+        SiteProfileNotLoaded => "site-profile-not-loaded",
+        /// A slot's boot entry found edited or missing on the ESP, and written again.
+        BootEntryRestored => "boot-entry-restored",
+        /// The booted slot's kernel or initrd found swapped, and put back from its image.
+        BootFilesRestored => "boot-files-restored",
+        /// A slot's kernel or initrd found swapped: that slot is out of the rotation.
+        BootFilesTampered => "boot-files-tampered",
+        /// The log's tail was cut or edited: what was found, recorded before going on.
+        AuditTampered => "audit-tampered",
+        /// A torn last line (a power cut mid-append) was dropped.
+        AuditRepaired => "audit-repaired",
+    }
+}
+
 /// One decision to record: the event name and its fields (strings are JSON-escaped when
 /// written, so a bundle name with a newline or an escape sequence cannot forge a line).
 pub type Record = (String, Value);
 
-pub fn record(event: &str, fields: Value) -> Record {
-    (event.to_string(), fields)
+pub fn record(event: Event, fields: Value) -> Record {
+    (event.as_str().to_string(), fields)
 }
 
 pub struct Audit {
@@ -87,30 +132,30 @@ impl Audit {
             } else if !rest.contains(&b'\n') {
                 // A line cut short by a power cut: it was never acknowledged.
                 f.set_len(head.bytes).map_err(io)?;
-                notes.push(record("audit-repaired", json!({"dropped_bytes": rest.len(), "after_seq": head.seq})));
+                notes.push(record(Event::AuditRepaired, json!({"dropped_bytes": rest.len(), "after_seq": head.seq})));
             } else {
                 notes.push(record(
-                    "audit-tampered",
+                    Event::AuditTampered,
                     json!({"why": "lines after the recorded last record do not chain to it", "after_seq": head.seq, "bytes": rest.len()}),
                 ));
                 head.bytes = len;
             }
         } else if len > head.bytes {
             notes.push(record(
-                "audit-tampered",
+                Event::AuditTampered,
                 json!({"why": "unexpected bytes after the recorded last record", "after_seq": head.seq, "bytes": len - head.bytes}),
             ));
             head.bytes = len;
         } else if len < head.bytes {
             notes.push(record(
-                "audit-tampered",
+                Event::AuditTampered,
                 json!({"why": "the log is shorter than recorded: its tail was cut", "expected_seq": head.seq, "expected_bytes": head.bytes, "found_bytes": len}),
             ));
             head.bytes = len;
         } else if head.seq > 0 {
             let last = last_line(&mut f, len).map_err(io)?;
             if line_digest(&last) != head.digest {
-                notes.push(record("audit-tampered", json!({"why": "the last record was edited", "seq": head.seq})));
+                notes.push(record(Event::AuditTampered, json!({"why": "the last record was edited", "seq": head.seq})));
             }
         }
         let mut out = Vec::new();
@@ -257,6 +302,11 @@ pub fn check(path: &Path, expected: Option<&Head>, mut each: impl FnMut(&str, &V
 }
 
 #[cfg(test)]
+fn test_record(fields: Value) -> Record {
+    ("e".to_string(), fields)
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
@@ -268,7 +318,7 @@ mod tests {
     }
 
     fn recs(from: u64, n: u64) -> Vec<Record> {
-        (from..from + n).map(|i| record("e", json!({"i": i}))).collect()
+        (from..from + n).map(|i| test_record(json!({"i": i}))).collect()
     }
 
     /// The log's records; `lossy` skips lines that are not JSON (torn, junk), else one fails the test.
@@ -431,7 +481,7 @@ mod tests {
         let mut h = Head::default();
         for seq in 1..=600u64 {
             let base = json!({"event": "e", "pad": "", "prev": GENESIS, "seq": seq}).to_string().len();
-            h = a.append(&h, &[record("e", json!({"pad": "x".repeat(127 - base)}))]).unwrap();
+            h = a.append(&h, &[test_record(json!({"pad": "x".repeat(127 - base)}))]).unwrap();
         }
         assert_eq!(len(&a), 600 * 128);
         let all = a.last(usize::MAX);
@@ -512,14 +562,14 @@ mod tests {
     fn a_record_line_of_64_kib_is_read_and_one_byte_more_is_refused() {
         let line_len = |pad: usize| {
             let (_d, a) = log();
-            a.append(&Head::default(), &[record("e", json!({"pad": "x".repeat(pad)}))]).unwrap();
+            a.append(&Head::default(), &[test_record(json!({"pad": "x".repeat(pad)}))]).unwrap();
             len(&a) as usize - 1
         };
         let base = line_len(0);
         for (extra, broken) in [(0, None), (1, Some((1, "a line longer than 64 KiB".to_string())))] {
             let (_d, a) = log();
             let h = a
-                .append(&Head::default(), &[record("e", json!({"pad": "x".repeat(MAX_LINE - base + extra)}))])
+                .append(&Head::default(), &[test_record(json!({"pad": "x".repeat(MAX_LINE - base + extra)}))])
                 .unwrap();
             assert_eq!(len(&a) as usize, MAX_LINE + extra + 1);
             let c = check(&a.path, Some(&h), |_, _| {}).unwrap();

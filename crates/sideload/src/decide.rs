@@ -6,7 +6,7 @@
 use product::Version;
 use serde_json::json;
 
-use crate::audit::{Record, record};
+use crate::audit::{Event, Record, record};
 use crate::boot::{BootState, Slot};
 use crate::config::DeviceConfig;
 use crate::reason::Reason;
@@ -41,7 +41,7 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
                 plan.cancel_trials.push(slot);
                 s.set(slot, SlotRecord::empty());
                 plan.records.push(record(
-                    "interrupted",
+                    Event::Interrupted,
                     json!({"slot": l, "version": rec.version, "reason": "install cut short; slot discarded"}),
                 ));
             }
@@ -49,7 +49,7 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
                 s.set_status(slot, SlotStatus::Good);
                 s.security_floor = s.security_floor.max(rec.security_version);
                 plan.records.push(record(
-                    "blessed",
+                    Event::Blessed,
                     json!({"slot": l, "version": rec.version, "security_floor": s.security_floor, "recovered": true}),
                 ));
             }
@@ -57,7 +57,7 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
                 plan.cancel_trials.push(slot);
                 s.set_status(slot, SlotStatus::Failed);
                 plan.records.push(record(
-                    "fell-back",
+                    Event::FellBack,
                     json!({"slot": l, "version": rec.version, "booted": boot.booted.letter(), "reason": "the trial boot never passed its health check: the boot loader went back to the blessed slot"}),
                 ));
             }
@@ -96,7 +96,7 @@ pub fn first_boot(config: &DeviceConfig, booted: Slot) -> Option<(AgentState, Re
     );
     state.set(booted.other(), SlotRecord::empty());
     let rec = record(
-        "initialised",
+        Event::Initialised,
         json!({"slot": booted.letter(), "version": version.to_string(), "security_version": sv, "first_boot": true}),
     );
     Some((state, rec))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::audit::{self, Audit};
+use crate::audit::{self, Audit, Event};
 use crate::boot::{Bls, BootControl, SimBoot, Slot};
 use crate::config::DeviceConfig;
 use crate::fsutil::{fsync_dir, fsync_file, write_atomic};
@@ -222,7 +222,7 @@ impl Device {
         st.audit = Audit { path: data.join("audit.jsonl") }.append(
             &st.audit,
             &[audit::record(
-                "initialised",
+                Event::Initialised,
                 json!({"slot": "a", "version": version, "security_version": security_version}),
             )],
         )?;

@@ -216,16 +216,10 @@ fn scrypt_params(opslimit: u64, memlimit: u64) -> Result<(u8, u32, u32), Error> 
     let opslimit = opslimit.max(32_768);
     let r: u64 = 8;
     let (n_log2, p);
-    let pick = |max_n: u64| -> u8 {
-        let mut n = 1u8;
-        while n < 63 {
-            if (1u64 << n) > max_n / 2 {
-                break;
-            }
-            n += 1;
-        }
-        n
-    };
+    // The smallest n ≥ 1 with 2^n > max_n / 2 (libsodium's loop), at most 63: one more than
+    // the highest set bit of max_n / 2. Written with the bit count, not a loop, so that no
+    // mutant of a loop bound is left equivalent.
+    let pick = |max_n: u64| -> u8 { (u64::BITS - (max_n / 2).leading_zeros()).clamp(1, 63) as u8 };
     if opslimit < memlimit / 32 {
         p = 1;
         n_log2 = pick(opslimit / (r * 4));
@@ -422,6 +416,40 @@ mod tests {
         ];
         for &(ops, mem, want) in cases {
             assert_eq!(scrypt_params(ops, mem).ok(), want, "opslimit {ops}, memlimit {mem}");
+        }
+    }
+
+    /// libsodium's own loop, the judge of the bit-count form: every power of two and its
+    /// neighbours, in both branches.
+    #[test]
+    fn n_is_what_libsodiums_loop_gives() {
+        let pick = |max_n: u64| -> u8 {
+            let mut n = 1u8;
+            while n < 63 {
+                if (1u64 << n) > max_n / 2 {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        };
+        let reference = |ops: u64, mem: u64| {
+            let ops = ops.max(32_768);
+            if ops < mem / 32 {
+                (pick(ops / 32), 1)
+            } else {
+                let n = pick(mem / 1024);
+                (n, ((ops / 4) / (1u64 << n)).min(0x3fff_ffff) / 8)
+            }
+        };
+        for k in 0..64u32 {
+            for v in [1u64 << k, (1u64 << k).saturating_sub(1), (1u64 << k).saturating_add(1)] {
+                for (ops, mem) in [(v, u64::MAX), (1 << 40, v.max(1))] {
+                    let (n, p) = reference(ops, mem);
+                    let want = (n <= 22 && p != 0 && p <= 16).then_some((n, 8, p as u32));
+                    assert_eq!(scrypt_params(ops, mem).ok(), want, "opslimit {ops}, memlimit {mem}");
+                }
+            }
         }
     }
 }

@@ -72,3 +72,19 @@ fn readme_and_tests_cite_the_threat_model_that_is_in_the_repository() {
         assert!(!text.contains(&missing), "{f} cites {missing}, which is not in the repository (SECURITY.md is)");
     }
 }
+
+#[test]
+fn every_audit_event_is_documented_in_readme() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let table =
+        readme.split("### Audit events").nth(1).expect("an `### Audit events` section").split("\n#").next().unwrap();
+    let events: BTreeSet<&str> = sideload::audit::Event::ALL.iter().map(|e| e.as_str()).collect();
+    assert!(events.len() >= 18);
+    for e in &events {
+        assert!(table.lines().any(|l| l.starts_with(&format!("| `{e}` |"))), "README's audit events lack `{e}`");
+    }
+    for l in table.lines().filter(|l| l.starts_with("| `")) {
+        let e = l.split('`').nth(1).unwrap();
+        assert!(events.contains(e), "README documents the audit event `{e}`, which the agent never records");
+    }
+}

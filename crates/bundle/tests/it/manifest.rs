@@ -317,6 +317,7 @@ fn reason_codes_are_stable_strings() {
     for c in Code::ALL {
         assert_eq!(c.as_str(), c.to_string());
     }
+    assert_eq!(Code::ALL.len(), 14);
 }
 
 #[test]

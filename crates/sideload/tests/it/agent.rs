@@ -152,7 +152,7 @@ fn the_audit_log_is_appended_in_constant_memory_and_its_tail_is_watched() {
     let big_line = "x".repeat(1000);
     let state = sideload::state::load(&dev.root().join("data")).unwrap().unwrap();
     let records: Vec<_> =
-        (0..100_000).map(|i| sideload::audit::record("filler", serde_json::json!({"i": i, "pad": big_line}))).collect();
+        (0..100_000).map(|i| ("filler".to_string(), serde_json::json!({"i": i, "pad": big_line}))).collect();
     let head =
         sideload::audit::Audit { path: dev.root().join("data/audit.jsonl") }.append(&state.audit, &records).unwrap();
     let mut st = state.clone();
