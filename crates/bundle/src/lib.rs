@@ -3,6 +3,7 @@
 //! it and hands out payload bytes only after they matched the signed manifest. Pure: reads
 //! `impl Read`, writes `impl Write`, no filesystem or network I/O of its own.
 
+mod kinds;
 mod manifest;
 mod name;
 mod reader;
@@ -10,6 +11,7 @@ mod report;
 pub mod tar;
 mod writer;
 
+pub use kinds::{INITRD_FILE, KERNEL_FILE, PAYLOAD_KINDS, PayloadKind, Placement, boot_files, esp_name, kind};
 pub use manifest::{
     DEFAULT_CHUNK, FORMAT, MAX_CMDLINE, MAX_MANIFEST, MAX_PAYLOAD_SIZE, MAX_PAYLOADS, MIN_FORMAT, Manifest, PROVENANCE,
     Payload, Target, valid_cmdline,

@@ -20,8 +20,9 @@ use crate::error::{Error, Result, io_err, tool_err};
 pub const DISK_NAME: &str = "disk.img";
 pub const QCOW2_NAME: &str = "disk.qcow2";
 pub const BMAP_NAME: &str = "disk.bmap";
-pub const KERNEL_NAME: &str = "vmlinuz";
-pub const INITRD_NAME: &str = "initrd.img";
+/// The slot's kernel and initrd as build outputs and ESP files (the payload table's names).
+pub const KERNEL_NAME: &str = sideload::bootentry::KERNEL;
+pub const INITRD_NAME: &str = sideload::bootentry::INITRD;
 
 const MIB: u64 = 1 << 20;
 /// systemd-boot, from the image's own (pinned) `systemd-boot-efi` package.

@@ -21,12 +21,6 @@ pub const BUILD_MANIFEST: &str = "build-manifest.toml";
 
 /// The payloads a bundle carries, in order, when the build directory holds them: the
 /// provenance statement first (its signatures are checked before a slot byte is written).
-pub const PAYLOADS: &[(&str, Target)] = &[
-    (bundle::PROVENANCE, Target::Provenance),
-    ("root.img", Target::Root),
-    ("vmlinuz", Target::Kernel),
-    ("initrd.img", Target::Initrd),
-];
 
 #[derive(Debug)]
 pub enum Assembled {
@@ -190,7 +184,8 @@ pub fn assemble(
     // Compress each payload into a scratch file beside the output, hashing chunk by chunk.
     let mut scratch = Vec::new();
     let mut payloads = Vec::new();
-    for (name, target) in PAYLOADS {
+    for k in bundle::PAYLOAD_KINDS {
+        let (name, target) = (k.name, &k.target);
         let src = dir.join(name);
         if !src.exists() {
             if *target == Target::Root {

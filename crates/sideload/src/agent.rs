@@ -415,15 +415,11 @@ impl Agent {
             // The slot's kernel and initrd go to the ESP beside its boot entry, each replaced
             // atomically once every byte of it matched.
             while let Some(mut other) = vb.next_payload()? {
-                let name = match other.payload.target {
-                    bundle::Target::Kernel => "vmlinuz",
-                    bundle::Target::Initrd => "initrd.img",
-                    bundle::Target::Root | bundle::Target::Provenance => {
-                        return Err(Error::Refused(
-                            Reason::Bundle(bundle::Code::BadManifest),
-                            format!("a second {:?} payload", other.payload.target),
-                        ));
-                    }
+                let Some(name) = bundle::esp_name(other.payload.target) else {
+                    return Err(Error::Refused(
+                        Reason::Bundle(bundle::Code::BadManifest),
+                        format!("a second {:?} payload", other.payload.target),
+                    ));
                 };
                 match &self.dev.esp {
                     Some(esp) => {

@@ -24,8 +24,9 @@ use crate::state::BootRecord;
 const MAX_ENTRY: u64 = 16 * 1024;
 /// Largest kernel or initrd hashed (the image's are a few MiB).
 const MAX_BOOT_FILE: u64 = 512 << 20;
-pub const KERNEL: &str = "vmlinuz";
-pub const INITRD: &str = "initrd.img";
+/// The slot's kernel and initrd on the ESP, as the payload table names them.
+pub const KERNEL: &str = bundle::KERNEL_FILE;
+pub const INITRD: &str = bundle::INITRD_FILE;
 
 pub fn entries_dir(esp: &Path) -> PathBuf {
     esp.join("loader/entries")

@@ -219,8 +219,7 @@ pub fn acceptable(
 /// Whether a bundle's payloads include both boot files (a kernel and an initrd), which a slot
 /// that boots its own kernel needs ([`Room::kernels`]).
 pub fn carries_boot_files(payloads: &[bundle::Payload]) -> bool {
-    let has = |t: bundle::Target| payloads.iter().any(|p| p.target == t);
-    has(bundle::Target::Kernel) && has(bundle::Target::Initrd)
+    bundle::boot_files().all(|k| payloads.iter().any(|p| p.target == k.target))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

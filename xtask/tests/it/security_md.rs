@@ -88,3 +88,21 @@ fn every_audit_event_is_documented_in_readme() {
         assert!(events.contains(e), "README documents the audit event `{e}`, which the agent never records");
     }
 }
+
+#[test]
+fn every_payload_kind_is_documented_in_readme_as_the_table_says() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `") && l.matches(" | ").count() == 3).collect();
+    for k in bundle::PAYLOAD_KINDS {
+        let target = serde_json::to_value(k.target).unwrap();
+        let row = rows
+            .iter()
+            .find(|l| l.starts_with(&format!("| `{}` | `{}` |", k.name, target.as_str().unwrap())))
+            .unwrap_or_else(|| panic!("README's payload table lacks `{}`", k.name));
+        let needs = row.trim_end().trim_end_matches('|').trim().rsplit(" | ").next().unwrap();
+        assert_eq!(needs, if k.appliance_needs { "yes" } else { "no" }, "{row}");
+        if let bundle::Placement::Esp(file) = k.placement {
+            assert!(row.contains(&format!("ESP/SLOT/{file}")), "{row}");
+        }
+    }
+}
