@@ -67,8 +67,7 @@ impl Round {
 
 /// The policy a channel's artefacts are checked against: the builder's choice, by channel.
 pub fn channel_policy(ctx: &Ctx, channel: Channel) -> Result<release::LoadedPolicy> {
-    let src = if channel == Channel::Dev { PolicySource::Dev } else { PolicySource::Default };
-    Ok(release::policy::load(&ctx.root, &src)?)
+    Ok(release::policy::load(&ctx.root, &PolicySource::for_channel(channel))?)
 }
 
 /// Assembles the bundle of the build in `dir`: (bundle path if written, the signature rounds:

@@ -171,12 +171,10 @@ impl Repro {
         // this checkout when it is the same build; their reports are made again with it.
         let manifest = fs::read(outs[0].join(image::MANIFEST_NAME))?;
         let files = fs::read_dir(&outs[0])?.count();
-        let build_key = String::from_utf8_lossy(&manifest)
-            .lines()
-            .find_map(|l| l.strip_prefix("build_key = "))
-            .unwrap_or("?")
-            .trim_matches('"')
-            .to_string();
+        let build_key = schema::BuildFacts::parse(&String::from_utf8_lossy(&manifest))
+            .ok()
+            .and_then(|f| f.build_key)
+            .unwrap_or_else(|| "?".to_string());
         let summary = format!(
             "`cargo xtask repro` built this image twice — once with the builder's caches, once from nothing in another path with spaces and non-ASCII characters, directory entries created in reverse order, another TZ, locale, umask, user and hostname, on one CPU with its clock years ahead — and all {files} output files were identical byte for byte (build key {build_key})."
         );

@@ -83,27 +83,3 @@ pub fn envelope(payload: &[u8], signatures: &[trust::dsse::Signature]) -> String
         "signatures": sigs,
     }))
 }
-
-/// An envelope read back: payload type, payload bytes, signatures. Bounded, strict.
-pub fn parse_envelope(text: &[u8]) -> Result<(String, Vec<u8>, Vec<trust::dsse::Signature>), String> {
-    if text.len() > 2 * trust::dsse::MAX_PAYLOAD {
-        return Err(format!(
-            "envelope is {} bytes, more than the {} accepted",
-            text.len(),
-            2 * trust::dsse::MAX_PAYLOAD
-        ));
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    struct Env {
-        payload_type: String,
-        payload: String,
-        signatures: Vec<trust::dsse::Signature>,
-    }
-    let e: Env = serde_json::from_slice(text).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-    let payload = B64.decode(e.payload.trim()).map_err(|e| format!("payload is not base64: {e}"))?;
-    if e.signatures.len() > 16 {
-        return Err(format!("{} signatures, at most 16", e.signatures.len()));
-    }
-    Ok((e.payload_type, payload, e.signatures))
-}

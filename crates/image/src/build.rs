@@ -16,7 +16,7 @@ use crate::error::{Error, Result, io_err, tool_err};
 use crate::manifest::{BuildManifest, ImageInfo, Inputs, MANIFEST_FORMAT, Output};
 use crate::{archive, base, disk, evidence_gather, firewall, normalise, overlay, slotfs, stack, tools};
 
-pub const MANIFEST_NAME: &str = "build-manifest.toml";
+pub use schema::MANIFEST_NAME;
 pub const ROOTFS_NAME: &str = "rootfs.tar.zst";
 pub const SLOT_NAME: &str = "root.img";
 
@@ -229,7 +229,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib
         ),
     );
-    settings.insert("cmdline.a".to_string(), disk::cmdline(&recipe, "a"));
+    settings.insert(schema::SETTING_CMDLINE_A.to_string(), disk::cmdline(&recipe, "a"));
 
     let trust_root = trust_policy_path(&recipe);
     let inputs = Inputs {
@@ -448,10 +448,7 @@ fn provenance(
 }
 
 fn trust_policy_path(recipe: &Recipe) -> PathBuf {
-    match recipe.channel {
-        recipe::Channel::Dev => recipe.repo_root.join("keys/dev/trust.toml"),
-        recipe::Channel::Release => recipe.repo_root.join("keys/trust.toml"),
-    }
+    release::policy::PolicySource::for_channel(recipe.channel).path(&recipe.repo_root)
 }
 
 /// The device's identity and trust root for the update agent: `/etc/airlock/device.toml` and

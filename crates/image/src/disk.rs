@@ -158,7 +158,7 @@ fn make_esp(sh: &Shell, recipe: &Recipe, root: &Path, kernel: &Path, initrd: &Pa
     copy_file(kernel, &stage.join("a").join(KERNEL_NAME))?;
     copy_file(initrd, &stage.join("a").join(INITRD_NAME))?;
     fs::create_dir_all(stage.join("b")).map_err(io_err(&stage))?;
-    let entries = stage.join("loader/entries");
+    let entries = sideload::bootentry::entries_dir(&stage);
     fs::create_dir_all(&entries).map_err(io_err(&entries))?;
     fs::write(stage.join("loader/loader.conf"), LOADER_CONF).map_err(io_err(&stage))?;
     fs::write(entries.join("slot-a.conf"), entry(recipe, "a", 1)).map_err(io_err(&entries))?;

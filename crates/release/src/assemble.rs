@@ -17,7 +17,7 @@ use crate::sigfiles::{read_signatures, signature_paths};
 use crate::{Error, Result, sign_file};
 
 pub const BUNDLE_MANIFEST: &str = "bundle-manifest.toml";
-pub const BUILD_MANIFEST: &str = "build-manifest.toml";
+pub const BUILD_MANIFEST: &str = schema::MANIFEST_NAME;
 
 /// The payloads a bundle carries, in order, when the build directory holds them: the
 /// provenance statement first (its signatures are checked before a slot byte is written).
@@ -79,36 +79,27 @@ struct BuildInfo {
 
 /// The sha256 the build manifest lists for output `name`.
 fn output_sha(bm_text: &str, name: &str) -> Option<String> {
-    let bm: toml::Table = toml::from_str(bm_text).ok()?;
-    bm.get("outputs")?.get(name)?.get("sha256")?.as_str().map(str::to_string)
+    schema::BuildFacts::parse(bm_text).ok()?.output_sha256(name).map(str::to_string)
 }
 
 /// The slot's kernel command line the build recorded (`settings."cmdline.a"`), without the
 /// `root=` that names slot a: what the agent writes into whichever slot it installs.
 fn build_cmdline(bm_text: &str) -> Option<String> {
-    let bm: toml::Table = toml::from_str(bm_text).ok()?;
-    let full = bm.get("settings")?.get("cmdline.a")?.as_str()?;
+    let facts = schema::BuildFacts::parse(bm_text).ok()?;
+    let full = facts.cmdline_a()?;
     let tail: Vec<&str> = full.split(' ').filter(|w| !w.starts_with("root=")).collect();
     Some(tail.join(" ")).filter(|t| bundle::valid_cmdline(t).is_ok())
 }
 
 fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}", path.display()));
-    let t: toml::Table = toml::from_str(text).map_err(|e| bad(e.message()))?;
-    let img = t.get("image").and_then(|v| v.as_table()).ok_or_else(|| bad("no [image] table: not a build manifest"))?;
-    let s = |k: &str| {
-        img.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| bad(&format!("image.{k} missing")))
-    };
+    let img = schema::BuildFacts::parse(text).map_err(|e| bad(&format!("not a build manifest: {e}")))?.image;
     Ok(BuildInfo {
-        name: s("name")?,
-        version: product::Version::parse(&s("version")?).map_err(|e| bad(&e.to_string()))?,
-        product: s("product")?,
-        channel: s("channel")?.parse().map_err(|e: String| bad(&e))?,
-        security_version: img
-            .get("security_version")
-            .and_then(|v| v.as_integer())
-            .and_then(|v| u64::try_from(v).ok())
-            .ok_or_else(|| bad("image.security_version missing"))?,
+        version: product::Version::parse(&img.version).map_err(|e| bad(&e.to_string()))?,
+        channel: img.channel.parse().map_err(|e: String| bad(&e))?,
+        name: img.name,
+        product: img.product,
+        security_version: img.security_version,
     })
 }
 

@@ -28,6 +28,27 @@ pub enum PolicySource {
     File(PathBuf),
 }
 
+impl PolicySource {
+    /// The policy of a channel's builds: the INSECURE dev policy for dev, the repository's
+    /// `keys/trust.toml` for release — the one place the channel chooses a trust root (the
+    /// build bakes it into the image, `bundle` and `build` verify against it).
+    pub fn for_channel(channel: product::Channel) -> PolicySource {
+        match channel {
+            product::Channel::Dev => PolicySource::Dev,
+            product::Channel::Release => PolicySource::Default,
+        }
+    }
+
+    /// The file it names, in the checkout at `root`.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        match self {
+            PolicySource::Default => root.join(RELEASE_POLICY),
+            PolicySource::Dev => root.join(DEV_POLICY),
+            PolicySource::File(p) => p.clone(),
+        }
+    }
+}
+
 /// How the policy in use is reached from version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chain {
@@ -75,11 +96,7 @@ fn read_policy_text(path: &Path) -> Result<String> {
 
 /// Loads the verifier's policy. A policy that does not parse is a usage error (exit 2).
 pub fn load(root: &Path, src: &PolicySource) -> Result<LoadedPolicy> {
-    let path = match src {
-        PolicySource::Default => root.join(RELEASE_POLICY),
-        PolicySource::Dev => root.join(DEV_POLICY),
-        PolicySource::File(p) => p.clone(),
-    };
+    let path = src.path(root);
     let text = read_policy_text(&path)?;
     let policy = Policy::parse(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     let chain = chain(&path, &text, &policy);

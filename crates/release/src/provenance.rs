@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use trust::SecretKey;
-use trust::dsse::{IN_TOTO, MAX_PAYLOAD, Signature};
+use trust::dsse::{IN_TOTO, MAX_ENVELOPE, MAX_PAYLOAD, Signature};
 
 use crate::files::{open_regular, read_bounded, write_atomic};
 use crate::{Error, LoadedPolicy, Result};
@@ -174,17 +174,10 @@ fn sha256_of(path: &Path) -> Result<String> {
 /// Verifies an envelope: its signatures against the policy (every role's threshold), its
 /// payload type and statement type, and each subject's digest against the file beside it.
 pub fn verify(path: &Path, lp: &LoadedPolicy) -> Result<EnvelopeReport> {
-    let bytes = read_bounded(path, 2 * MAX_PAYLOAD as u64)?
-        .ok_or_else(|| Error::Rejected(format!("{}: larger than {} bytes", path.display(), 2 * MAX_PAYLOAD)))?;
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    struct Env {
-        payload_type: String,
-        payload: String,
-        signatures: Vec<Signature>,
-    }
-    let env: Env = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Rejected(format!("{}: not a DSSE envelope: {e}", path.display())))?;
+    let bytes = read_bounded(path, MAX_ENVELOPE as u64)?
+        .ok_or_else(|| Error::Rejected(format!("{}: larger than {MAX_ENVELOPE} bytes", path.display())))?;
+    let (env, payload) =
+        trust::dsse::Envelope::parse(&bytes).map_err(|e| Error::Rejected(format!("{}: {e}", path.display())))?;
     if env.payload_type != IN_TOTO {
         return Err(Error::Rejected(format!(
             "{}: payload type `{}` is not an in-toto statement",
@@ -192,11 +185,6 @@ pub fn verify(path: &Path, lp: &LoadedPolicy) -> Result<EnvelopeReport> {
             env.payload_type.escape_debug()
         )));
     }
-    if env.signatures.len() > 16 {
-        return Err(Error::Rejected(format!("{}: {} signatures, at most 16", path.display(), env.signatures.len())));
-    }
-    let payload =
-        B64.decode(env.payload.trim()).map_err(|e| Error::Rejected(format!("{}: payload: {e}", path.display())))?;
     let verdict = lp.policy.require_dsse(IN_TOTO, &payload, &env.signatures);
     let signatures_met = verdict.is_ok();
     let report = match verdict {

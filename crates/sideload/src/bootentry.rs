@@ -28,8 +28,13 @@ const MAX_BOOT_FILE: u64 = 512 << 20;
 pub const KERNEL: &str = bundle::KERNEL_FILE;
 pub const INITRD: &str = bundle::INITRD_FILE;
 
+/// Where the Boot Loader Specification entries are on an ESP.
+pub const ENTRIES: &str = "loader/entries";
+/// Where the appliance mounts its ESP.
+pub const ESP_MOUNT: &str = "/boot/efi";
+
 pub fn entries_dir(esp: &Path) -> PathBuf {
-    esp.join("loader/entries")
+    esp.join(ENTRIES)
 }
 
 /// The lines of `slot`'s entry that decide what boots.

@@ -254,14 +254,14 @@ impl Device {
         ]
         .into_iter()
         .collect();
-        let boot = Bls { entries: PathBuf::from("/boot/efi/loader/entries"), booted };
+        let boot = Bls { entries: crate::bootentry::entries_dir(Path::new(crate::bootentry::ESP_MOUNT)), booted };
         Ok(Device {
             config,
             policy,
             slots,
             boot: Box::new(boot),
             data: PathBuf::from("/var/lib/airlock"),
-            esp: Some(PathBuf::from("/boot/efi")),
+            esp: Some(PathBuf::from(crate::bootentry::ESP_MOUNT)),
             sim_root: None,
             slot_kernels: true,
             zones: PathBuf::from("/etc/airlock/zones.toml"),

@@ -15,8 +15,8 @@ use crate::fsutil::{fsync_dir, write_atomic};
 use crate::reason::Reason;
 
 pub const ENVELOPE: &str = "provenance.intoto.json";
-/// Largest envelope read back (a statement is at most `dsse::MAX_PAYLOAD`, base64 adds a third).
-const MAX_ENVELOPE: u64 = 2 * trust::dsse::MAX_PAYLOAD as u64;
+/// Largest envelope read back (DSSE's own bound).
+const MAX_ENVELOPE: u64 = trust::dsse::MAX_ENVELOPE as u64;
 
 fn path(dev: &Device, slot: Slot) -> PathBuf {
     dev.data.join("evidence").join(slot.letter()).join(ENVELOPE)
@@ -72,13 +72,8 @@ fn refused(code: bundle::Code, m: String) -> Error {
 /// verified when it is shown: an envelope edited on the data partition, or one of another
 /// build put in its place, is refused.
 pub fn check(dev: &Device, text: &str, root_sha256: &str) -> Result<(), Error> {
-    let env: trust::dsse::Envelope = serde_json::from_str(text).map_err(|e| {
-        refused(bundle::Code::BadManifest, format!("the provenance envelope is not a DSSE envelope: {e}"))
-    })?;
-    let payload = env.payload_bytes().map_err(|e| refused(bundle::Code::BadManifest, format!("provenance: {e}")))?;
-    if payload.len() > trust::dsse::MAX_PAYLOAD {
-        return Err(refused(bundle::Code::TooLarge, "the provenance statement is larger than 4 MiB".into()));
-    }
+    let (env, payload) = trust::dsse::Envelope::parse(text.as_bytes())
+        .map_err(|e| refused(bundle::Code::BadManifest, format!("the kept provenance envelope: {e}")))?;
     if env.payload_type != trust::dsse::IN_TOTO {
         return Err(refused(
             bundle::Code::BadSignature,

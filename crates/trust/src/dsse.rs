@@ -14,6 +14,10 @@ use crate::Error;
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// Largest envelope payload accepted (a provenance statement is a few KiB).
 pub const MAX_PAYLOAD: usize = 4 << 20;
+/// Largest envelope read (its payload at the bound is a third larger in base64).
+pub const MAX_ENVELOPE: usize = 2 * MAX_PAYLOAD;
+/// Most signatures one envelope carries.
+pub const MAX_ENVELOPE_SIGNATURES: usize = 16;
 
 /// One signature of an envelope: `keyid` (16 hex digits) and `sig` (standard base64).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,5 +69,34 @@ impl Envelope {
     /// The payload's bytes.
     pub fn payload_bytes(&self) -> Result<Vec<u8>, Error> {
         B64.decode(self.payload.trim()).map_err(|e| Error::Malformed(format!("DSSE payload is not base64: {e}")))
+    }
+
+    /// An envelope's JSON read back, bounded and strict (the one reader of the format: the
+    /// release tools' `verify`, the agent's kept provenance): at most [`MAX_ENVELOPE`] bytes,
+    /// [`MAX_ENVELOPE_SIGNATURES`] signatures and a payload of [`MAX_PAYLOAD`]; no unknown
+    /// field. Returns the envelope and its payload's bytes.
+    pub fn parse(text: &[u8]) -> Result<(Envelope, Vec<u8>), Error> {
+        if text.len() > MAX_ENVELOPE {
+            return Err(Error::Malformed(format!(
+                "the envelope is {} bytes, more than the {MAX_ENVELOPE} accepted",
+                text.len()
+            )));
+        }
+        let env: Envelope =
+            serde_json::from_slice(text).map_err(|e| Error::Malformed(format!("not a DSSE envelope: {e}")))?;
+        if env.signatures.len() > MAX_ENVELOPE_SIGNATURES {
+            return Err(Error::Malformed(format!(
+                "{} signatures, at most {MAX_ENVELOPE_SIGNATURES}",
+                env.signatures.len()
+            )));
+        }
+        let payload = env.payload_bytes()?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(Error::Malformed(format!(
+                "the payload is {} bytes, more than the {MAX_PAYLOAD} accepted",
+                payload.len()
+            )));
+        }
+        Ok((env, payload))
     }
 }

@@ -81,3 +81,37 @@ fn each_envelope_signature_is_named_by_its_place_and_its_keyid_escaped_and_cut()
 fn an_envelope_payload_is_bounded_at_four_mebibytes() {
     assert_eq!(dsse::MAX_PAYLOAD, 4 * 1024 * 1024);
 }
+
+#[test]
+fn an_envelope_is_read_back_bounded_and_strict_by_its_one_reader() {
+    let k = key(1);
+    let payload = br#"{"_type":"https://in-toto.io/Statement/v1"}"#;
+    let env = dsse::Envelope::new(IN_TOTO, payload, vec![dsse::sign(&k, IN_TOTO, payload)]);
+    let text = serde_json::to_vec(&env).unwrap();
+    let (back, bytes) = dsse::Envelope::parse(&text).unwrap();
+    assert_eq!((back, bytes.as_slice()), (env.clone(), &payload[..]));
+    let err = |t: &[u8]| dsse::Envelope::parse(t).unwrap_err().to_string();
+    assert!(err(b"{\"payload\": 3}").contains("not a DSSE envelope"));
+    let mut extra: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    extra["surprise"] = true.into();
+    assert!(err(&serde_json::to_vec(&extra).unwrap()).contains("unknown field"));
+    // 16 signatures pass, 17 do not.
+    let many = |n: usize| {
+        let e = dsse::Envelope::new(IN_TOTO, payload, vec![dsse::sign(&k, IN_TOTO, payload); n]);
+        serde_json::to_vec(&e).unwrap()
+    };
+    assert!(dsse::Envelope::parse(&many(dsse::MAX_ENVELOPE_SIGNATURES)).is_ok());
+    assert!(err(&many(dsse::MAX_ENVELOPE_SIGNATURES + 1)).contains("17 signatures, at most 16"));
+    // The envelope's bound, in bytes: exactly it is read, one byte more is not.
+    let pad = |n: usize| {
+        let mut t = text.clone();
+        t.extend(std::iter::repeat_n(b' ', n - text.len()));
+        t
+    };
+    assert!(dsse::Envelope::parse(&pad(dsse::MAX_ENVELOPE)).is_ok());
+    assert!(err(&pad(dsse::MAX_ENVELOPE + 1)).contains("more than the 8388608 accepted"));
+    // A payload over its own bound, even inside the envelope's.
+    let big = vec![b'x'; dsse::MAX_PAYLOAD + 1];
+    let e = dsse::Envelope::new(IN_TOTO, &big, vec![]);
+    assert!(err(&serde_json::to_vec(&e).unwrap()).contains("payload is 4194305 bytes"));
+}
