@@ -133,7 +133,7 @@ impl Boot {
         let console = machine.console();
         let line = console[..at].lines().last().unwrap_or("").to_string();
         let body = line.find('{').map(|i| line[i..].to_string()).unwrap_or_default();
-        let answer = ureq_health(self.port).unwrap_or(body);
+        let answer = health_answer(self.port).unwrap_or(body);
         machine.power_cut()?;
         if ctx.json {
             out!(
@@ -148,7 +148,7 @@ impl Boot {
 }
 
 /// The operator API's health answer through the forwarded port.
-fn ureq_health(port: u16) -> Option<String> {
+fn health_answer(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;

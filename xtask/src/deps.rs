@@ -11,10 +11,7 @@ use crate::build::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 /// Makes sure `wanted` are on this host. Online and as root, installs the missing ones with

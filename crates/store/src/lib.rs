@@ -92,7 +92,7 @@ fn is_sha256_hex(s: &str) -> bool {
 
 /// fsyncs a directory so that a rename inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    durable::sync_dir(dir, &durable::Unwitnessed).map_err(|f| Error::Io { path: f.path, source: f.source })
 }
 
 impl Store {
@@ -297,12 +297,5 @@ fn list_objects(dir: &Path) -> Result<Vec<String>> {
 
 /// Writes `bytes` to `path` through a temp file in the same directory: fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
-    sync_dir(dir)
+    durable::write_atomic(path, bytes, &durable::Unwitnessed).map_err(|f| Error::Io { path: f.path, source: f.source })
 }

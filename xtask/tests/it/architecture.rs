@@ -48,14 +48,15 @@ fn deps(t: &toml::Table) -> BTreeMap<&'static str, BTreeSet<String>> {
 /// dependencies go one way").
 const ALLOWED: &[(&str, &[&str])] = &[
     ("product", &[]),
+    ("durable", &[]),
     ("recipe", &["product", "zones"]),
-    ("store", &["recipe"]),
+    ("store", &["recipe", "durable"]),
     ("trust", &["product"]),
     ("bundle", &["trust", "product"]),
     ("schema", &[]),
-    ("release", &["trust", "bundle", "product", "schema"]),
+    ("release", &["trust", "bundle", "product", "schema", "durable"]),
     ("zones", &[]),
-    ("sideload", &["trust", "bundle", "product", "zones"]),
+    ("sideload", &["trust", "bundle", "product", "zones", "durable"]),
     ("evidence", &["recipe", "trust", "bundle", "product", "zones"]),
     ("image", &["recipe", "store", "trust", "bundle", "product", "sideload", "zones", "release", "evidence", "schema"]),
     ("parking-controller", &[]),

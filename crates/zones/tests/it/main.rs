@@ -341,7 +341,7 @@ fn a_hostile_site_profile_is_refused_before_it_is_used() {
 #[ignore = "system: needs root and nftables; run by `cargo xtask test`"]
 fn every_generated_ruleset_is_accepted_by_nft() {
     assert!(
-        rustix_is_root(),
+        is_root(),
         "this system test needs root (unshare --net, nft -c): run `cargo xtask test` as root, as CI does"
     );
     let site = SiteProfile::parse(SITE.as_bytes()).unwrap().apply(&model(), "p").unwrap();
@@ -384,9 +384,6 @@ fn every_generated_ruleset_is_accepted_by_nft() {
     }
 }
 
-fn rustix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
