@@ -101,6 +101,42 @@ fn inactive_room(dev: &Device, boot: &BootState) -> Result<decide::Room, Error> 
     Ok(decide::Room { size: slotio::slot_len(p)?, kernels: dev.slot_kernels })
 }
 
+/// What an install writes, decided from the verified manifest before anything changes.
+struct Plan {
+    target: Slot,
+    slot_path: std::path::PathBuf,
+    chunk_size: u64,
+    root: bundle::Payload,
+    /// The boot entry's command line (the bundle's, else the running image's).
+    cmdline: Option<String>,
+    /// The kernel's and initrd's signed digests, when the bundle carries them.
+    kernel: Option<String>,
+    initrd: Option<String>,
+}
+
+/// The provenance statement comes first and is checked (its DSSE signatures against the
+/// device's policy, its subject against the image) before anything changes: the envelope to
+/// keep, when the bundle carries one.
+fn read_provenance<R: Read>(
+    vb: &mut bundle::VerifiedBundle<R>,
+    progress: &mut dyn Progress,
+) -> Result<Option<String>, Error> {
+    if vb.manifest().payloads.first().map(|p| p.target) != Some(bundle::Target::Provenance) {
+        return Ok(None);
+    }
+    progress.phase("checking the provenance statement");
+    let mut buf = Vec::new();
+    if let Some(mut p) = vb.next_payload()? {
+        while p.next_chunk(&mut buf)? {}
+    }
+    let (env, _) = vb.provenance().ok_or_else(|| {
+        Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the provenance was not read".into())
+    })?;
+    let mut text = serde_json::to_string_pretty(&env).map_err(|e| Error::State(e.to_string()))?;
+    text.push('\n');
+    Ok(Some(text))
+}
+
 fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> Accepted {
     Accepted {
         bundle: name.to_string(),
@@ -305,6 +341,8 @@ impl Agent {
         r
     }
 
+    /// An install, as its named steps: each one's effects ordered so that a power cut
+    /// between any two leaves a device that boots a verified slot.
     fn install_file(
         &mut self,
         file: &File,
@@ -314,9 +352,44 @@ impl Agent {
     ) -> Result<Accepted, Error> {
         failpoint("verify");
         progress.phase(&format!("verifying {name}"));
+        let (mut vb, target) = self.open_acceptable(file, opts)?;
+        let acc = accepted(name, &vb, target);
+        let plan = self.plan(&vb, target)?;
+        let evidence = read_provenance(&mut vb, progress)?;
+        self.begin_writing(&acc, &plan)?;
+        failpoint("accepted");
+        progress.phase(&format!("writing {} into slot {}", acc.version, target.letter()));
+        let boot_files = self.write_payloads(&mut vb, &plan, progress)?;
+        // The end marker, then nothing: the bundle read whole and checked.
+        vb.finish()?;
+        let boot_record = self.write_boot_entry(&plan, boot_files, progress)?;
+        if let Some(text) = &evidence {
+            crate::evidence::keep(&self.dev, target, text)?;
+        }
+        failpoint("after-sync");
+        progress.phase("reading the slot back");
+        if !slotio::read_back_matches(&plan.slot_path, &plan.root.chunks, plan.chunk_size, plan.root.size)? {
+            return Err(Error::Refused(
+                Reason::ReadbackMismatch,
+                format!("slot {} reads back differently from what was written", target.letter()),
+            ));
+        }
+        self.record_installed(&acc, &plan, boot_files, boot_record, evidence.is_some())?;
+        failpoint("before-arm");
+        self.arm(target, progress)?;
+        Ok(acc)
+    }
+
+    /// Verifies the bundle (signatures first) and decides whether this device takes it, and
+    /// into which slot. Writes nothing.
+    fn open_acceptable<'f>(
+        &self,
+        file: &'f File,
+        opts: InstallOptions,
+    ) -> Result<(bundle::VerifiedBundle<BufReader<&'f File>>, Slot), Error> {
         let boot = self.dev.boot.state()?;
         let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
-        let mut vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
+        let vb = bundle::open(BufReader::with_capacity(1 << 20, file), &self.dev.policy, expect)?;
         let room = inactive_room(&self.dev, &boot)?;
         let target = decide::acceptable(
             &self.state,
@@ -326,144 +399,146 @@ impl Agent {
             room,
             opts,
         )?;
-        let acc = accepted(name, &vb, target);
-        let slot_path = self.slot_path(target)?;
+        Ok((vb, target))
+    }
+
+    /// What the install will write, from the verified manifest: the root payload, the slot,
+    /// and the boot entry's command line and files. Writes nothing.
+    fn plan<R: Read>(&self, vb: &bundle::VerifiedBundle<R>, target: Slot) -> Result<Plan, Error> {
+        let m = vb.manifest();
         // The slot's boot entry is written whole from the signed bundle's command line (or,
         // for a bundle of an older format, the running image's own): a device whose boot
         // entries the agent writes needs one of them before anything changes.
-        let cmdline = vb.manifest().cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
-        let digest_of =
-            |t: bundle::Target| vb.manifest().payloads.iter().find(|p| p.target == t).map(|p| p.sha256.clone());
-        let (kernel_sha, initrd_sha) = (digest_of(bundle::Target::Kernel), digest_of(bundle::Target::Initrd));
+        let cmdline = m.cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
         if self.dev.slot_kernels && self.dev.sim_root.is_none() && cmdline.is_none() {
             return Err(Error::Refused(
                 Reason::Bundle(bundle::Code::BadManifest),
                 "no kernel command line for the slot's boot entry: the bundle (format 3) and this image's device.toml carry none".into(),
             ));
         }
-        let chunk_size = vb.manifest().chunk_size;
-        // The provenance statement comes first and is checked (its DSSE signatures against
-        // this device's policy) before anything changes.
-        let evidence = match vb.manifest().payloads.first().map(|p| p.target) {
-            Some(bundle::Target::Provenance) => {
-                progress.phase("checking the provenance statement");
-                let mut buf = Vec::new();
-                if let Some(mut p) = vb.next_payload()? {
-                    while p.next_chunk(&mut buf)? {}
-                }
-                let (env, _) = vb.provenance().ok_or_else(|| {
-                    Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the provenance was not read".into())
-                })?;
-                let mut text = serde_json::to_string_pretty(&env).map_err(|e| Error::State(e.to_string()))?;
-                text.push('\n');
-                Some(text)
-            }
-            _ => None,
-        };
-        let payload = vb
-            .manifest()
+        let digest_of = |t: bundle::Target| m.payloads.iter().find(|p| p.target == t).map(|p| p.sha256.clone());
+        let root = m
             .payloads
             .iter()
             .find(|p| p.target == bundle::Target::Root)
             .cloned()
             .ok_or_else(|| Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "no root payload".into()))?;
-        let slot_size = slotio::slot_len(&slot_path)?;
-        if payload.size > slot_size {
-            return Err(Error::Refused(
-                Reason::TooLargeForSlot,
-                format!(
-                    "payload {} is {} bytes, slot {} holds {slot_size}",
-                    payload.name,
-                    payload.size,
-                    target.letter()
-                ),
-            ));
-        }
+        Ok(Plan {
+            target,
+            slot_path: self.slot_path(target)?,
+            chunk_size: m.chunk_size,
+            root,
+            cmdline,
+            kernel: digest_of(bundle::Target::Kernel),
+            initrd: digest_of(bundle::Target::Initrd),
+        })
+    }
 
-        // The slot leaves the boot rotation before a byte of it changes, and its evidence
-        // goes with the image it described.
-        self.dev.boot.cancel_trial(target)?;
-        crate::evidence::forget(&self.dev, target)?;
+    /// The slot leaves the boot rotation before a byte of it changes, its evidence goes with
+    /// the image it described, and it is recorded as being written (with the `accepted` record).
+    fn begin_writing(&mut self, acc: &Accepted, plan: &Plan) -> Result<(), Error> {
+        self.dev.boot.cancel_trial(plan.target)?;
+        crate::evidence::forget(&self.dev, plan.target)?;
         let mut next = self.state.clone();
         next.set(
-            target,
+            plan.target,
             SlotRecord {
                 status: SlotStatus::Writing,
                 version: acc.version.clone(),
                 security_version: acc.security_version,
                 manifest: acc.manifest.clone(),
-                sha256: payload.sha256.clone(),
-                size: payload.size,
+                sha256: plan.root.sha256.clone(),
+                size: plan.root.size,
                 boot: None,
             },
         );
-        let fields = json!({"bundle": acc.bundle, "version": acc.version, "security_version": acc.security_version, "manifest": acc.manifest, "signers": acc.signers, "slot": target.letter()});
-        self.commit(next, &[record(Event::Accepted, fields)])?;
-        failpoint("accepted");
-        progress.phase(&format!("writing {} into slot {}", acc.version, target.letter()));
-        let out = OpenOptions::new().write(true).open(&slot_path).map_err(|e| Error::io(&slot_path, e))?;
+        let fields = json!({"bundle": acc.bundle, "version": acc.version, "security_version": acc.security_version, "manifest": acc.manifest, "signers": acc.signers, "slot": plan.target.letter()});
+        self.commit(next, &[record(Event::Accepted, fields)])
+    }
+
+    /// Streams the root payload into the slot, chunk by verified chunk, then each boot file
+    /// to the ESP (replaced atomically once every byte of it matched). Returns how many boot
+    /// files were written.
+    fn write_payloads<R: Read>(
+        &self,
+        vb: &mut bundle::VerifiedBundle<R>,
+        plan: &Plan,
+        progress: &mut dyn Progress,
+    ) -> Result<u32, Error> {
+        let out = OpenOptions::new().write(true).open(&plan.slot_path).map_err(|e| Error::io(&plan.slot_path, e))?;
         failpoint("write-start");
+        let mut p = vb.next_payload()?.ok_or_else(|| {
+            Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the root payload is missing".into())
+        })?;
+        let total = p.payload.size;
+        slotio::stream_to_slot(&mut p, out, &plan.slot_path, plan.chunk_size as usize, &mut |done| {
+            progress.bytes(done, total)
+        })?;
         let mut boot_files = 0u32;
-        {
-            let mut p = vb.next_payload()?.ok_or_else(|| {
-                Error::Refused(Reason::Bundle(bundle::Code::BadManifest), "the root payload is missing".into())
-            })?;
-            let total = p.payload.size;
-            slotio::stream_to_slot(&mut p, out, &slot_path, chunk_size as usize, &mut |done| {
-                progress.bytes(done, total)
-            })?;
-            // The slot's kernel and initrd go to the ESP beside its boot entry, each replaced
-            // atomically once every byte of it matched.
-            while let Some(mut other) = vb.next_payload()? {
-                let Some(name) = bundle::esp_name(other.payload.target) else {
-                    return Err(Error::Refused(
-                        Reason::Bundle(bundle::Code::BadManifest),
-                        format!("a second {:?} payload", other.payload.target),
-                    ));
-                };
-                match &self.dev.esp {
-                    Some(esp) => {
-                        progress.phase(&format!("writing slot {}'s {name}", target.letter()));
-                        slotio::write_boot_file(&mut other, &esp.join(target.letter()), name)?;
-                        boot_files += 1;
-                    }
-                    None => {
-                        let mut buf = Vec::new();
-                        while other.next_chunk(&mut buf)? {}
-                    }
+        while let Some(mut other) = vb.next_payload()? {
+            let Some(name) = bundle::esp_name(other.payload.target) else {
+                return Err(Error::Refused(
+                    Reason::Bundle(bundle::Code::BadManifest),
+                    format!("a second {:?} payload", other.payload.target),
+                ));
+            };
+            match &self.dev.esp {
+                Some(esp) => {
+                    progress.phase(&format!("writing slot {}'s {name}", plan.target.letter()));
+                    slotio::write_boot_file(&mut other, &esp.join(plan.target.letter()), name)?;
+                    boot_files += 1;
+                }
+                None => {
+                    let mut buf = Vec::new();
+                    while other.next_chunk(&mut buf)? {}
                 }
             }
-            vb.finish()?;
         }
-        // Both boot files are written: the slot's entry is written whole, and recorded with them.
-        let boot_record = match (&self.dev.esp, cmdline, kernel_sha, initrd_sha) {
-            (Some(esp), Some(cmdline), Some(kernel), Some(initrd)) if boot_files == 2 => {
-                progress.phase(&format!("writing slot {}'s boot entry", target.letter()));
-                crate::bootentry::write(esp, target, &cmdline)?;
-                Some(state::BootRecord { cmdline, kernel, initrd })
-            }
-            _ => None,
+        Ok(boot_files)
+    }
+
+    /// Both boot files written: the slot's whole entry, from the plan's command line, and the
+    /// record of it with the files' digests.
+    fn write_boot_entry(
+        &self,
+        plan: &Plan,
+        boot_files: u32,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<state::BootRecord>, Error> {
+        let (Some(esp), Some(cmdline), Some(kernel), Some(initrd)) =
+            (&self.dev.esp, plan.cmdline.clone(), plan.kernel.clone(), plan.initrd.clone())
+        else {
+            return Ok(None);
         };
-        if let Some(text) = &evidence {
-            crate::evidence::keep(&self.dev, target, text)?;
+        if boot_files != 2 {
+            return Ok(None);
         }
-        failpoint("after-sync");
-        progress.phase("reading the slot back");
-        if !slotio::read_back_matches(&slot_path, &payload.chunks, chunk_size, payload.size)? {
-            return Err(Error::Refused(
-                Reason::ReadbackMismatch,
-                format!("slot {} reads back differently from what was written", target.letter()),
-            ));
-        }
+        progress.phase(&format!("writing slot {}'s boot entry", plan.target.letter()));
+        crate::bootentry::write(esp, plan.target, &cmdline)?;
+        Ok(Some(state::BootRecord { cmdline, kernel, initrd }))
+    }
+
+    /// The slot written and read back: recorded with its boot entry (the `installed` record).
+    fn record_installed(
+        &mut self,
+        acc: &Accepted,
+        plan: &Plan,
+        boot_files: u32,
+        boot_record: Option<state::BootRecord>,
+        provenance: bool,
+    ) -> Result<(), Error> {
         let mut next = self.state.clone();
-        next.set_status(target, SlotStatus::Written);
+        next.set_status(plan.target, SlotStatus::Written);
         let entry_written = boot_record.is_some();
-        if let Some(r) = next.slots.get_mut(&target) {
+        if let Some(r) = next.slots.get_mut(&plan.target) {
             r.boot = boot_record;
         }
-        let fields = json!({"slot": target.letter(), "version": acc.version, "sha256": payload.sha256, "size": payload.size, "boot_files": boot_files, "boot_entry": entry_written, "provenance": evidence.is_some()});
-        self.commit(next, &[record(Event::Installed, fields)])?;
-        failpoint("before-arm");
+        let fields = json!({"slot": plan.target.letter(), "version": acc.version, "sha256": plan.root.sha256, "size": plan.root.size, "boot_files": boot_files, "boot_entry": entry_written, "provenance": provenance});
+        self.commit(next, &[record(Event::Installed, fields)])
+    }
+
+    /// Arms the slot's trial boot (the `trial-armed` record).
+    fn arm(&mut self, target: Slot, progress: &mut dyn Progress) -> Result<(), Error> {
         let tries = self.dev.config.tries;
         self.dev.boot.arm_trial(target, tries)?;
         self.commit(
@@ -472,7 +547,7 @@ impl Agent {
         )?;
         failpoint("after-arm");
         progress.phase(&format!("trial boot of slot {} armed ({tries} tries)", target.letter()));
-        Ok(acc)
+        Ok(())
     }
 
     /// Checks a bundle's signatures and what it is for (not its payload), for choosing among

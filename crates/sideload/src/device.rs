@@ -27,6 +27,25 @@ pub const LIVE_FIREWALL: &str = "live-firewall";
 /// does, so a bundle must carry both.
 pub const SLOT_KERNELS: &str = "slot-kernels";
 
+/// What a simulated device is set up with (`sideload --root DIR init`).
+#[derive(Debug, Clone, Copy)]
+pub struct Simulated<'a> {
+    pub config: &'a DeviceConfig,
+    /// The trust policy's text (`trust.toml`).
+    pub policy: &'a str,
+    pub slot_size: u64,
+    /// Slot a's image, and its version and security version.
+    pub image: &'a Path,
+    pub version: &'a str,
+    pub security_version: u64,
+    /// Unsynced writes are lost at `simulate-boot`, as at a power cut.
+    pub power_loss: bool,
+    /// The image's zones and conduits (`zones.toml`).
+    pub zones: Option<&'a str>,
+    /// Firewalls loaded with nft for real, in the agent's network namespace.
+    pub live_firewall: bool,
+}
+
 pub struct Device {
     pub(crate) config: DeviceConfig,
     pub(crate) policy: trust::Policy,
@@ -150,22 +169,21 @@ impl Device {
         })
     }
 
-    /// Sets up a simulated device whose slot A holds `image` (version, security version),
-    /// blessed and booted; slots are `slot_size` bytes. With `power_loss`, a later
-    /// `simulate-boot` first drops every write that was not fsynced (see `simfs`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn init_simulated(
-        root: &Path,
-        config: &DeviceConfig,
-        policy_text: &str,
-        slot_size: u64,
-        image: &Path,
-        version: &str,
-        security_version: u64,
-        power_loss: bool,
-        zones: Option<&str>,
-        live_firewall: bool,
-    ) -> Result<(), Error> {
+    /// Sets up a simulated device whose slot A holds `s.image` (its version and security
+    /// version), blessed and booted; slots are `s.slot_size` bytes. With `s.power_loss`, a
+    /// later `simulate-boot` first drops every write that was not fsynced (see `simfs`).
+    pub fn init_simulated(root: &Path, s: &Simulated<'_>) -> Result<(), Error> {
+        let Simulated {
+            config,
+            policy: policy_text,
+            slot_size,
+            image,
+            version,
+            security_version,
+            power_loss,
+            zones,
+            live_firewall,
+        } = *s;
         let policy = trust::Policy::parse(policy_text).map_err(|e| Error::State(format!("trust policy: {e}")))?;
         config.check_policy(&policy).map_err(|e| Error::State(format!("trust policy: {e}")))?;
         product::Version::parse(version).map_err(|e| Error::State(e.to_string()))?;
@@ -343,6 +361,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn sim<'a>(config: &'a DeviceConfig, policy: &'a str, slot_size: u64, image: &'a Path) -> Simulated<'a> {
+        Simulated {
+            config,
+            policy,
+            slot_size,
+            image,
+            version: "1.0.0",
+            security_version: 1,
+            power_loss: false,
+            zones: None,
+            live_firewall: false,
+        }
+    }
+
     #[test]
     fn a_small_file_is_read_up_to_its_bound_inclusive() {
         let dir = tempfile::tempdir().unwrap();
@@ -377,8 +409,7 @@ mod tests {
         let image = root.join("image");
         fs::write(&image, b"root").unwrap();
         let policy = include_str!("../../../keys/dev/trust.toml");
-        Device::init_simulated(&root.join("dev"), &config, policy, 4096, &image, "1.0.0", 1, false, None, false)
-            .unwrap();
+        Device::init_simulated(&root.join("dev"), &sim(&config, policy, 4096, &image)).unwrap();
         let dev = Device::simulated(&root.join("dev")).unwrap();
         assert_eq!(dev.busy(), None, "nobody holds a device that was just set up");
         let held = dev.lock(Duration::ZERO).unwrap();
@@ -404,9 +435,9 @@ mod tests {
         let image = dir.path().join("image");
         fs::write(&image, b"root bytes").unwrap();
         let policy = include_str!("../../../keys/dev/trust.toml");
-        let e = Device::init_simulated(&root, &config, policy, 9, &image, "1.0.0", 1, false, None, false).unwrap_err();
+        let e = Device::init_simulated(&root, &sim(&config, policy, 9, &image)).unwrap_err();
         assert!(e.to_string().contains("image is 10 bytes, slots are 9"), "{e}");
-        Device::init_simulated(&root, &config, policy, 10, &image, "1.0.0", 1, false, None, false).unwrap();
+        Device::init_simulated(&root, &sim(&config, policy, 10, &image)).unwrap();
         assert_eq!(fs::read(root.join("slots/root-a")).unwrap(), b"root bytes");
         assert_eq!(fs::read(root.join("slots/root-b")).unwrap(), [0; 10]);
         let st = state::load(&root.join("data")).unwrap().unwrap();

@@ -31,7 +31,7 @@ pub use agent::{Accepted, Agent, NoProgress, Progress, View};
 pub use boot::{Bls, BootControl, BootState, SimBoot, Slot, Trial};
 pub use config::DeviceConfig;
 pub use decide::InstallOptions;
-pub use device::Device;
+pub use device::{Device, Simulated};
 pub use fsutil::write_atomic;
 pub use reason::Reason;
 pub use slotio::hash_prefix;

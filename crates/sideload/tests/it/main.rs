@@ -191,17 +191,20 @@ impl Dev {
             security_version: None,
             cmdline: None,
         };
+        let policy = policy_text();
         Device::init_simulated(
             &dir.path().join("dev"),
-            &cfg,
-            &policy_text(),
-            slot_size,
-            &img,
-            "1.0.0",
-            1,
-            true,
-            None,
-            false,
+            &sideload::Simulated {
+                config: &cfg,
+                policy: &policy,
+                slot_size,
+                image: &img,
+                version: "1.0.0",
+                security_version: 1,
+                power_loss: true,
+                zones: None,
+                live_firewall: false,
+            },
         )
         .unwrap();
         Dev { dir, v1 }

@@ -95,17 +95,20 @@ impl Site {
             security_version: Some(1),
             cmdline: None,
         };
+        let policy = policy(with_approval);
         Device::init_simulated(
             &dir.path().join("dev"),
-            &cfg,
-            &policy(with_approval),
-            8192,
-            &img,
-            "1.0.0",
-            1,
-            false,
-            Some(MODEL),
-            live,
+            &sideload::Simulated {
+                config: &cfg,
+                policy: &policy,
+                slot_size: 8192,
+                image: &img,
+                version: "1.0.0",
+                security_version: 1,
+                power_loss: false,
+                zones: Some(MODEL),
+                live_firewall: live,
+            },
         )
         .unwrap();
         Site { dir }
