@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::build::RecipeArgs;
+use crate::args::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -64,7 +64,7 @@ impl Boot {
                         format!(
                             "{}: not built: run `{}` first",
                             d.display(),
-                            crate::build::command("build", &args.shown(ctx))
+                            crate::args::command("build", &args.shown(ctx))
                         ),
                     )
                     .into());

@@ -1,76 +1,16 @@
-//! `build`, `lock` and `fetch`: flags in, calls into `image` and `release`, a summary out.
+//! `build`: flags in, calls into `image` and `release`, a summary out.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use product::Channel;
-use recipe::{Lock, Recipe};
-use store::Store;
 
+use crate::args::RecipeArgs;
 use crate::bundle_cmd::{Round, channel_policy, make_bundle};
 use crate::output::capped;
 use crate::{Ctx, Exit, out};
-
-pub const DEFAULT_RECIPE: &str = "recipes/parking-controller.toml";
-
-/// Flags shared by the commands that read a recipe.
-#[derive(Args, Clone, Debug, Default)]
-pub struct RecipeArgs {
-    /// The recipe (default: recipes/parking-controller.toml).
-    pub recipe: Option<PathBuf>,
-    /// The lock file (default: NAME.lock beside the recipe, or the lock of the recipe it
-    /// extends when the [base] is the same).
-    #[arg(long)]
-    pub lock: Option<PathBuf>,
-    /// The input store (default: $AIRLOCK_STORE or ~/.cache/airlock/store).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-}
-
-impl RecipeArgs {
-    pub fn recipe_path(&self, ctx: &Ctx) -> PathBuf {
-        self.recipe.as_deref().map(|r| ctx.path(r)).unwrap_or_else(|| ctx.root.join(DEFAULT_RECIPE))
-    }
-    pub fn store_path(&self, ctx: &Ctx) -> PathBuf {
-        self.store.as_deref().map(|s| ctx.path(s)).unwrap_or_else(Store::default_root)
-    }
-    pub fn lock_path(&self, ctx: &Ctx) -> Option<PathBuf> {
-        self.lock.as_deref().map(|l| ctx.path(l))
-    }
-    pub fn load(&self, ctx: &Ctx) -> Result<Recipe> {
-        Ok(Recipe::load(&self.recipe_path(ctx), &ctx.root)?)
-    }
-    /// The recipe and flags as the user gave them, for hints that can be pasted as they are.
-    pub fn shown(&self, _ctx: &Ctx) -> String {
-        let mut parts = Vec::new();
-        if let Some(r) = &self.recipe {
-            parts.push(quote(&r.display().to_string()));
-        }
-        if let Some(l) = &self.lock {
-            parts.push(format!("--lock {}", quote(&l.display().to_string())));
-        }
-        if let Some(s) = &self.store {
-            parts.push(format!("--store {}", quote(&s.display().to_string())));
-        }
-        parts.join(" ")
-    }
-}
-
-/// Quotes a path for a shell when it needs it.
-pub fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-/// `cargo xtask CMD ARGS`, with no double space when ARGS is empty.
-pub fn command(cmd: &str, args: &str) -> String {
-    if args.is_empty() { format!("cargo xtask {cmd}") } else { format!("cargo xtask {cmd} {args}") }
-}
 
 #[derive(Args, Debug)]
 pub struct Build {
@@ -204,82 +144,11 @@ impl Build {
                     );
                     out!(
                         "  to the signing machine, bring the .minisig and .dsse files back beside them, then run `{}`",
-                        crate::build::command("bundle", &self.args.shown(ctx))
+                        crate::args::command("bundle", &self.args.shown(ctx))
                     );
                 }
             }
         }
         if complete { Ok(()) } else { Err(Exit(1, String::new()).into()) }
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct LockCmd {
-    #[command(flatten)]
-    pub args: RecipeArgs,
-    /// Resolve again even when the lock is up to date (pins what the registry serves now).
-    #[arg(long)]
-    pub update: bool,
-}
-
-impl LockCmd {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        crate::deps::ensure(&image::tools::resolve_tools(), false)?;
-        let recipe = self.args.load(ctx)?;
-        let lock_path = self.args.lock_path(ctx).unwrap_or_else(|| recipe.default_lock_path());
-        if !self.update && lock_path.exists() {
-            match Lock::load_for(&recipe, &lock_path) {
-                Ok(lock) => {
-                    out!(
-                        "{} is up to date: {} packages, {} MiB (use --update to resolve again)",
-                        lock_path.display(),
-                        lock.packages.len(),
-                        lock.total_size() >> 20
-                    );
-                    return Ok(());
-                }
-                Err(recipe::Error::StaleLock { .. }) => {
-                    eprintln!("{} is older than its recipe: resolving again", lock_path.display());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let store = Store::open(&self.args.store_path(ctx))?;
-        image::resolve::check_names(&recipe)?;
-        eprintln!(
-            "resolving {} packages of {} with the host's apt sources (mmdebstrap, about a minute)…",
-            recipe.base.packages.len(),
-            recipe.path.display()
-        );
-        let lock = image::resolve::resolve(&recipe, &store)?;
-        release::files::write_atomic(&lock_path, lock.to_toml().as_bytes())
-            .with_context(|| format!("writing {}", lock_path.display()))?;
-        out!("{}: {} packages, {} MiB pinned", lock_path.display(), lock.packages.len(), lock.total_size() >> 20);
-        Ok(())
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct Fetch {
-    #[command(flatten)]
-    pub args: RecipeArgs,
-}
-
-impl Fetch {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        crate::deps::ensure(&image::tools::fetch_tools(), false)?;
-        let recipe = self.args.load(ctx)?;
-        let lock_path = image::lock_path(&recipe, self.args.lock_path(ctx).as_deref())?;
-        let lock = Lock::load_for(&recipe, &lock_path)?;
-        let store = Store::open(&self.args.store_path(ctx))?;
-        let n = image::fetch(&recipe, &lock, &store)?;
-        let wanted = image::wanted(&recipe, &lock);
-        store.verify_all(&wanted)?;
-        if ctx.json {
-            out!("{}", serde_json::json!({"ok": true, "store": store.root(), "fetched": n, "verified": wanted.len()}));
-        } else {
-            out!("store {}: {} inputs fetched, all {} verified", store.root().display(), n, wanted.len());
-        }
-        Ok(())
     }
 }

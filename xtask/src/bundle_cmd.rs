@@ -9,7 +9,7 @@ use clap::Args;
 use product::Channel;
 use release::{Assembled, PolicySource};
 
-use crate::build::RecipeArgs;
+use crate::args::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
 #[derive(Args, Debug)]

@@ -5,21 +5,25 @@
 //! reproducibility…); 2 usage or I/O error. With `--json`, failures print one JSON object
 //! `{"ok": false, "exit_code": N, "error": "…"}` on stdout.
 
+mod args;
 mod bench;
-mod bench_api;
-mod bench_boot;
-mod bench_firewall;
-mod bench_install;
 mod boot;
 mod build;
 mod bundle_cmd;
 mod deps;
 mod evidence_cmd;
+mod fetch;
+mod keygen;
 mod keys;
+mod lock;
 mod mutants;
 mod output;
 mod repro;
+mod rotate;
+mod sign;
 mod store_cmd;
+mod test;
+mod verify;
 mod zones_cmd;
 
 use std::path::{Path, PathBuf};
@@ -48,13 +52,13 @@ enum Cmd {
     /// Build the image of a recipe into images/NAME/VERSION/ (release: images/NAME/release/VERSION/).
     Build(build::Build),
     /// Resolve a recipe's packages and pin them in its lock (online).
-    Lock(build::LockCmd),
+    Lock(lock::LockCmd),
     /// Run a built disk in QEMU (OVMF; KVM when it works, else TCG), with USB sticks of bundles.
     Boot(boot::Boot),
     /// Pack a built image into its update bundle NAME-VERSION.airlock.
     Bundle(bundle_cmd::BundleCmd),
     /// Fill the input store from a recipe's lock (online).
-    Fetch(build::Fetch),
+    Fetch(fetch::Fetch),
     /// Carry the input store across the air gap.
     Store(store_cmd::StoreCmd),
     /// Build twice under varied conditions and compare every output byte for byte.
@@ -62,14 +66,14 @@ enum Cmd {
     /// Check the host tools a recipe needs and install the missing ones with apt-get.
     Deps(deps::Deps),
     /// Install host tools, then run the whole test suite (what CI runs).
-    Test(deps::Test),
+    Test(test::Test),
     /// Make a signing keypair: keys/NAME.pub, the secret key outside the repository.
-    Keygen(keys::Keygen),
+    Keygen(keygen::Keygen),
     /// Add one detached minisign-format signature to a file.
-    Sign(keys::Sign),
+    Sign(sign::Sign),
     /// Accept the next trust policy (version N+1) if a threshold of the current release keys
     /// signed it; keep it and its signatures in keys/history/.
-    Rotate(keys::Rotate),
+    Rotate(rotate::Rotate),
     /// Side-by-side figures against the reference tools: `bench build`, `bench verify`, `bench install`.
     Bench(bench::Bench),
     /// Mutation testing of the decision code (cargo-mutants), within a time budget.
@@ -82,7 +86,7 @@ enum Cmd {
     Zones(zones_cmd::ZonesCmd),
     /// Check every signature of a file (or a whole .airlock bundle) against the trust policy
     /// you choose: exit 0 accepted, 1 rejected.
-    Verify(keys::Verify),
+    Verify(verify::Verify),
 }
 
 /// What every command gets: the checkout it acts on, and the output mode.

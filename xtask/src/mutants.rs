@@ -4,8 +4,7 @@
 //! when one is missed. `--in-diff REV` mutates only what changed since REV (CI).
 
 use std::fs;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -49,25 +48,32 @@ impl Mutants {
         }
         let out_dir = ctx.root.join("target/mutants");
         fs::create_dir_all(&out_dir)?;
-        let mut c = Command::new(env!("CARGO"));
-        c.current_dir(&ctx.root)
-            .args(["mutants", "--no-shuffle", "--jobs", &self.jobs.to_string(), "--output"])
-            .arg(&out_dir)
-            .args(["--timeout", &self.timeout_secs.to_string(), "--build-timeout", "600"]);
+        let mut args: Vec<String> = vec![
+            "mutants".into(),
+            "--no-shuffle".into(),
+            "--jobs".into(),
+            self.jobs.to_string(),
+            "--output".into(),
+            out_dir.display().to_string(),
+            "--timeout".into(),
+            self.timeout_secs.to_string(),
+            "--build-timeout".into(),
+            "600".into(),
+        ];
         if self.skip_baseline {
-            c.arg("--baseline=skip");
+            args.push("--baseline=skip".into());
         }
         if !self.file.is_empty() {
             // Only these files: the config's own list of files would add to them, so it is
             // left out, and its equivalent-mutant exclusions passed by hand.
-            c.arg("--no-config");
+            args.push("--no-config".into());
             let conf: toml::Table = toml::from_str(&fs::read_to_string(ctx.root.join(".cargo/mutants.toml"))?)?;
             for re in conf.get("exclude_re").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
             {
-                c.args(["--exclude-re", re]);
+                args.extend(["--exclude-re".to_string(), re.to_string()]);
             }
             for f in &self.file {
-                c.args(["--file", f]);
+                args.extend(["--file".to_string(), f.clone()]);
             }
         }
         if let Some(rev) = &self.in_diff {
@@ -79,23 +85,20 @@ impl Mutants {
             }
             let p = out_dir.join("in.diff");
             fs::write(&p, diff + "\n")?;
-            c.arg("--in-diff").arg(&p);
+            args.extend(["--in-diff".to_string(), p.display().to_string()]);
         }
         let started = Instant::now();
-        let mut child = c.spawn().context("running cargo mutants")?;
-        let budget = Duration::from_secs(self.budget_mins * 60);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break Some(s);
-            }
-            if started.elapsed() > budget {
-                eprintln!("mutants: the {}-minute budget is spent: stopping", self.budget_mins);
-                let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        };
+        // The budget is coreutils' `timeout`: SIGINT when it is spent (cargo-mutants then
+        // writes what it tested), exit 124.
+        let budget = format!("{}s", self.budget_mins * 60);
+        let cargo = env!("CARGO");
+        // Its output goes to the terminal as it runs; a non-zero exit is judged below, from
+        // what it wrote.
+        let ran = cmd!(sh, "timeout --signal=INT --kill-after=60 {budget} {cargo} {args...}").run();
+        let spent = ran.is_err() && started.elapsed().as_secs() + 5 >= self.budget_mins * 60;
+        if spent {
+            eprintln!("mutants: the {}-minute budget is spent: stopped", self.budget_mins);
+        }
         let read = |name: &str| -> Vec<String> {
             fs::read_to_string(out_dir.join("mutants.out").join(name))
                 .unwrap_or_default()
@@ -114,7 +117,7 @@ impl Mutants {
             missed.len(),
             unviable.len(),
             timeout.len(),
-            if status.is_none() { " (budget reached: the rest not tested)" } else { "" }
+            if spent { " (budget reached: the rest not tested)" } else { "" }
         );
         for m in &missed {
             out!("  MISSED  {m}");
@@ -129,11 +132,11 @@ impl Mutants {
             )
             .into());
         }
-        if let Some(s) = status
-            && !s.success()
+        if let Err(e) = ran
+            && !spent
             && timeout.is_empty()
         {
-            bail!("cargo mutants failed ({s}): see {}", out_dir.join("mutants.out/debug.log").display());
+            bail!("cargo mutants failed ({e}): see {}", out_dir.join("mutants.out/debug.log").display());
         }
         Ok(())
     }

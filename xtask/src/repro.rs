@@ -8,12 +8,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::build::RecipeArgs;
+use crate::args::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
 #[derive(Args, Debug)]
@@ -116,54 +115,74 @@ impl Repro {
                 src.display(),
                 v.one_cpu_clock_ahead.map(|a| format!(", one CPU, clock {a}")).unwrap_or_default()
             );
-            let mut c = Command::new("unshare");
-            c.args(["--uts", "sh", "-c", "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"", "sh"]);
-            c.args([v.hostname, v.umask]);
+            let script = "hostname \"$1\" && umask \"$2\" && shift 2 && exec \"$@\"";
+            let (hostname, umask) = (v.hostname, v.umask);
+            let mut prefix: Vec<String> = Vec::new();
+            let mut path = std::env::var("PATH").unwrap_or_default();
             if let Some(ahead) = v.one_cpu_clock_ahead {
                 // libfaketime deadlocks rustc and the rustup proxies (FIELD-NOTES.md): cargo and
                 // rustc are reached through wrappers that drop the preload; everything else
                 // (the builder, mmdebstrap, dpkg, tar, mksquashfs) runs with the clock skewed.
                 let wrappers = clean_clock_wrappers(&dir)?;
-                c.env("PATH", format!("{}:{}", wrappers.display(), std::env::var("PATH").unwrap_or_default()));
-                // Only the clock is off: file times read back by stat() stay true
-                // (libfaketime would shift them too, which no real clock does).
-                c.env("NO_FAKE_STAT", "1").env("DONT_FAKE_MONOTONIC", "1");
-                c.args(["taskset", "-c", "0", "faketime", "-f", ahead]);
+                path = format!("{}:{path}", wrappers.display());
+                prefix.extend(["taskset", "-c", "0", "faketime", "-f", ahead].map(str::to_string));
             }
-            c.arg(&exe).arg("--json").arg("build").arg(src.join(&rel_recipe));
+            let mut build: Vec<String> =
+                vec!["--json".into(), "build".into(), src.join(&rel_recipe).display().to_string()];
             if v.from_nothing {
-                c.arg("--no-cache").arg("--stack-target-dir").arg(dir.join("target"));
+                build.extend([
+                    "--no-cache".into(),
+                    "--stack-target-dir".into(),
+                    dir.join("target").display().to_string(),
+                ]);
             }
-            c.arg("--out").arg(dir.join("images"));
-            c.arg("--work-dir").arg(dir.join("work"));
-            c.arg("--store").arg(self.args.store_path(ctx));
+            for (flag, p) in [
+                ("--out", dir.join("images")),
+                ("--work-dir", dir.join("work")),
+                ("--store", self.args.store_path(ctx)),
+            ] {
+                build.extend([flag.to_string(), p.display().to_string()]);
+            }
             if let Some(l) = self.args.lock_path(ctx) {
-                c.arg("--lock").arg(l);
+                build.extend(["--lock".to_string(), l.display().to_string()]);
             }
             if self.offline {
-                c.arg("--offline");
+                build.push("--offline".into());
             }
             let cargo_home = std::env::var("CARGO_HOME")
                 .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
             let rustup_home = std::env::var("RUSTUP_HOME")
                 .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap_or_default()));
-            c.env("CARGO_HOME", cargo_home).env("RUSTUP_HOME", rustup_home);
-            c.env("HOME", dir.join("home")).env("USER", v.user).env("LOGNAME", v.user);
-            c.env("TZ", v.tz).env("LANG", v.lang).env("LC_ALL", v.lang).env("TMPDIR", dir.join("work"));
             fs::create_dir_all(dir.join("work"))?;
             // The builder finds its checkout from the directory it runs in: the copy, for b.
-            c.current_dir(&src);
-            c.stdout(std::process::Stdio::piped());
-            let o = c.output().context("running the build (is util-linux's unshare installed?)")?;
+            let sh = xshell::Shell::new()?;
+            sh.change_dir(&src);
+            let stdout =
+                xshell::cmd!(sh, "unshare --uts sh -c {script} sh {hostname} {umask} {prefix...} {exe} {build...}")
+                    .env("PATH", path)
+                    // Only the clock is off: file times read back by stat() stay true (libfaketime
+                    // would shift them too, which no real clock does).
+                    .env("NO_FAKE_STAT", "1")
+                    .env("DONT_FAKE_MONOTONIC", "1")
+                    .env("CARGO_HOME", cargo_home)
+                    .env("RUSTUP_HOME", rustup_home)
+                    .env("HOME", dir.join("home"))
+                    .env("USER", v.user)
+                    .env("LOGNAME", v.user)
+                    .env("TZ", v.tz)
+                    .env("LANG", v.lang)
+                    .env("LC_ALL", v.lang)
+                    .env("TMPDIR", dir.join("work"))
+                    .quiet()
+                    .ignore_status()
+                    .read()
+                    .context("running the build (is util-linux's unshare installed?)")?;
             // A release build ends with exit 1 while it waits for its offline signatures: its
-            // outputs are complete all the same.
-            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            let out_dir = report["out_dir"].as_str().map(PathBuf::from);
-            match (o.status.code(), out_dir) {
-                (Some(0 | 1), Some(d)) if d.join(image::MANIFEST_NAME).exists() => outs.push(d),
-                _ => {
-                    bail!("build {} failed ({}): {}", v.name, o.status, report["error"].as_str().unwrap_or("see above"))
-                }
+            // outputs are complete all the same, and its report names them.
+            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+            match report["out_dir"].as_str().map(PathBuf::from) {
+                Some(d) if d.join(image::MANIFEST_NAME).exists() => outs.push(d),
+                _ => bail!("build {} failed: {}", v.name, report["error"].as_str().unwrap_or("see above")),
             }
         }
         compare(&outs[0], &outs[1])?;

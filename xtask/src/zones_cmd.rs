@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::build::RecipeArgs;
+use crate::args::RecipeArgs;
 use crate::{Ctx, Exit, out};
 
 #[derive(Args, Debug)]
@@ -53,9 +53,10 @@ impl ZonesCmd {
             let dir = tempfile::tempdir()?;
             let f = dir.path().join("nftables.conf");
             std::fs::write(&f, &rules)?;
-            let o = std::process::Command::new("unshare")
-                .args(["--net", "nft", "-c", "-f"])
-                .arg(&f)
+            let sh = xshell::Shell::new()?;
+            let o = xshell::cmd!(sh, "unshare --net nft -c -f {f}")
+                .quiet()
+                .ignore_status()
                 .output()
                 .context("unshare --net nft -c (apt-get install -y nftables util-linux; run as root)")?;
             if !o.status.success() {

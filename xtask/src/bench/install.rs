@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::bench::time_cmd;
+use super::time_cmd;
 use crate::{Ctx, out};
 
 /// Peak RSS in KiB of a command, from GNU time.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::time_cmd;
+use super::time_cmd;
 use crate::{Ctx, out};
 
 fn build(ctx: &Ctx, recipe: &str, images: &Path) -> Result<PathBuf> {

@@ -4,6 +4,11 @@
 //! `--runs` runs (at least 3) with their spread. Measurements, not tests: nothing here fails
 //! on a slow machine. README ("Benchmarks") says how each figure is made.
 
+mod api;
+mod boot;
+mod firewall;
+mod install;
+
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::build::RecipeArgs;
+use crate::args::RecipeArgs;
 use crate::{Ctx, out};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,14 +127,14 @@ impl Bench {
         match self.which {
             Some(Which::Build) => self.build(ctx),
             Some(Which::Verify) => self.verify(),
-            Some(Which::Install) => crate::bench_install::run(ctx, self.install_mib),
-            Some(Which::Boot) => crate::bench_boot::run(ctx),
-            Some(Which::Firewall) => crate::bench_firewall::run(ctx, &recipe, self.runs),
-            Some(Which::Api) => crate::bench_api::run(self.controller.clone(), self.api_secs),
+            Some(Which::Install) => install::run(ctx, self.install_mib),
+            Some(Which::Boot) => boot::run(ctx),
+            Some(Which::Firewall) => firewall::run(ctx, &recipe, self.runs),
+            Some(Which::Api) => api::run(self.controller.clone(), self.api_secs),
             None => {
                 self.build(ctx)?;
                 self.verify()?;
-                crate::bench_install::run(ctx, self.install_mib)
+                install::run(ctx, self.install_mib)
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use netns::{Ns, veth};
 
-use crate::bench::{Timed, time_cmd};
+use super::{Timed, time_cmd};
 use crate::{Ctx, out};
 
 fn synthetic(base: &zones::Model, n: u16) -> zones::Model {
