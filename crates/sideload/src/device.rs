@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::audit::{self, Audit, Event};
+use crate::audit::{self, Event};
 use crate::boot::{Bls, BootControl, SimBoot, Slot};
 use crate::config::DeviceConfig;
 use crate::fsutil::{fsync_dir, fsync_file, write_atomic};
@@ -237,7 +237,7 @@ impl Device {
         );
         st.set(Slot::B, SlotRecord::empty());
         let data = root.join("data");
-        st.audit = Audit { path: data.join("audit.jsonl") }.append(
+        st.audit = audit::log(data.join("audit.jsonl")).append(
             &st.audit,
             &[audit::record(
                 Event::Initialised,
@@ -290,8 +290,8 @@ impl Device {
         })
     }
 
-    pub fn audit(&self) -> Audit {
-        Audit { path: self.data.join("audit.jsonl") }
+    pub fn audit(&self) -> ::audit::Audit {
+        audit::log(self.data.join("audit.jsonl"))
     }
 
     fn lock_path(&self) -> PathBuf {

@@ -49,6 +49,7 @@ fn deps(t: &toml::Table) -> BTreeMap<&'static str, BTreeSet<String>> {
 const ALLOWED: &[(&str, &[&str])] = &[
     ("product", &[]),
     ("durable", &[]),
+    ("audit", &["durable"]),
     ("recipe", &["product", "zones"]),
     ("store", &["recipe", "durable"]),
     ("trust", &["product"]),
@@ -56,7 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("schema", &[]),
     ("release", &["trust", "bundle", "product", "schema", "durable"]),
     ("zones", &[]),
-    ("sideload", &["trust", "bundle", "product", "zones", "durable"]),
+    ("sideload", &["trust", "bundle", "product", "zones", "durable", "audit"]),
     ("evidence", &["recipe", "trust", "bundle", "product", "zones"]),
     ("image", &["recipe", "store", "trust", "bundle", "product", "sideload", "zones", "release", "evidence", "schema"]),
     ("parking-controller", &[]),
@@ -133,7 +134,7 @@ fn the_agent_does_not_link_signing() {
 
 #[test]
 fn trust_and_bundle_do_no_io_and_forbid_unsafe() {
-    for krate in ["trust", "bundle", "product"] {
+    for krate in ["trust", "bundle", "product", "durable", "audit"] {
         let dir = repo().join("crates").join(krate);
         let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("unsafe_code = \"forbid\""), "{krate} must forbid unsafe code");

@@ -153,8 +153,7 @@ fn the_audit_log_is_appended_in_constant_memory_and_its_tail_is_watched() {
     let state = sideload::state::load(&dev.root().join("data")).unwrap().unwrap();
     let records: Vec<_> =
         (0..100_000).map(|i| ("filler".to_string(), serde_json::json!({"i": i, "pad": big_line}))).collect();
-    let head =
-        sideload::audit::Audit { path: dev.root().join("data/audit.jsonl") }.append(&state.audit, &records).unwrap();
+    let head = audit::Audit::at(dev.root().join("data/audit.jsonl")).append(&state.audit, &records).unwrap();
     let mut st = state.clone();
     st.audit = head;
     sideload::state::save(&dev.root().join("data"), &st).unwrap();
