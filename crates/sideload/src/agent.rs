@@ -11,15 +11,12 @@
 //! → read back every chunk → record it written → arm a trial boot. `mark-good` blesses the slot
 //! on trial that is booted, and only then raises the floor.
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::time::Duration;
 
 use bundle::escape;
-use product::Version;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -71,7 +68,7 @@ pub fn shown(path: &Path) -> String {
     escape(&path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy()))
 }
 
-fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
+pub(crate) fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
     let root_size = m.payloads.iter().find(|p| p.target == bundle::Target::Root).map_or(0, |p| p.size);
     Candidate {
         channel: m.channel,
@@ -84,7 +81,7 @@ fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
 }
 
 /// Runs a host tool: `Ok(Err(stderr))` when it ran and failed, `Err` when it could not run.
-fn run_tool(argv: &[&str]) -> Result<Result<(), String>, Error> {
+pub(crate) fn run_tool(argv: &[&str]) -> Result<Result<(), String>, Error> {
     let o = std::process::Command::new(argv[0])
         .args(&argv[1..])
         .output()
@@ -96,7 +93,7 @@ fn run_tool(argv: &[&str]) -> Result<Result<(), String>, Error> {
 }
 
 /// What the slot an install would write (the one not booted) can take.
-fn inactive_room(dev: &Device, boot: &BootState) -> Result<decide::Room, Error> {
+pub(crate) fn inactive_room(dev: &Device, boot: &BootState) -> Result<decide::Room, Error> {
     let p = dev.slots.get(&boot.booted.other()).ok_or_else(|| Error::State("no inactive slot".into()))?;
     Ok(decide::Room { size: slotio::slot_len(p)?, kernels: dev.slot_kernels })
 }
@@ -155,14 +152,14 @@ fn accepted<R: Read>(name: &str, vb: &bundle::VerifiedBundle<R>, slot: Slot) -> 
 }
 
 /// Opens an untrusted bundle path once; a path that is not a regular file is a refusal.
-fn open_bundle(path: &Path) -> Result<File, Error> {
+pub(crate) fn open_bundle(path: &Path) -> Result<File, Error> {
     match fsutil::open_regular(path)? {
         Ok(f) => Ok(f),
         Err(kind) => Err(Error::Refused(Reason::NotAFile, format!("{}: {kind}", shown(path)))),
     }
 }
 
-fn refusal_record(name: &str, e: &Error, action: &str) -> Record {
+pub(crate) fn refusal_record(name: &str, e: &Error, action: &str) -> Record {
     let message: String = e.to_string().chars().take(1000).collect();
     record(Event::Refused, json!({"action": action, "bundle": name, "reason": e.code(), "message": escape(&message)}))
 }
@@ -300,7 +297,7 @@ impl Agent {
     }
 
     /// Writes the audit records, then the state (with the new audit head), atomically each.
-    fn commit(&mut self, mut next: AgentState, records: &[Record]) -> Result<(), Error> {
+    pub(crate) fn commit(&mut self, mut next: AgentState, records: &[Record]) -> Result<(), Error> {
         if !records.is_empty() {
             next.audit = self.dev.audit().append(&self.state.audit, records)?;
         }
@@ -312,7 +309,7 @@ impl Agent {
     }
 
     /// Records a refusal; a slot left half-written is recorded empty in the same commit.
-    fn refused(&mut self, name: &str, e: &Error, action: &str) -> Result<(), Error> {
+    pub(crate) fn refused(&mut self, name: &str, e: &Error, action: &str) -> Result<(), Error> {
         let mut next = self.state.clone();
         for s in Slot::ALL {
             if next.slot(s).status == SlotStatus::Writing {
@@ -343,7 +340,7 @@ impl Agent {
 
     /// An install, as its named steps: each one's effects ordered so that a power cut
     /// between any two leaves a device that boots a verified slot.
-    fn install_file(
+    pub(crate) fn install_file(
         &mut self,
         file: &File,
         name: &str,
@@ -548,165 +545,6 @@ impl Agent {
         failpoint("after-arm");
         progress.phase(&format!("trial boot of slot {} armed ({tries} tries)", target.letter()));
         Ok(())
-    }
-
-    /// Checks a bundle's signatures and what it is for (not its payload), for choosing among
-    /// several on a stick. Reads through `file`, which is left at its start.
-    fn check_file(&self, file: &File, boot: &BootState, opts: InstallOptions) -> Result<Version, Error> {
-        let expect = trust::Expect { product: Some(&self.dev.config.product), version: None };
-        let vb = bundle::open(BufReader::new(file), &self.dev.policy, expect)?;
-        let room = inactive_room(&self.dev, boot)?;
-        decide::acceptable(&self.state, boot, &self.dev.config, &candidate(vb.manifest(), vb.digest()), room, opts)?;
-        let v = vb.manifest().version.clone();
-        drop(vb);
-        let mut f = file;
-        f.seek(SeekFrom::Start(0)).map_err(|e| Error::State(format!("rewinding a bundle: {e}")))?;
-        Ok(v)
-    }
-
-    /// Installs the newest acceptable bundle found in `dir` (a USB stick). Every file is
-    /// opened once and read only through that handle; bad ones are recorded (in one commit)
-    /// and skipped, never blocking a good one. Linear in the number of files.
-    /// Verifies, checks and applies the site profile in `dir` (a stick): `Ok(None)` when there
-    /// is none. Every refusal is audited and changes nothing; the profile in force and the
-    /// running ruleset stay as they were.
-    pub fn install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
-        let name = shown(&dir.join(crate::site::PROFILE));
-        match self.try_install_site(dir) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                self.refused(&name, &e, "install-site")?;
-                Err(e)
-            }
-        }
-    }
-
-    fn try_install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
-        use crate::site;
-        let Some(files) = site::read_files(dir)? else { return Ok(None) };
-        let v = site::verify(&self.dev, files)?;
-        let p = &v.profile;
-        let change = decide::site_change(&self.state, &p.site, p.serial, p.resite_from.as_deref(), &v.digest)?;
-        if change == decide::SiteChange::AlreadyInForce {
-            return Ok(Some(format!("site profile {} serial {} is already in force", p.site, p.serial)));
-        }
-        let model = site::model(&self.dev)?;
-        let (m, rules) = site::compile(&self.dev, &model, Some(&v.profile))?;
-        site::check(&self.dev, &rules)?;
-        failpoint("site-before-store");
-        site::store(&self.dev, &v)?;
-        let mut next = self.state.clone();
-        let previous = next.site.replace(state::SiteRecord {
-            site: v.profile.site.clone(),
-            serial: v.profile.serial,
-            digest: v.digest.clone(),
-        });
-        if let Some(prev) = &previous {
-            let seen = next.site_serials.entry(prev.site.clone()).or_insert(0);
-            *seen = (*seen).max(prev.serial);
-        }
-        let seen = next.site_serials.entry(v.profile.site.clone()).or_insert(0);
-        *seen = (*seen).max(v.profile.serial);
-        let mut fields = site::audit_fields(&v, &m);
-        if let decide::SiteChange::Resite { from } = &change {
-            fields["resited_from"] = json!(from);
-        }
-        self.commit(next, &[record(Event::SiteProfileInstalled, fields)])?;
-        failpoint("site-after-commit");
-        if previous.is_some() {
-            site::prune(&self.dev, &v.digest);
-        }
-        let how = if self.dev.live.via_systemd {
-            // The agent may run in a private network namespace (the USB service): the firewall
-            // is loaded by nftables.service, in the appliance's own.
-            if let Err(why) = run_tool(&["systemctl", "reload", "nftables.service"])? {
-                self.commit(
-                    self.state.clone(),
-                    &[record(Event::SiteProfileNotLoaded, json!({"digest": v.digest, "message": escape(&why)}))],
-                )?;
-                return Err(Error::State(format!(
-                    "site profile recorded, but reloading the firewall failed: {why} (the previous rules stay loaded)"
-                )));
-            }
-            "loaded by nftables.service".to_string()
-        } else {
-            let a = site::activate(&self.dev, &m, &rules, Some(&v.profile))?;
-            if a.loaded {
-                "loaded".to_string()
-            } else {
-                format!("written to {}", self.dev.run.join("nftables.conf").display())
-            }
-        };
-        Ok(Some(format!(
-            "site profile {} serial {} installed (signed by {}): {} zone(s), {} conduit(s), {} field device(s); firewall {how}",
-            v.profile.site,
-            v.profile.serial,
-            v.signers.join(", "),
-            m.zones.len(),
-            m.conduits.len(),
-            v.profile.devices.len()
-        )))
-    }
-
-    pub fn install_dir(
-        &mut self,
-        dir: &Path,
-        opts: InstallOptions,
-        progress: &mut dyn Progress,
-    ) -> Result<Accepted, Error> {
-        let shown_dir = escape(&dir.to_string_lossy());
-        let mut names: Vec<OsString> = Vec::new();
-        let mut ignored = 0u64;
-        for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let n = e.map_err(|e| Error::io(dir, e))?.file_name();
-            if n.as_bytes().ends_with(b".airlock") { names.push(n) } else { ignored += 1 }
-        }
-        names.sort();
-        let boot = self.dev.boot.state()?;
-        let mut records = Vec::new();
-        let mut candidates: Vec<(Version, File, String)> = Vec::new();
-        let total = names.len();
-        for n in names {
-            let path = dir.join(&n);
-            let name = shown(&path);
-            let checked = open_bundle(&path).and_then(|f| self.check_file(&f, &boot, opts).map(|v| (v, f)));
-            match checked {
-                Ok(_) if candidates.len() == MAX_CANDIDATES => {
-                    let e = Error::Refused(
-                        Reason::Bundle(bundle::Code::TooLarge),
-                        format!("more than {MAX_CANDIDATES} acceptable bundles on one stick"),
-                    );
-                    records.push(refusal_record(&name, &e, "install-dir"));
-                }
-                Ok((v, f)) => candidates.push((v, f, name)),
-                Err(e) => {
-                    progress.phase(&format!("skipping {name}: {e}"));
-                    records.push(refusal_record(&name, &e, "install-dir"));
-                }
-            }
-        }
-        if !records.is_empty() {
-            self.commit(self.state.clone(), &records)?;
-        }
-        failpoint("after-check");
-        candidates.sort_by(|a, b| a.0.cmp(&b.0));
-        while let Some((_, f, name)) = candidates.pop() {
-            match self.install_file(&f, &name, opts, progress) {
-                Ok(a) => return Ok(a),
-                Err(e) => {
-                    progress.phase(&format!("{name} failed: {e}"));
-                    self.refused(&name, &e, "install-dir")?;
-                }
-            }
-        }
-        let e = Error::Refused(
-            Reason::NoAcceptableBundle,
-            format!(
-                "no acceptable bundle in {shown_dir} ({total} bundle file(s) refused, {ignored} other file(s) ignored)"
-            ),
-        );
-        self.commit(self.state.clone(), &[refusal_record("", &e, "install-dir")])?;
-        Err(e)
     }
 
     /// Records this boot (run once per boot, early, by `airlock-boot.service`): which slot the

@@ -24,6 +24,7 @@ pub mod simfs;
 pub mod site;
 pub mod slotio;
 pub mod state;
+pub mod stick;
 
 use std::path::{Path, PathBuf};
 

@@ -25,11 +25,15 @@ use sha2::{Digest, Sha256};
 use trust::{Expect, Prehash, Role};
 use zones::{Model, Origin, SiteProfile};
 
-use crate::Error;
+use crate::agent::{run_tool, shown};
+use crate::audit::{Event, record};
+use crate::decide;
 use crate::device::Device;
 use crate::fsutil::{fsync_dir, open_regular, write_atomic};
 use crate::reason::Reason;
-use crate::state::SiteRecord;
+use crate::state::{self, SiteRecord};
+use crate::{Error, failpoint};
+use bundle::escape;
 
 /// The profile's file name on a stick.
 pub const PROFILE: &str = "site-profile.toml";
@@ -68,7 +72,7 @@ fn read_bounded(f: File, path: &Path, max: u64, what: &str) -> Result<Vec<u8>, E
 }
 
 fn open_file(path: &Path, what: &str) -> Result<File, Error> {
-    open_regular(path)?.map_err(|why| refused(Reason::NotAFile, format!("{what} {}: {why}", crate::agent::shown(path))))
+    open_regular(path)?.map_err(|why| refused(Reason::NotAFile, format!("{what} {}: {why}", shown(path))))
 }
 
 /// Reads the profile in `dir` and its signatures; `None` when there is no profile.
@@ -426,6 +430,90 @@ pub fn audit_fields(v: &Verified, m: &Model) -> serde_json::Value {
         "devices": v.profile.devices.len(),
         "operators": v.profile.operators.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
     })
+}
+
+/// The site profile on a stick, applied by the agent holding the device: this surface calls
+/// the agent's core (the site decision, one commit), the core never calls it.
+impl crate::agent::Agent {
+    /// Verifies, checks and applies the site profile in `dir` (a stick): `Ok(None)` when there
+    /// is none. Every refusal is audited and changes nothing; the profile in force and the
+    /// running ruleset stay as they were.
+    pub fn install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
+        let name = shown(&dir.join(PROFILE));
+        match self.try_install_site(dir) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.refused(&name, &e, "install-site")?;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_install_site(&mut self, dir: &Path) -> Result<Option<String>, Error> {
+        let Some(files) = read_files(dir)? else { return Ok(None) };
+        let v = verify(self.dev(), files)?;
+        let p = &v.profile;
+        let change = decide::site_change(self.state(), &p.site, p.serial, p.resite_from.as_deref(), &v.digest)?;
+        if change == decide::SiteChange::AlreadyInForce {
+            return Ok(Some(format!("site profile {} serial {} is already in force", p.site, p.serial)));
+        }
+        let model = model(self.dev())?;
+        let (m, rules) = compile(self.dev(), &model, Some(&v.profile))?;
+        check(self.dev(), &rules)?;
+        failpoint("site-before-store");
+        store(self.dev(), &v)?;
+        let mut next = self.state().clone();
+        let previous = next.site.replace(state::SiteRecord {
+            site: v.profile.site.clone(),
+            serial: v.profile.serial,
+            digest: v.digest.clone(),
+        });
+        if let Some(prev) = &previous {
+            let seen = next.site_serials.entry(prev.site.clone()).or_insert(0);
+            *seen = (*seen).max(prev.serial);
+        }
+        let seen = next.site_serials.entry(v.profile.site.clone()).or_insert(0);
+        *seen = (*seen).max(v.profile.serial);
+        let mut fields = audit_fields(&v, &m);
+        if let decide::SiteChange::Resite { from } = &change {
+            fields["resited_from"] = json!(from);
+        }
+        self.commit(next, &[record(Event::SiteProfileInstalled, fields)])?;
+        failpoint("site-after-commit");
+        if previous.is_some() {
+            prune(self.dev(), &v.digest);
+        }
+        let how = if self.dev().live.via_systemd {
+            // The agent may run in a private network namespace (the USB service): the firewall
+            // is loaded by nftables.service, in the appliance's own.
+            if let Err(why) = run_tool(&["systemctl", "reload", "nftables.service"])? {
+                self.commit(
+                    self.state().clone(),
+                    &[record(Event::SiteProfileNotLoaded, json!({"digest": v.digest, "message": escape(&why)}))],
+                )?;
+                return Err(Error::State(format!(
+                    "site profile recorded, but reloading the firewall failed: {why} (the previous rules stay loaded)"
+                )));
+            }
+            "loaded by nftables.service".to_string()
+        } else {
+            let a = activate(self.dev(), &m, &rules, Some(&v.profile))?;
+            if a.loaded {
+                "loaded".to_string()
+            } else {
+                format!("written to {}", self.dev().run.join("nftables.conf").display())
+            }
+        };
+        Ok(Some(format!(
+            "site profile {} serial {} installed (signed by {}): {} zone(s), {} conduit(s), {} field device(s); firewall {how}",
+            v.profile.site,
+            v.profile.serial,
+            v.signers.join(", "),
+            m.zones.len(),
+            m.conduits.len(),
+            v.profile.devices.len()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -218,3 +218,20 @@ fn every_equivalent_mutant_named_by_line_still_points_at_its_operator() {
     }
     assert!(checked >= 5, "only {checked} line-named entries were found: is the format still `file.rs:LINE:`?");
 }
+
+#[test]
+fn the_agents_core_never_calls_its_surfaces() {
+    // The core (decisions, state, slot I/O, boot, the install itself) is called by the
+    // surfaces (the stick, the site profile, the console), never the other way round.
+    let core = ["agent.rs", "decide.rs", "state.rs", "slotio.rs", "boot.rs", "bootentry.rs", "device.rs"];
+    let surfaces = ["site", "stick", "console"];
+    for f in core {
+        let text = fs::read_to_string(repo().join("crates/sideload/src").join(f)).unwrap();
+        for s in surfaces {
+            assert!(
+                !text.contains(&format!("crate::{s}")) && !text.contains(&format!("{s}::")),
+                "crates/sideload/src/{f} (the agent's core) calls its surface `{s}`"
+            );
+        }
+    }
+}
