@@ -174,12 +174,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     }
 
     let sh = Shell::new().map_err(tool_err("shell"))?;
-    let mut tool_versions = tools::versions(&sh);
-    if recipe.output.slot_fs == recipe::SlotFs::Squashfs {
-        tool_versions.remove("mkfs.erofs");
-    } else {
-        tool_versions.remove("mksquashfs");
-    }
+    let tool_versions = tool_versions(&sh, &recipe);
     let mmdebstrap_v = tool_versions.get("mmdebstrap").cloned().unwrap_or_default();
     let base_key = base::base_key(&recipe, &lock, &mmdebstrap_v);
 
@@ -202,65 +197,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         || stack::build(&recipe.repo_root, &recipe.stack, &opts.stack_target_dir, opts.offline),
     )?;
 
-    let mut overlays = BTreeMap::new();
-    for o in &recipe.overlays {
-        overlays.insert(o.display().to_string(), overlay::digest_tree(&recipe.repo_root.join(o))?);
-    }
-    let stack_map: BTreeMap<String, String> = stack_files.iter().map(|f| (f.dest.clone(), f.sha256.clone())).collect();
-    let artifacts: BTreeMap<String, String> =
-        recipe.artifacts.iter().map(|a| (a.dest.clone(), a.sha256.clone())).collect();
-    let packages: BTreeMap<String, String> = lock
-        .packages
-        .iter()
-        .map(|p| (format!("{}={} ({})", p.name, p.version, p.architecture), p.sha256.clone()))
-        .collect();
-    let lock_text = fs::read_to_string(&lock_path).map_err(io_err(&lock_path))?;
-    let mut settings = BTreeMap::new();
-    settings.insert("rootfs.zstd_level".to_string(), recipe.output.compression_level.to_string());
-    settings.insert("rootfs.zstd_workers".to_string(), archive::ZSTD_WORKERS.to_string());
-    settings.insert("slot.fs".to_string(), recipe.output.slot_fs.as_str().to_string());
-    settings.insert("slot.level".to_string(), recipe.output.slot_compression_level.to_string());
-    settings.insert("hostname".to_string(), recipe.hostname.clone());
-    settings.insert("services".to_string(), recipe.services.join(" "));
-    settings.insert(
-        "disk".to_string(),
-        format!(
-            "esp {} MiB, slots {} MiB, data {} MiB",
-            recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib
-        ),
-    );
-    settings.insert(schema::SETTING_CMDLINE_A.to_string(), disk::cmdline(&recipe, "a"));
-
-    let trust_root = trust_policy_path(&recipe);
-    let inputs = Inputs {
-        trust_root: format!("sha256:{}", store::sha256_file(&trust_root)?.0),
-        recipe: recipe.digest.clone(),
-        lock: format!("sha256:{}", hex::encode(Sha256::digest(lock_text.as_bytes()))),
-        base_stage: format!("sha256:{base_key}"),
-        overlays,
-        stack: stack_map,
-        artifacts,
-        packages,
-    };
-    let image = ImageInfo {
-        name: recipe.name.clone(),
-        version: recipe.version.clone(),
-        product: recipe.product.clone(),
-        channel: recipe.channel.to_string(),
-        security_version: recipe.security_version,
-        source_date_epoch: recipe.source_date_epoch,
-    };
-    #[derive(serde::Serialize)]
-    struct KeyMaterial<'a> {
-        image: &'a ImageInfo,
-        inputs: &'a Inputs,
-        tools: &'a BTreeMap<String, String>,
-        settings: &'a BTreeMap<String, String>,
-    }
-    let key_material =
-        toml::to_string(&KeyMaterial { image: &image, inputs: &inputs, tools: &tool_versions, settings: &settings })
-            .map_err(|e| Error::Invalid(format!("build key: {e}")))?;
-    let build_key = hash_parts(&[&key_material]);
+    let settings = settings(&recipe);
+    let inputs = inputs(&recipe, &lock, &lock_path, &base_key, &stack_files)?;
+    let image = image_info(&recipe);
+    let build_key = build_key(&image, &inputs, &tool_versions, &settings)?;
 
     // The builder itself is an input too, but one that differs between machines (paths in
     // debug info): it is kept beside the output, not in the signed manifest.
@@ -268,22 +208,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let builder_file = images_dir.join(format!(".{}.builder", recipe.version));
     // A published version is never replaced by other bytes.
     let published = published_key(&out_dir);
-    match &published {
-        Some(key) if *key != build_key && !opts.force => {
-            let cmd = if opts.hint_args.is_empty() { String::new() } else { format!(" {}", opts.hint_args) };
-            return Err(Error::Rejected(format!(
-                "{}: version {} already exists with another build key ({key}; this build: {build_key}): a published version is never replaced by other bytes. Bump image.version in {}, or rebuild with `cargo xtask build{cmd} --force`, which deletes {}",
-                out_dir.display(),
-                recipe.version,
-                recipe.path.display(),
-                describe_dir(&out_dir)
-            )));
-        }
-        Some(key) if *key != build_key => {
-            eprintln!("airlock: --force: deleting {} ({})", out_dir.display(), describe_dir(&out_dir));
-        }
-        _ => {}
-    }
+    refuse_replacing(opts, &recipe, &out_dir, published.as_deref(), &build_key)?;
     if opts.use_cache
         && fs::read_to_string(&builder_file).is_ok_and(|b| b.trim() == builder)
         && let Some(m) = up_to_date(&out_dir, &build_key)?
@@ -301,21 +226,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let root = work.path().join("root");
     stages.run("unpack", "unpacking the base stage", || base::unpack(&base_tar, &root))?;
     stages.run("customise", "stack, artifacts, overlays, services", || {
-        for f in &stack_files {
-            overlay::place_file(&root, &f.dest, &f.src, f.mode)?;
-        }
-        for a in &recipe.artifacts {
-            let src = store.verified(&Wanted { what: format!("artifact {}", a.name), sha256: a.sha256.clone() })?;
-            overlay::place_file(&root, &a.dest, &src, a.mode)?;
-        }
-        for o in &recipe.overlays {
-            overlay::apply(&root, &recipe.repo_root.join(o))?;
-        }
-        bake_trust_root(&recipe, &root, work.path())?;
-        firewall::install(&sh, &recipe, &root, work.path())?;
-        enable_services(&sh, &root, &recipe.services)?;
-        // Every unit that parses network or stick input runs in a sandbox within its bound.
-        crate::sandbox::check(&sh, &root).map(|_| ())
+        customise(&sh, &recipe, &store, &stack_files, &root, work.path())
     })?;
     stages.run("normalise", "removing host leaks and volatile files", || {
         normalise::normalise(&root, &recipe.hostname)?;
@@ -336,22 +247,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
-    let mut outputs = BTreeMap::new();
-    let level = recipe.output.compression_level;
-    let (sha, size) = stages.run("tar", &format!("writing {ROOTFS_NAME} (zstd -{level})"), || {
-        archive::write_tar_zst(&root, &out.join(ROOTFS_NAME), level, recipe.source_date_epoch)
-    })?;
-    outputs.insert(ROOTFS_NAME.to_string(), Output { sha256: sha, size });
-    stages.run("slotfs", &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()), || {
-        slotfs::make(&recipe, &root, &out.join(SLOT_NAME))
-    })?;
-    stages.run("disk", "writing disk.img (GPT: ESP, root-a, root-b, data), disk.qcow2, disk.bmap", || {
-        disk::make(&recipe, &root, &out.join(SLOT_NAME), &out, work.path())
-    })?;
-    for name in [SLOT_NAME, disk::KERNEL_NAME, disk::INITRD_NAME, disk::DISK_NAME, disk::QCOW2_NAME, disk::BMAP_NAME] {
-        let (sha, size) = store::sha256_file(&out.join(name))?;
-        outputs.insert(name.to_string(), Output { sha256: sha, size });
-    }
+    let mut outputs = write_images(&mut stages, &recipe, &root, &out, work.path())?;
     stages.run("evidence", "SBOM (SPDX, CycloneDX) and provenance of the outputs", || {
         sbom.outputs = evidence_gather::outputs(&outputs);
         let prov = provenance(&recipe, &lock_path, &inputs, &tool_versions, &settings, &build_key, &outputs)?;
@@ -388,6 +284,180 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     publish(&out, &out_dir, work.path())?;
     store::write_atomic(&builder_file, format!("{builder}\n").as_bytes())?;
     Ok(BuildReport { out_dir, manifest, up_to_date: false, base_cached, fetched, timings: stages.timings })
+}
+
+/// Versions of the host tools that shape this recipe's bytes (only its slot filesystem's).
+fn tool_versions(sh: &Shell, recipe: &Recipe) -> BTreeMap<String, String> {
+    let mut v = tools::versions(sh);
+    if recipe.output.slot_fs == recipe::SlotFs::Squashfs {
+        v.remove("mkfs.erofs");
+    } else {
+        v.remove("mksquashfs");
+    }
+    v
+}
+
+/// The settings that shape the bytes, recorded in the build manifest.
+fn settings(recipe: &Recipe) -> BTreeMap<String, String> {
+    let mut settings = BTreeMap::new();
+    settings.insert("rootfs.zstd_level".to_string(), recipe.output.compression_level.to_string());
+    settings.insert("rootfs.zstd_workers".to_string(), archive::ZSTD_WORKERS.to_string());
+    settings.insert("slot.fs".to_string(), recipe.output.slot_fs.as_str().to_string());
+    settings.insert("slot.level".to_string(), recipe.output.slot_compression_level.to_string());
+    settings.insert("hostname".to_string(), recipe.hostname.clone());
+    settings.insert("services".to_string(), recipe.services.join(" "));
+    settings.insert(
+        "disk".to_string(),
+        format!(
+            "esp {} MiB, slots {} MiB, data {} MiB",
+            recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib
+        ),
+    );
+    settings.insert(schema::SETTING_CMDLINE_A.to_string(), disk::cmdline(recipe, "a"));
+    settings
+}
+
+/// Every input by digest: recipe, lock, trust root, base stage, overlays, stack files,
+/// artifacts, packages.
+fn inputs(
+    recipe: &Recipe,
+    lock: &Lock,
+    lock_path: &Path,
+    base_key: &str,
+    stack_files: &[stack::StackFile],
+) -> Result<Inputs> {
+    let mut overlays = BTreeMap::new();
+    for o in &recipe.overlays {
+        overlays.insert(o.display().to_string(), overlay::digest_tree(&recipe.repo_root.join(o))?);
+    }
+    let lock_text = fs::read_to_string(lock_path).map_err(io_err(lock_path))?;
+    Ok(Inputs {
+        trust_root: format!("sha256:{}", store::sha256_file(&trust_policy_path(recipe))?.0),
+        recipe: recipe.digest.clone(),
+        lock: format!("sha256:{}", hex::encode(Sha256::digest(lock_text.as_bytes()))),
+        base_stage: format!("sha256:{base_key}"),
+        overlays,
+        stack: stack_files.iter().map(|f| (f.dest.clone(), f.sha256.clone())).collect(),
+        artifacts: recipe.artifacts.iter().map(|a| (a.dest.clone(), a.sha256.clone())).collect(),
+        packages: lock
+            .packages
+            .iter()
+            .map(|p| (format!("{}={} ({})", p.name, p.version, p.architecture), p.sha256.clone()))
+            .collect(),
+    })
+}
+
+fn image_info(recipe: &Recipe) -> ImageInfo {
+    ImageInfo {
+        name: recipe.name.clone(),
+        version: recipe.version.clone(),
+        product: recipe.product.clone(),
+        channel: recipe.channel.to_string(),
+        security_version: recipe.security_version,
+        source_date_epoch: recipe.source_date_epoch,
+    }
+}
+
+/// The digest of every input and setting: equal keys mean equal outputs.
+fn build_key(
+    image: &ImageInfo,
+    inputs: &Inputs,
+    tools: &BTreeMap<String, String>,
+    settings: &BTreeMap<String, String>,
+) -> Result<String> {
+    #[derive(serde::Serialize)]
+    struct KeyMaterial<'a> {
+        image: &'a ImageInfo,
+        inputs: &'a Inputs,
+        tools: &'a BTreeMap<String, String>,
+        settings: &'a BTreeMap<String, String>,
+    }
+    let key_material = toml::to_string(&KeyMaterial { image, inputs, tools, settings })
+        .map_err(|e| Error::Invalid(format!("build key: {e}")))?;
+    Ok(hash_parts(&[&key_material]))
+}
+
+/// A published version is never replaced by other bytes (unless `--force`, which says what
+/// it deletes).
+fn refuse_replacing(
+    opts: &BuildOptions,
+    recipe: &Recipe,
+    out_dir: &Path,
+    published: Option<&str>,
+    build_key: &str,
+) -> Result<()> {
+    match published {
+        Some(key) if key != build_key && !opts.force => {
+            let cmd = if opts.hint_args.is_empty() { String::new() } else { format!(" {}", opts.hint_args) };
+            return Err(Error::Rejected(format!(
+                "{}: version {} already exists with another build key ({key}; this build: {build_key}): a published version is never replaced by other bytes. Bump image.version in {}, or rebuild with `cargo xtask build{cmd} --force`, which deletes {}",
+                out_dir.display(),
+                recipe.version,
+                recipe.path.display(),
+                describe_dir(out_dir)
+            )));
+        }
+        Some(key) if key != build_key => {
+            eprintln!("airlock: --force: deleting {} ({})", out_dir.display(), describe_dir(out_dir));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Places the stack, the artifacts and the overlays, the trust root and the firewall, enables
+/// the services, and checks their sandboxes.
+fn customise(
+    sh: &Shell,
+    recipe: &Recipe,
+    store: &Store,
+    stack_files: &[stack::StackFile],
+    root: &Path,
+    scratch: &Path,
+) -> Result<()> {
+    for f in stack_files {
+        overlay::place_file(root, &f.dest, &f.src, f.mode)?;
+    }
+    for a in &recipe.artifacts {
+        let src = store.verified(&Wanted { what: format!("artifact {}", a.name), sha256: a.sha256.clone() })?;
+        overlay::place_file(root, &a.dest, &src, a.mode)?;
+    }
+    for o in &recipe.overlays {
+        overlay::apply(root, &recipe.repo_root.join(o))?;
+    }
+    bake_trust_root(recipe, root, scratch)?;
+    firewall::install(sh, recipe, root, scratch)?;
+    enable_services(sh, root, &recipe.services)?;
+    // Every unit that parses network or stick input runs in a sandbox within its bound.
+    crate::sandbox::check(sh, root).map(|_| ())
+}
+
+/// The root archive, the slot filesystem and the disk (with the slot's kernel and initrd),
+/// each listed with its digest.
+fn write_images(
+    stages: &mut Stages,
+    recipe: &Recipe,
+    root: &Path,
+    out: &Path,
+    scratch: &Path,
+) -> Result<BTreeMap<String, Output>> {
+    let mut outputs = BTreeMap::new();
+    let level = recipe.output.compression_level;
+    let (sha, size) = stages.run("tar", &format!("writing {ROOTFS_NAME} (zstd -{level})"), || {
+        archive::write_tar_zst(root, &out.join(ROOTFS_NAME), level, recipe.source_date_epoch)
+    })?;
+    outputs.insert(ROOTFS_NAME.to_string(), Output { sha256: sha, size });
+    stages.run("slotfs", &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()), || {
+        slotfs::make(recipe, root, &out.join(SLOT_NAME))
+    })?;
+    stages.run("disk", "writing disk.img (GPT: ESP, root-a, root-b, data), disk.qcow2, disk.bmap", || {
+        disk::make(recipe, root, &out.join(SLOT_NAME), out, scratch)
+    })?;
+    for name in [SLOT_NAME, disk::KERNEL_NAME, disk::INITRD_NAME, disk::DISK_NAME, disk::QCOW2_NAME, disk::BMAP_NAME] {
+        let (sha, size) = store::sha256_file(&out.join(name))?;
+        outputs.insert(name.to_string(), Output { sha256: sha, size });
+    }
+    Ok(outputs)
 }
 
 /// The provenance statement of a build: its outputs by digest, every resolved input.

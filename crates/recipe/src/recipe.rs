@@ -200,54 +200,6 @@ struct RawOutput {
     slot_compression_level: S<i64>,
 }
 
-/// Field names per table, for "did you mean" hints.
-const FIELDS: &[&str] = &[
-    "extends",
-    "image",
-    "base",
-    "stack",
-    "artifacts",
-    "overlays",
-    "services",
-    "output",
-    "name",
-    "version",
-    "security_version",
-    "product",
-    "channel",
-    "source_date_epoch",
-    "hostname",
-    "suite",
-    "architecture",
-    "variant",
-    "packages",
-    "crates",
-    "source",
-    "sha256",
-    "dest",
-    "mode",
-    "enable",
-    "compression_level",
-    "slot_fs",
-    "slot_compression_level",
-    "disk",
-    "esp_mib",
-    "slot_mib",
-    "data_mib",
-    "zone",
-    "conduit",
-    "description",
-    "security_level",
-    "interfaces",
-    "ranges",
-    "from",
-    "to",
-    "protocol",
-    "ports",
-    "purpose",
-    "exception",
-];
-
 struct Layer {
     path: PathBuf,
     src: String,
@@ -344,10 +296,20 @@ fn parse_file(path: &Path, src: &str) -> Result<RawFile, Error> {
     })
 }
 
-fn unknown_field_hint(message: &str) -> Option<&'static str> {
+/// The nearest valid field for a misspelt one, taken from serde's own "expected one of" list,
+/// so the hint always names a field of the very table the typo sits in.
+fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
-    let name = &rest[..rest.find('`')?];
-    FIELDS.iter().map(|f| (strsim::levenshtein(name, f), *f)).filter(|(d, _)| *d <= 2).min().map(|(_, f)| f)
+    let (name, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected ")?.1;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|f| (strsim::levenshtein(name, f), f))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, f)| f.to_string())
 }
 
 fn resolve_extends(path: &Path, src: &str, ext: &Spanned<String>, repo_root: &Path) -> Result<PathBuf, Error> {
@@ -436,17 +398,58 @@ pub fn valid_package_name(s: &str) -> bool {
 const DEBUG_SERVICES: &[&str] =
     &["debug-shell.service", "serial-getty@", "console-getty.service", "ssh.service", "sshd.service", "telnet"];
 
-fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<Recipe, Error> {
-    let str_field = |field: &'static str,
-                     get: &dyn Fn(&RawFile) -> Option<&Spanned<String>>|
-     -> Result<(Spanned<String>, usize), Error> {
-        let (v, l) = ctx.require(field, get)?;
-        Ok((v.clone(), l))
-    };
+/// What `[image]` says, checked.
+struct ImageTable {
+    name: String,
+    version: String,
+    security_version: u64,
+    product: String,
+    channel: Channel,
+    source_date_epoch: u64,
+    hostname: String,
+}
 
-    let (v, l) = str_field("image.name", &|r| r.image.as_ref()?.name.as_ref())?;
+fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<Recipe, Error> {
+    let ImageTable { name, version, security_version, product, channel, source_date_epoch, hostname } =
+        image_table(ctx)?;
+    Ok(Recipe {
+        path: path.to_path_buf(),
+        repo_root: repo_root.to_path_buf(),
+        files: ctx.layers.iter().map(|l| l.path.clone()).collect(),
+        name,
+        version,
+        security_version,
+        product,
+        channel,
+        source_date_epoch,
+        hostname,
+        base: base_table(ctx)?,
+        stack: stack_table(ctx, repo_root)?,
+        artifacts: artifacts_table(ctx, repo_root)?,
+        overlays: overlays_list(ctx, repo_root)?,
+        services: services_table(ctx, channel)?,
+        output: output_table(ctx)?,
+        disk: disk_table(ctx)?,
+        zones: zones_tables(ctx)?,
+        digest,
+    })
+}
+
+/// A required string field, cloned out of the layer that sets it.
+fn str_field(
+    ctx: &Ctx,
+    field: &'static str,
+    get: impl Fn(&RawFile) -> Option<&Spanned<String>>,
+) -> Result<(Spanned<String>, usize), Error> {
+    let (v, l) = ctx.require(field, get)?;
+    Ok((v.clone(), l))
+}
+
+/// `[image]`: names, versions, channel, clock.
+fn image_table(ctx: &Ctx) -> Result<ImageTable, Error> {
+    let (v, l) = str_field(ctx, "image.name", |r| r.image.as_ref()?.name.as_ref())?;
     let name = plain(ctx, l, &v, "image.name", "a-z 0-9 -", 63, |c| lower_alnum(c) || c == '-')?;
-    let (v, l) = str_field("image.version", &|r| r.image.as_ref()?.version.as_ref())?;
+    let (v, l) = str_field(ctx, "image.version", |r| r.image.as_ref()?.version.as_ref())?;
     let version = plain(ctx, l, &v, "image.version", "A-Z a-z 0-9 . + ~ -", 64, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-')
     })?;
@@ -455,10 +458,10 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     let (v, l) = ctx.require("image.security_version", |r| r.image.as_ref()?.security_version.as_ref())?;
     let security_version = u64::try_from(*v.get_ref())
         .map_err(|_| ctx.invalid(l, v.span(), "image.security_version must be 0 or more"))?;
-    let (v, l) = str_field("image.product", &|r| r.image.as_ref()?.product.as_ref())?;
+    let (v, l) = str_field(ctx, "image.product", |r| r.image.as_ref()?.product.as_ref())?;
     let product =
         plain(ctx, l, &v, "image.product", "a-z 0-9 . _ -", 128, |c| lower_alnum(c) || matches!(c, '.' | '_' | '-'))?;
-    let (v, l) = str_field("image.channel", &|r| r.image.as_ref()?.channel.as_ref())?;
+    let (v, l) = str_field(ctx, "image.channel", |r| r.image.as_ref()?.channel.as_ref())?;
     let channel: Channel = v.get_ref().parse().map_err(|e: String| ctx.invalid(l, v.span(), format!("image.{e}")))?;
     let (v, l) = ctx.require("image.source_date_epoch", |r| r.image.as_ref()?.source_date_epoch.as_ref())?;
     let source_date_epoch = u64::try_from(*v.get_ref()).ok().filter(|&t| t <= 253_402_300_799).ok_or_else(|| {
@@ -468,9 +471,12 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         Some((v, l)) => plain(ctx, l, v, "image.hostname", "a-z 0-9 -", 63, |c| lower_alnum(c) || c == '-')?,
         None => name.clone(),
     };
+    Ok(ImageTable { name, version, security_version, product, channel, source_date_epoch, hostname })
+}
 
-    // [base]
-    let (v, l) = str_field("base.suite", &|r| r.base.as_ref()?.suite.as_ref())?;
+/// `[base]`: the Debian suite, variant and package list.
+fn base_table(ctx: &Ctx) -> Result<Base, Error> {
+    let (v, l) = str_field(ctx, "base.suite", |r| r.base.as_ref()?.suite.as_ref())?;
     let suite = plain(ctx, l, &v, "base.suite", "a-z -", 32, |c| c.is_ascii_lowercase() || c == '-')?;
     let architecture = match ctx.pick(|r| r.base.as_ref()?.architecture.as_ref()) {
         Some((v, l)) if v.get_ref() != "amd64" => {
@@ -517,9 +523,11 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             return Err(ctx.invalid(l, p.span(), format!("package `{s}` is listed twice")));
         }
     }
-    let base = Base { suite, architecture, variant, packages: packages.into_iter().collect() };
+    Ok(Base { suite, architecture, variant, packages: packages.into_iter().collect() })
+}
 
-    // [stack]
+/// `[stack]`: workspace crates compiled into the image.
+fn stack_table(ctx: &Ctx, repo_root: &Path) -> Result<Vec<String>, Error> {
     let mut stack = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.stack.as_ref()?.crates.as_ref()) {
         for c in v.get_ref() {
@@ -537,16 +545,22 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             stack.push(s);
         }
     }
+    Ok(stack)
+}
 
-    // [[artifacts]]
+/// `[[artifacts]]`: pinned files from the repository.
+fn artifacts_table(ctx: &Ctx, repo_root: &Path) -> Result<Vec<Artifact>, Error> {
     let mut artifacts = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.artifacts.as_ref()) {
         for a in v.get_ref() {
             artifacts.push(artifact(ctx, l, a.get_ref(), repo_root)?);
         }
     }
+    Ok(artifacts)
+}
 
-    // overlays
+/// `overlays`: directory trees copied over the root.
+fn overlays_list(ctx: &Ctx, repo_root: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut overlays = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.overlays.as_ref()) {
         for o in v.get_ref() {
@@ -569,8 +583,11 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             overlays.push(rel.to_path_buf());
         }
     }
+    Ok(overlays)
+}
 
-    // [services]
+/// `[services]`: units enabled at boot; a release image enables no debug login.
+fn services_table(ctx: &Ctx, channel: Channel) -> Result<Vec<String>, Error> {
     let mut services = Vec::new();
     if let Some((v, l)) = ctx.pick(|r| r.services.as_ref()?.enable.as_ref()) {
         for s in v.get_ref() {
@@ -597,8 +614,11 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             services.push(name);
         }
     }
+    Ok(services)
+}
 
-    // [output]
+/// `[output]`: compression of the archive and the slot filesystem.
+fn output_table(ctx: &Ctx) -> Result<Output, Error> {
     let compression_level = int_in(
         ctx,
         ctx.pick(|r| r.output.as_ref()?.compression_level.as_ref()),
@@ -631,8 +651,11 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
         range,
         default,
     )?;
+    Ok(Output { compression_level, slot_fs, slot_compression_level })
+}
 
-    // [disk]
+/// `[disk]`: partition sizes.
+fn disk_table(ctx: &Ctx) -> Result<Disk, Error> {
     let d = Disk::default();
     let mib = |v: Option<(&Spanned<i64>, usize)>,
                what: &str,
@@ -657,13 +680,15 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
             }
         }
     };
-    let disk = Disk {
+    Ok(Disk {
         esp_mib: mib(ctx.pick(|r| r.disk.as_ref()?.esp_mib.as_ref()), "disk.esp_mib", 64..=4096, d.esp_mib)?,
         slot_mib: mib(ctx.pick(|r| r.disk.as_ref()?.slot_mib.as_ref()), "disk.slot_mib", 64..=65536, d.slot_mib)?,
         data_mib: mib(ctx.pick(|r| r.disk.as_ref()?.data_mib.as_ref()), "disk.data_mib", 16..=1_048_576, d.data_mib)?,
-    };
+    })
+}
 
-    // [[zone]], [[conduit]]
+/// `[[zone]]` and `[[conduit]]`: the network model.
+fn zones_tables(ctx: &Ctx) -> Result<zones::Model, Error> {
     let empty_z = Vec::new();
     let empty_c = Vec::new();
     let (zs, lz) = ctx.pick(|r| r.zone.as_ref()).map_or((&empty_z, 0), |(v, l)| (v.get_ref(), l));
@@ -672,29 +697,7 @@ fn validate(ctx: &Ctx, path: &Path, repo_root: &Path, digest: String) -> Result<
     // points into the file its item came from.
     let invalid_z = |span: Range<usize>, m: String| ctx.invalid(lz, span, m);
     let invalid_c = |span: Range<usize>, m: String| ctx.invalid(lc, span, m);
-    let zones = crate::zones::model(zs, cs, &invalid_z, &invalid_c)?;
-
-    Ok(Recipe {
-        path: path.to_path_buf(),
-        repo_root: repo_root.to_path_buf(),
-        files: ctx.layers.iter().map(|l| l.path.clone()).collect(),
-        name,
-        version,
-        security_version,
-        product,
-        channel,
-        source_date_epoch,
-        hostname,
-        base,
-        stack,
-        artifacts,
-        overlays,
-        services,
-        output: Output { compression_level, slot_fs, slot_compression_level },
-        disk,
-        zones,
-        digest,
-    })
+    crate::zones::model(zs, cs, &invalid_z, &invalid_c)
 }
 
 fn int_in(

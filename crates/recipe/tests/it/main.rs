@@ -84,6 +84,20 @@ fn an_unknown_field_is_named_with_its_position_and_a_suggestion() {
 }
 
 #[test]
+fn every_tables_own_fields_are_suggested_even_new_ones() {
+    // The hint comes from the table's own field list: a zone's `dhcp` and `addresses` (added
+    // after the hand-kept list was written) are suggested, and a field of another table is not.
+    let repo = Repo::new();
+    let zone = "\n[[zone]]\nname = \"mgmt\"\ndescription = \"m\"\nsecurity_level = \"SL2\"\ninterfaces = [\"eth0\"]\n";
+    let e = repo.err("pc.toml", &format!("{GOOD}{zone}dhpc = \"ipv4\"\n"));
+    assert!(e.ends_with("(did you mean `dhcp`?)"), "{e}");
+    let e = repo.err("pc.toml", &format!("{GOOD}{zone}adresses = []\n"));
+    assert!(e.ends_with("(did you mean `addresses`?)"), "{e}");
+    let e = repo.err("pc.toml", &format!("{GOOD}{zone}suit = \"bookworm\"\n"));
+    assert!(e.ends_with("remove it or check the spelling"), "a [base] field is no hint inside [[zone]]: {e}");
+}
+
+#[test]
 fn a_duplicate_key_is_named_with_its_position() {
     let repo = Repo::new();
     let text = GOOD.replace("version = \"1.0.0\"", "version = \"1.0.0\"\nversion = \"1.0.1\"");
