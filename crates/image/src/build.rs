@@ -17,6 +17,7 @@ use crate::manifest::{BuildManifest, ImageInfo, Inputs, MANIFEST_FORMAT, Output}
 use crate::{archive, base, disk, evidence_gather, firewall, normalise, overlay, slotfs, stack, tools};
 
 pub use schema::MANIFEST_NAME;
+use schema::Setting;
 pub const ROOTFS_NAME: &str = "rootfs.tar.zst";
 pub const SLOT_NAME: &str = "root.img";
 
@@ -299,22 +300,20 @@ fn tool_versions(sh: &Shell, recipe: &Recipe) -> BTreeMap<String, String> {
 
 /// The settings that shape the bytes, recorded in the build manifest.
 fn settings(recipe: &Recipe) -> BTreeMap<String, String> {
-    let mut settings = BTreeMap::new();
-    settings.insert("rootfs.zstd_level".to_string(), recipe.output.compression_level.to_string());
-    settings.insert("rootfs.zstd_workers".to_string(), archive::ZSTD_WORKERS.to_string());
-    settings.insert("slot.fs".to_string(), recipe.output.slot_fs.as_str().to_string());
-    settings.insert("slot.level".to_string(), recipe.output.slot_compression_level.to_string());
-    settings.insert("hostname".to_string(), recipe.hostname.clone());
-    settings.insert("services".to_string(), recipe.services.join(" "));
-    settings.insert(
-        "disk".to_string(),
-        format!(
+    let value = |setting: Setting| match setting {
+        Setting::RootfsZstdLevel => recipe.output.compression_level.to_string(),
+        Setting::RootfsZstdWorkers => archive::ZSTD_WORKERS.to_string(),
+        Setting::SlotFs => recipe.output.slot_fs.as_str().to_string(),
+        Setting::SlotLevel => recipe.output.slot_compression_level.to_string(),
+        Setting::Hostname => recipe.hostname.clone(),
+        Setting::Services => recipe.services.join(" "),
+        Setting::Disk => format!(
             "esp {} MiB, slots {} MiB, data {} MiB",
             recipe.disk.esp_mib, recipe.disk.slot_mib, recipe.disk.data_mib
         ),
-    );
-    settings.insert(schema::SETTING_CMDLINE_A.to_string(), disk::cmdline(recipe, "a"));
-    settings
+        Setting::CmdlineA => disk::cmdline(recipe, "a"),
+    };
+    Setting::ALL.iter().map(|&s| (s.key().to_string(), value(s))).collect()
 }
 
 /// Every input by digest: recipe, lock, trust root, base stage, overlays, stack files,

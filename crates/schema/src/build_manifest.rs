@@ -8,8 +8,50 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_FORMAT: u32 = 1;
 /// The build manifest's file name in a build directory.
 pub const MANIFEST_NAME: &str = "build-manifest.toml";
-/// The setting that records slot a's kernel command line (`root=PARTLABEL=root-a …`).
-pub const SETTING_CMDLINE_A: &str = "cmdline.a";
+/// Declares the `[settings]` keys once: the enum, its key strings and `Setting::ALL` come from
+/// one list, and the build fills them with an exhaustive `match`, so a new setting cannot be
+/// declared without a value nor written without being declared.
+macro_rules! settings {
+    ($($(#[$doc:meta])* $variant:ident => $key:literal,)+) => {
+        /// A key of the build manifest's `[settings]` table: a build choice that changes the
+        /// output bytes without being an input file.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum Setting {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Setting {
+            /// Every setting, in declaration order.
+            pub const ALL: &'static [Setting] = &[$(Setting::$variant,)+];
+
+            /// The key as written in `[settings]`.
+            pub const fn key(self) -> &'static str {
+                match self {
+                    $(Setting::$variant => $key,)+
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// zstd level of the root archive.
+    RootfsZstdLevel => "rootfs.zstd_level",
+    /// zstd worker threads (the frame layout depends on it).
+    RootfsZstdWorkers => "rootfs.zstd_workers",
+    /// The slot filesystem, squashfs or erofs.
+    SlotFs => "slot.fs",
+    /// The slot filesystem's compression level.
+    SlotLevel => "slot.level",
+    /// The image's hostname.
+    Hostname => "hostname",
+    /// Units enabled at boot, space separated.
+    Services => "services",
+    /// Partition sizes.
+    Disk => "disk",
+    /// Slot a's kernel command line (`root=PARTLABEL=root-a …`).
+    CmdlineA => "cmdline.a",
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +156,7 @@ impl BuildFacts {
 
     /// Slot a's kernel command line as the build recorded it.
     pub fn cmdline_a(&self) -> Option<&str> {
-        self.settings.get(SETTING_CMDLINE_A).map(String::as_str)
+        self.settings.get(Setting::CmdlineA.key()).map(String::as_str)
     }
 }
 
@@ -134,5 +176,14 @@ mod tests {
         assert_eq!(f.cmdline_a(), Some("root=PARTLABEL=root-a ro"));
         assert!(BuildFacts::parse("[image]\nname = \"pc\"\n").unwrap_err().contains("missing field"));
         assert!(BuildManifest::parse(text).is_err(), "the full type is strict");
+    }
+
+    #[test]
+    fn setting_keys_are_distinct_dotted_names() {
+        let keys: std::collections::BTreeSet<_> = Setting::ALL.iter().map(|s| s.key()).collect();
+        assert_eq!(keys.len(), Setting::ALL.len(), "two settings share a key");
+        for k in keys {
+            assert!(k.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'), "{k}");
+        }
     }
 }

@@ -6,5 +6,5 @@
 pub mod build_manifest;
 
 pub use build_manifest::{
-    BuildFacts, BuildManifest, ImageFacts, ImageInfo, Inputs, MANIFEST_FORMAT, MANIFEST_NAME, Output, SETTING_CMDLINE_A,
+    BuildFacts, BuildManifest, ImageFacts, ImageInfo, Inputs, MANIFEST_FORMAT, MANIFEST_NAME, Output, Setting,
 };
