@@ -1,11 +1,12 @@
-//! Flags and hints several commands share: the recipe, lock and store flags, and how a hint
-//! names a command so that it can be pasted as it is.
+//! Flags and hints several commands share: the recipe, lock and store flags, the trust root of
+//! a verifier, and how a hint names a command so that it can be pasted as it is.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use recipe::Recipe;
+use release::PolicySource;
 use store::Store;
 
 use crate::Ctx;
@@ -52,6 +53,29 @@ impl RecipeArgs {
             parts.push(format!("--store {}", quote(&s.display().to_string())));
         }
         parts.join(" ")
+    }
+}
+
+/// The trust root of a verifying command: always the verifier's choice, never the file's.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TrustArgs {
+    /// Trust policy to verify against (default: keys/trust.toml). The file being verified
+    /// never chooses it.
+    #[arg(long, conflicts_with = "dev")]
+    pub trust: Option<PathBuf>,
+    /// Verify against the INSECURE dev policy (keys/dev/trust.toml): proves nothing about who
+    /// signed, since the dev secret key is public.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+impl TrustArgs {
+    pub fn source(&self, ctx: &Ctx) -> PolicySource {
+        match (&self.trust, self.dev) {
+            (Some(t), _) => PolicySource::File(ctx.path(t)),
+            (None, true) => PolicySource::Dev,
+            (None, false) => PolicySource::Default,
+        }
     }
 }
 

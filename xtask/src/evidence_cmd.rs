@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use release::PolicySource;
 
 use crate::{Ctx, out};
 
@@ -13,21 +12,13 @@ use crate::{Ctx, out};
 pub struct EvidenceCmd {
     /// The image directory (images/NAME/VERSION/ or a copy of it).
     pub dir: PathBuf,
-    /// Trust policy the signatures are checked against (default: keys/trust.toml; the dev
-    /// policy with --dev).
-    #[arg(long, conflicts_with = "dev")]
-    pub trust: Option<PathBuf>,
-    #[arg(long)]
-    pub dev: bool,
+    #[command(flatten)]
+    pub trust: crate::args::TrustArgs,
 }
 
 impl EvidenceCmd {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let src = match (&self.trust, self.dev) {
-            (Some(t), _) => PolicySource::File(ctx.path(t)),
-            (None, true) => PolicySource::Dev,
-            (None, false) => PolicySource::Default,
-        };
+        let src = self.trust.source(ctx);
         let lp = release::policy::load(&ctx.root, &src)?;
         let dir = ctx.path(&self.dir);
         let made = image::evidence_report::make(&dir, &lp, image::evidence_report::reproducibility(&dir))?;

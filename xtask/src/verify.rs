@@ -13,23 +13,13 @@ use crate::{Ctx, Exit, out};
 pub struct Verify {
     /// The signed file (its signatures FILE.KEYID.minisig beside it), or a .airlock bundle.
     pub path: PathBuf,
-    /// Trust policy to verify against (default: keys/trust.toml). The file being verified
-    /// never chooses it.
-    #[arg(long, conflicts_with = "dev")]
-    pub trust: Option<PathBuf>,
-    /// Verify against the INSECURE dev policy (keys/dev/trust.toml): proves nothing about who
-    /// signed, since the dev secret key is public.
-    #[arg(long)]
-    pub dev: bool,
+    #[command(flatten)]
+    pub trust: crate::args::TrustArgs,
 }
 
 impl Verify {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let src = match (&self.trust, self.dev) {
-            (Some(t), _) => PolicySource::File(ctx.path(t)),
-            (None, true) => PolicySource::Dev,
-            (None, false) => PolicySource::Default,
-        };
+        let src = self.trust.source(ctx);
         let lp = release::policy::load(&ctx.root, &src)?;
         // The caller's own policy file is the root they chose; the repository's policy must be
         // reached by its rotation chain.

@@ -96,17 +96,7 @@ const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware 
 /// of each.
 pub fn kernel_and_initrd(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let boot = root.join("boot");
-    let mut kernels = Vec::new();
-    let mut initrds = Vec::new();
-    for e in fs::read_dir(&boot).map_err(io_err(&boot))? {
-        let e = e.map_err(io_err(&boot))?;
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with("vmlinuz-") {
-            kernels.push(e.path());
-        } else if n.starts_with("initrd.img-") {
-            initrds.push(e.path());
-        }
-    }
+    let (kernels, initrds) = sideload::device::boot_files_in(&boot).map_err(io_err(&boot))?;
     match (kernels.as_slice(), initrds.as_slice()) {
         ([k], [i]) => Ok((k.clone(), i.clone())),
         _ => Err(Error::Invalid(format!(

@@ -5,7 +5,7 @@
 //! Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,18 +154,8 @@ pub fn http_get(ns: &Ns, to: SocketAddr, path: &str, timeout: Duration) -> Resul
 
 /// Sends `payload` over UDP from inside `ns` and waits for one answer.
 pub fn udp_ask(ns: &Ns, to: SocketAddr, payload: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let payload = payload.to_vec();
-    ns.run(move || {
-        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().ok()?;
-        let s = UdpSocket::bind(bind).ok()?;
-        s.set_read_timeout(Some(timeout)).ok()?;
-        s.send_to(&payload, to).ok()?;
-        let mut buf = [0u8; 2048];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        Some(buf[..n].to_vec())
-    })
-    .ok()
-    .flatten()
+    let any: std::net::IpAddr = if to.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    udp_ask_from(ns, SocketAddr::new(any, 0), to, payload, timeout)
 }
 
 /// A UDP server inside a namespace that answers every datagram with `reply` (an NTP server's

@@ -75,11 +75,13 @@ pub struct Device {
     pub(crate) own_boot: Option<(PathBuf, PathBuf)>,
 }
 
-/// The one kernel and the one initrd in `dir` (an image's `/boot`).
-pub fn own_boot_files(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+/// The kernels (`vmlinuz-*`) and initrds (`initrd.img-*`) in `dir` (an image's `/boot`),
+/// sorted: one reading of a `/boot` for the builder and the agent.
+pub fn boot_files_in(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut kernels = Vec::new();
     let mut initrds = Vec::new();
-    for e in fs::read_dir(dir).ok()?.flatten() {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
         let n = e.file_name().to_string_lossy().into_owned();
         if n.starts_with("vmlinuz-") {
             kernels.push(e.path());
@@ -87,8 +89,15 @@ pub fn own_boot_files(dir: &Path) -> Option<(PathBuf, PathBuf)> {
             initrds.push(e.path());
         }
     }
-    match (kernels.as_slice(), initrds.as_slice()) {
-        ([k], [i]) => Some((k.clone(), i.clone())),
+    kernels.sort();
+    initrds.sort();
+    Ok((kernels, initrds))
+}
+
+/// The one kernel and the one initrd in `dir` (an image's `/boot`).
+pub fn own_boot_files(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    match boot_files_in(dir).ok()? {
+        (k, i) if k.len() == 1 && i.len() == 1 => Some((k[0].clone(), i[0].clone())),
         _ => None,
     }
 }
