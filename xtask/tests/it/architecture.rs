@@ -235,3 +235,79 @@ fn the_agents_core_never_calls_its_surfaces() {
         }
     }
 }
+
+/// All Rust source of a crate's `src/`, with the file stems (modules) it has.
+fn crate_source(dir: &std::path::Path) -> (String, BTreeSet<String>) {
+    let mut text = String::new();
+    let mut modules = BTreeSet::new();
+    let mut todo = vec![dir.join("src")];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+            if e.is_dir() {
+                modules.insert(e.file_name().unwrap().to_string_lossy().into_owned());
+                todo.push(e);
+            } else if e.extension().is_some_and(|x| x == "rs") {
+                modules.insert(e.file_stem().unwrap().to_string_lossy().into_owned());
+                text.push_str(&fs::read_to_string(&e).unwrap());
+            }
+        }
+    }
+    (text, modules)
+}
+
+/// Whether `name` is defined in `src` (a fn, type, const, static, trait, macro or re-export).
+fn defines(src: &str, name: &str) -> bool {
+    let kinds = ["fn ", "struct ", "enum ", "const ", "static ", "trait ", "type ", "macro_rules! "];
+    kinds.iter().any(|k| {
+        src.match_indices(&format!("{k}{name}"))
+            .any(|(i, m)| !src[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    }) || src.contains(&format!("{name}, ")) && src.contains("pub use")
+        || src.contains(&format!("pub use {name}"))
+}
+
+/// ARCHITECTURE.md names the types and functions that keep each invariant and where each
+/// user's action enters: every `crate::path` it names must still exist, every file it names
+/// after "Enforced by" must still be there, and every invariant must say what enforces it.
+#[test]
+fn architecture_md_names_only_what_exists() {
+    let doc = fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap().replace("\n  ", " ");
+    let mut crates: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    for (name, _) in workspace() {
+        let dir = if name == "xtask" { repo().join("xtask") } else { repo().join("crates").join(&name) };
+        crates.insert(name.replace('-', "_"), dir);
+    }
+    let mut sources: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut missing = Vec::new();
+    let invariants: Vec<&str> =
+        doc.split("\n- Invariant: ").skip(1).map(|s| s.split("\n\n").next().unwrap_or(s)).collect();
+    assert!(invariants.len() >= 30, "found only {} invariants", invariants.len());
+    for inv in &invariants {
+        let Some((_, enforced)) = inv.split_once("Enforced by") else {
+            missing.push(format!("an invariant says nothing of what enforces it: {}", &inv[..inv.len().min(80)]));
+            continue;
+        };
+        for tok in enforced.split('`').skip(1).step_by(2) {
+            let looks_like_path = tok.contains('/') && !tok.contains(' ') && !tok.contains('*');
+            if looks_like_path && !repo().join(tok.trim_end_matches('/')).exists() {
+                missing.push(format!("file `{tok}`"));
+            }
+        }
+    }
+    for tok in doc.split('`').skip(1).step_by(2) {
+        let path: Vec<&str> = tok.split("::").collect();
+        let Some(dir) = crates.get(path[0]) else { continue };
+        if path.len() < 2 || path.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_')) {
+            continue;
+        }
+        let (src, modules) = sources.entry(path[0].to_string()).or_insert_with(|| crate_source(dir));
+        let last = path[path.len() - 1];
+        if !(defines(src, last) || modules.contains(last)) {
+            missing.push(format!("`{tok}`"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what is not there (rename it there too):\n{}",
+        missing.join("\n")
+    );
+}
