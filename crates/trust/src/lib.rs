@@ -9,16 +9,18 @@
 pub mod dsse;
 mod key;
 mod policy;
+#[cfg(feature = "sign")]
+mod secret;
 mod sig;
 
-#[cfg(feature = "sign")]
-pub use key::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
 pub use key::{KeyId, MAX_KEY_FILE, PublicKey};
 pub use policy::{
     Accepted, DEV_PUBLIC_KEY, Expect, MAX_KEYS_PER_ROLE, MAX_POLICY_FILE, Policy, PolicyKey, Rejected, Report, Role,
     RolePolicy, RoleReport, SignerReport, dev_approval_public_key, dev_public_key, is_dev_key,
 };
 pub use product::Channel;
+#[cfg(feature = "sign")]
+pub use secret::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
 pub use sig::{MAX_SIG_FILE, MAX_TRUSTED_COMMENT, Prehash, SignatureFile};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,9 +11,9 @@ use ed25519_dalek::Signature as EdSignature;
 use ed25519_dalek::Signer;
 
 use crate::Error;
-#[cfg(feature = "sign")]
-use crate::key::SecretKey;
 use crate::key::{KeyId, PublicKey, bounded_lines, decode_b64};
+#[cfg(feature = "sign")]
+use crate::secret::SecretKey;
 
 /// Largest signature file accepted, in bytes.
 pub const MAX_SIG_FILE: usize = 4096;
