@@ -50,6 +50,7 @@ fn fixture() -> &'static Fixture {
             hash: "sha256".into(),
             chunk_size: 64 << 10,
             cmdline: None,
+            verity: None,
             payloads: vec![p.clone()],
         };
         // The statement names the root image (a bundle whose statement does not is refused).

@@ -11,6 +11,9 @@ use crate::manifest::Target;
 pub enum Placement {
     /// Streamed into the inactive root slot.
     Slot,
+    /// Streamed into the inactive root slot after the filesystem, at the signed
+    /// `[verity] hash_offset`.
+    SlotTree,
     /// A file of that name on the ESP, in the slot's own folder (`ESP/a/`, `ESP/b/`), written
     /// once every byte of it matched.
     Esp(&'static str),
@@ -52,6 +55,13 @@ pub const PAYLOAD_KINDS: &[PayloadKind] = &[
         what: "the read-only root filesystem, streamed into the inactive slot",
     },
     PayloadKind {
+        target: Target::Verity,
+        name: crate::VERITY_FILE,
+        placement: Placement::SlotTree,
+        appliance_needs: false,
+        what: "the root slot's dm-verity hash tree, written after the filesystem; the initrd opens the slot with its signed root hash",
+    },
+    PayloadKind {
         target: Target::Kernel,
         name: KERNEL_FILE,
         placement: Placement::Esp(KERNEL_FILE),
@@ -83,7 +93,7 @@ pub fn esp_name(target: Target) -> Option<&'static str> {
 
 /// The kinds a device that boots each slot's own kernel needs beyond the root.
 pub fn boot_files() -> impl Iterator<Item = &'static PayloadKind> {
-    PAYLOAD_KINDS.iter().filter(|k| k.appliance_needs && k.placement != Placement::Slot)
+    PAYLOAD_KINDS.iter().filter(|k| k.appliance_needs && matches!(k.placement, Placement::Esp(_)))
 }
 
 #[cfg(test)]
@@ -92,7 +102,7 @@ mod tests {
 
     #[test]
     fn every_target_has_one_row_and_names_are_unique() {
-        for t in [Target::Root, Target::Kernel, Target::Initrd, Target::Provenance] {
+        for t in [Target::Root, Target::Verity, Target::Kernel, Target::Initrd, Target::Provenance] {
             assert_eq!(PAYLOAD_KINDS.iter().filter(|k| k.target == t).count(), 1, "{t:?}");
             assert_eq!(kind(t).target, t);
         }

@@ -9,6 +9,7 @@ mod name;
 mod reader;
 mod report;
 pub mod tar;
+mod verity;
 mod writer;
 
 pub use kinds::{INITRD_FILE, KERNEL_FILE, PAYLOAD_KINDS, PayloadKind, Placement, boot_files, esp_name, kind};
@@ -22,6 +23,10 @@ pub use reader::{
 };
 pub use report::{
     BundleFacts, MAX_SIGNER_LINES, RoleLine, SignerLine, VerifyReport, roles_line, signer_lines, verify_stream,
+};
+pub use verity::{
+    HASHOFFSET_WORD, ROOTHASH_WORD, VERITY_BLOCK, VERITY_FILE, VERITY_HASH, Verity, check as check_verity,
+    cmdline_words, is_verity_word, max_tree_size,
 };
 pub use writer::{ZSTD_LEVEL, ZSTD_WORKERS, compress_payload, write_bundle};
 

@@ -9,9 +9,10 @@ use crate::name::EntryName;
 
 /// The format this writer makes. Format 2 added the provenance payload and its DSSE
 /// signature entries; format 3 the slot's kernel command line (`cmdline`), from which the
-/// agent writes the slot's whole boot entry. A reader reads every older format too (an older
-/// agent refuses a newer bundle by its number: "format 3 is not known").
-pub const FORMAT: u32 = 3;
+/// agent writes the slot's whole boot entry; format 4 the slot's dm-verity tree (payload
+/// `root.verity`) and its signed `[verity]` table. A reader reads every older format too (an
+/// older agent refuses a newer bundle by its number: "format 4 is not known").
+pub const FORMAT: u32 = 4;
 /// Longest kernel command line accepted (the kernel's own COMMAND_LINE_SIZE on x86 is 2048).
 pub const MAX_CMDLINE: usize = 2048;
 /// The oldest format still read.
@@ -42,6 +43,9 @@ pub enum Target {
     /// signatures the bundle carries and kept on the data partition beside the slot
     /// (format 2; the first payload when present).
     Provenance,
+    /// The root slot's dm-verity hash tree, written into the slot at `[verity] hash_offset`
+    /// (format 4; right after the root payload).
+    Verity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,10 @@ pub struct Manifest {
     /// from it, never from what the ESP holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// The root slot's dm-verity table (format 4): its root hash goes into the slot's boot
+    /// entry; the agent checks the written slot against it before arming a trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<crate::Verity>,
     #[serde(rename = "payload")]
     pub payloads: Vec<Payload>,
 }
@@ -79,6 +87,12 @@ pub fn valid_cmdline(s: &str) -> Result<(), String> {
     }
     if s.split(' ').any(|w| w.starts_with("root=")) {
         return Err("cmdline: no `root=` (the agent names the slot it writes)".into());
+    }
+    if s.split(' ').any(crate::is_verity_word) {
+        return Err(
+            "cmdline: no `airlock.roothash=` or `airlock.hashoffset=` (they come from the signed [verity] table)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -204,6 +218,11 @@ impl Manifest {
                     });
                 }
             }
+            if p.target == Target::Verity
+                && self.payloads.get(i.wrapping_sub(1)).map(|q| q.target) != Some(Target::Root)
+            {
+                return bad("the verity tree comes right after the root payload");
+            }
             if p.compression != "zstd" {
                 return Err(Error::Manifest(format!(
                     "payload `{}`: compression `{}` is not known (zstd is)",
@@ -235,7 +254,23 @@ impl Manifest {
                 )));
             }
         }
-        Ok(())
+        self.check_verity()
+    }
+
+    /// A `[verity]` table and a verity payload come together (format 4), the table fitting the
+    /// root payload and the tree.
+    fn check_verity(&self) -> Result<(), Error> {
+        let size_of = |t: Target| self.payloads.iter().find(|p| p.target == t).map(|p| p.size);
+        match (&self.verity, size_of(Target::Verity)) {
+            (None, None) => Ok(()),
+            (Some(_), _) | (_, Some(_)) if self.format < 4 => {
+                Err(Error::Manifest("a verity table and tree need format 4".into()))
+            }
+            (Some(v), Some(tree)) => crate::verity::check(v, size_of(Target::Root).unwrap_or(0), tree)
+                .map_err(|e| Error::Manifest(crate::escape(&e))),
+            (Some(_), None) => Err(Error::Manifest("a [verity] table without its tree (payload root.verity)".into())),
+            (None, Some(_)) => Err(Error::Manifest("a verity tree without its [verity] table".into())),
+        }
     }
 
     pub fn to_toml(&self) -> Result<String, Error> {

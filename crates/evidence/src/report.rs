@@ -153,8 +153,8 @@ pub const IEC_62443: &[(&str, &str, &str, &str)] = &[
     (
         "CR 3.14",
         "Integrity of the boot process",
-        "not covered",
-        "No UEFI Secure Boot, measured boot or dm-verity: the boot chain is not verified at boot; the root filesystem is read-only and its bytes were verified when installed.",
+        "partly",
+        "Every slot is opened by the initrd through dm-verity: each block is checked against the root hash signed in the build and bundle manifests before the slot starts, and read through dm-verity after (a mismatch panics, never a silent read); a slot that does not match never runs, and the box falls back to the other slot and audits why. Not yet: signed kernels (UKIs) and UEFI Secure Boot with the asset owner's keys — the kernel, initrd and boot entry on the ESP are unsigned, checked only by the agent against its own records.",
     ),
     ("SR 4.1", "Information confidentiality", "not covered", "No disk encryption; no secrets are in the image."),
 ];

@@ -17,8 +17,18 @@ use crate::error::{Error, Result, io_err, tool_err};
 /// kernel is installed, so the initrd made inside mmdebstrap already follows them.
 const INITRD_MODULES: &str = "squashfs\nerofs\noverlay\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nahci\nnvme\nmmc_block\nsdhci_pci\nxhci_pci\nehci_pci\nusb_storage\nuas\nvfat\nnls_cp437\nnls_ascii\ndm-mod\ndm-verity\n";
 
+/// The initramfs-tools hook that puts `veritysetup` (from the image's own `cryptsetup-bin`)
+/// into the initrd, and the local-top script that opens the slot through dm-verity before it is
+/// mounted. Written into the tree before any package is installed, so the initrd made inside
+/// mmdebstrap already holds them.
+const VERITY_HOOK: &str = include_str!("../initramfs/hook-airlock-verity");
+const VERITY_SCRIPT: &str = include_str!("../initramfs/local-top-airlock-verity");
+/// Where they go in the image.
+const VERITY_HOOK_PATH: &str = "usr/share/initramfs-tools/hooks/airlock-verity";
+const VERITY_SCRIPT_PATH: &str = "usr/share/initramfs-tools/scripts/local-top/airlock-verity";
+
 /// Bumped whenever the way the base stage is made changes, so that old caches are not reused.
-const BASE_RECIPE_VERSION: &str = "airlock-base-3";
+const BASE_RECIPE_VERSION: &str = "airlock-base-4";
 
 /// dpkg path filters: an appliance needs no manuals, docs or translations; copyright files
 /// stay (license evidence).
@@ -42,6 +52,8 @@ pub fn base_key(recipe: &Recipe, lock: &Lock, mmdebstrap_version: &str) -> Strin
         &recipe.source_date_epoch.to_string(),
         mmdebstrap_version,
         INITRD_MODULES,
+        VERITY_HOOK,
+        VERITY_SCRIPT,
         &DPKG_FILTERS.join("\n"),
     ] {
         h.update((part.len() as u64).to_le_bytes());
@@ -106,13 +118,24 @@ pub fn mmdebstrap(recipe: &Recipe, repo: &Path, out: &Path, scratch: &Path) -> R
     let setup = format!(
         "--setup-hook=mkdir -p \"$1/usr/share/initramfs-tools/modules.d\" \"$1/etc/initramfs-tools/conf.d\" && printf '%s\\n' {modules} > \"$1/usr/share/initramfs-tools/modules.d/airlock-root.conf\" && printf 'MODULES=list\\n' > \"$1/etc/initramfs-tools/conf.d/airlock\""
     );
+    // The initrd's dm-verity hook and script, copied in (mode kept) before any package.
+    let initramfs = scratch.join("initramfs-airlock");
+    for (rel, text) in [(VERITY_HOOK_PATH, VERITY_HOOK), (VERITY_SCRIPT_PATH, VERITY_SCRIPT)] {
+        let f = initramfs.join(rel);
+        if let Some(dir) = f.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        fs::write(&f, text).map_err(io_err(&f))?;
+        fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).map_err(io_err(&f))?;
+    }
+    let copy_in = format!("--setup-hook=tar -C {} -c usr | tar -C \"$1\" -x --no-same-owner", initramfs.display());
     let dpkgopts: Vec<String> = DPKG_FILTERS.iter().map(|f| format!("--dpkgopt={f}")).collect();
     let source = format!("deb [trusted=yes] copy://{} ./", repo.display());
     let suite = &base.suite;
     let sde = recipe.source_date_epoch.to_string();
     cmd!(
         sh,
-        "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {suite} {out} {source}"
+        "mmdebstrap -q --mode=root --format=tar {variant} {arch} {include} {dpkgopts...} {setup} {copy_in} {suite} {out} {source}"
     )
     .env("SOURCE_DATE_EPOCH", &sde)
     .env("TMPDIR", scratch)

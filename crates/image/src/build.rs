@@ -248,7 +248,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
-    let mut outputs = write_images(&mut stages, &recipe, &root, &out, work.path())?;
+    let (mut outputs, verity) = write_images(&mut stages, &recipe, &root, &out, work.path())?;
     stages.run("evidence", "SBOM (SPDX, CycloneDX) and provenance of the outputs", || {
         sbom.outputs = evidence_gather::outputs(&outputs);
         let prov = provenance(&recipe, &lock_path, &inputs, &tool_versions, &settings, &build_key, &outputs)?;
@@ -264,8 +264,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         Ok(())
     })?;
 
-    let manifest =
-        BuildManifest { format: MANIFEST_FORMAT, build_key, image, inputs, tools: tool_versions, settings, outputs };
+    let manifest = BuildManifest {
+        format: MANIFEST_FORMAT,
+        build_key,
+        image,
+        inputs,
+        tools: tool_versions,
+        settings,
+        outputs,
+        verity: Some(verity),
+    };
     let manifest_text = manifest.to_toml();
     if published.as_deref() == Some(manifest.build_key.as_str()) {
         // Same inputs, built again (another builder binary, or no cache): the bytes must be
@@ -431,15 +439,15 @@ fn customise(
     crate::sandbox::check(sh, root).map(|_| ())
 }
 
-/// The root archive, the slot filesystem and the disk (with the slot's kernel and initrd),
-/// each listed with its digest.
+/// The root archive, the slot filesystem and its dm-verity tree, and the disk (with the slot's
+/// kernel and initrd), each listed with its digest; and the tree's table.
 fn write_images(
     stages: &mut Stages,
     recipe: &Recipe,
     root: &Path,
     out: &Path,
     scratch: &Path,
-) -> Result<BTreeMap<String, Output>> {
+) -> Result<(BTreeMap<String, Output>, crate::verity::Verity)> {
     let mut outputs = BTreeMap::new();
     let level = recipe.output.compression_level;
     let (sha, size) = stages.run("tar", &format!("writing {ROOTFS_NAME} (zstd -{level})"), || {
@@ -449,14 +457,27 @@ fn write_images(
     stages.run("slotfs", &format!("writing {SLOT_NAME} ({})", recipe.output.slot_fs.as_str()), || {
         slotfs::make(recipe, root, &out.join(SLOT_NAME))
     })?;
+    let (img, tree) = (out.join(SLOT_NAME), out.join(crate::verity::VERITY_FILE));
+    let verity =
+        stages.run("verity", &format!("writing {} (veritysetup format)", crate::verity::VERITY_FILE), || {
+            crate::verity::make(recipe, &img, &tree)
+        })?;
     stages.run("disk", "writing disk.img (GPT: ESP, root-a, root-b, data), disk.qcow2, disk.bmap", || {
-        disk::make(recipe, root, &out.join(SLOT_NAME), out, scratch)
+        disk::make(recipe, root, (&img, &tree, &verity), out, scratch)
     })?;
-    for name in [SLOT_NAME, disk::KERNEL_NAME, disk::INITRD_NAME, disk::DISK_NAME, disk::QCOW2_NAME, disk::BMAP_NAME] {
+    for name in [
+        SLOT_NAME,
+        crate::verity::VERITY_FILE,
+        disk::KERNEL_NAME,
+        disk::INITRD_NAME,
+        disk::DISK_NAME,
+        disk::QCOW2_NAME,
+        disk::BMAP_NAME,
+    ] {
         let (sha, size) = store::sha256_file(&out.join(name))?;
         outputs.insert(name.to_string(), Output { sha256: sha, size });
     }
-    Ok(outputs)
+    Ok((outputs, verity))
 }
 
 /// The provenance statement of a build: its outputs by digest, every resolved input.
@@ -534,6 +555,7 @@ fn bake_trust_root(recipe: &Recipe, root: &Path, scratch: &Path) -> Result<()> {
         version: Some(product::Version::parse(&recipe.version).map_err(|e| Error::Invalid(e.to_string()))?),
         security_version: Some(recipe.security_version),
         cmdline: Some(crate::disk::cmdline_tail(recipe)),
+        verity: true,
     };
     device.check_policy(&parsed).map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
     let dev_file = scratch.join("device.toml");

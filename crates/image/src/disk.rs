@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use recipe::{Recipe, SlotFs};
+
+use crate::verity::Verity;
 use sha2::{Digest, Sha256};
 use xshell::{Shell, cmd};
 
@@ -80,12 +82,17 @@ pub fn cmdline_tail(recipe: &Recipe) -> String {
 }
 
 /// A slot's Boot Loader Specification entry. Every entry has the same `sort-key`, so that
-/// systemd-boot orders them by `version` (what the agent rewrites), newest first.
-pub fn entry(recipe: &Recipe, slot: &str, version: u64) -> String {
+/// systemd-boot orders them by `version` (what the agent rewrites), newest first. With the
+/// slot's verity table, its command line opens the slot through dm-verity (the words the
+/// agent writes for the slots it installs, in the same place).
+pub fn entry(recipe: &Recipe, slot: &str, version: u64, verity: Option<&Verity>) -> String {
+    let options = match verity {
+        Some(v) => format!("root=PARTLABEL=root-{slot} {} {}", bundle::cmdline_words(v), cmdline_tail(recipe)),
+        None => cmdline(recipe, slot),
+    };
     format!(
-        "title Airlock {} (slot {slot})\nsort-key airlock\nversion {version}\nlinux /{slot}/{KERNEL_NAME}\ninitrd /{slot}/{INITRD_NAME}\noptions {}\n",
+        "title Airlock {} (slot {slot})\nsort-key airlock\nversion {version}\nlinux /{slot}/{KERNEL_NAME}\ninitrd /{slot}/{INITRD_NAME}\noptions {options}\n",
         recipe.name,
-        cmdline(recipe, slot)
     )
 }
 
@@ -135,7 +142,14 @@ fn copy_file(src: &Path, dest: &Path) -> Result<()> {
 
 /// The ESP's filesystem image: systemd-boot, the loader config, both slots' entries (slot b out
 /// of the rotation: `+0`, no kernel yet), slot a's kernel and initrd.
-fn make_esp(sh: &Shell, recipe: &Recipe, root: &Path, kernel: &Path, initrd: &Path, scratch: &Path) -> Result<PathBuf> {
+fn make_esp(
+    sh: &Shell,
+    recipe: &Recipe,
+    root: &Path,
+    (kernel, initrd): (&Path, &Path),
+    verity: &Verity,
+    scratch: &Path,
+) -> Result<PathBuf> {
     let stage = scratch.join("esp");
     let sd_boot = root.join(SD_BOOT);
     if !sd_boot.is_file() {
@@ -151,8 +165,8 @@ fn make_esp(sh: &Shell, recipe: &Recipe, root: &Path, kernel: &Path, initrd: &Pa
     let entries = sideload::bootentry::entries_dir(&stage);
     fs::create_dir_all(&entries).map_err(io_err(&entries))?;
     fs::write(stage.join("loader/loader.conf"), LOADER_CONF).map_err(io_err(&stage))?;
-    fs::write(entries.join("slot-a.conf"), entry(recipe, "a", 1)).map_err(io_err(&entries))?;
-    fs::write(entries.join("slot-b+0.conf"), entry(recipe, "b", 0)).map_err(io_err(&entries))?;
+    fs::write(entries.join("slot-a.conf"), entry(recipe, "a", 1, Some(verity))).map_err(io_err(&entries))?;
+    fs::write(entries.join("slot-b+0.conf"), entry(recipe, "b", 0, None)).map_err(io_err(&entries))?;
     clamp_times(&stage, recipe.source_date_epoch)?;
 
     let img = scratch.join("esp.img");
@@ -270,12 +284,14 @@ fn write_at(dest: &mut File, dest_path: &Path, src: &Path, offset: u64, max: u64
     Ok(())
 }
 
-/// Makes `disk.img`, `disk.qcow2` and `disk.bmap` in `out` from the built tree and root.img.
-pub fn make(recipe: &Recipe, root: &Path, root_img: &Path, out: &Path, scratch: &Path) -> Result<()> {
+/// Makes `disk.img`, `disk.qcow2` and `disk.bmap` in `out` from the built tree, root.img and
+/// its verity tree (slot a: the filesystem, then the tree at `verity.hash_offset`).
+pub fn make(recipe: &Recipe, root: &Path, slot: (&Path, &Path, &Verity), out: &Path, scratch: &Path) -> Result<()> {
+    let (root_img, tree, verity) = slot;
     let sh = Shell::new().map_err(tool_err("shell"))?;
     let layout = Layout::of(recipe);
     let (kernel, initrd) = kernel_and_initrd(root)?;
-    let esp = make_esp(&sh, recipe, root, &kernel, &initrd, scratch)?;
+    let esp = make_esp(&sh, recipe, root, (&kernel, &initrd), verity, scratch)?;
     let data = make_data(&sh, recipe, scratch)?;
 
     let disk = out.join(DISK_NAME);
@@ -302,7 +318,9 @@ pub fn make(recipe: &Recipe, root: &Path, root_img: &Path, out: &Path, scratch: 
     {
         let mut f = OpenOptions::new().write(true).open(&disk).map_err(io_err(&disk))?;
         write_at(&mut f, &disk, &esp, layout.esp.0, layout.esp.1)?;
-        write_at(&mut f, &disk, root_img, layout.root_a.0, layout.root_a.1)?;
+        write_at(&mut f, &disk, root_img, layout.root_a.0, verity.hash_offset.min(layout.root_a.1))?;
+        let room = layout.root_a.1.saturating_sub(verity.hash_offset);
+        write_at(&mut f, &disk, tree, layout.root_a.0 + verity.hash_offset, room)?;
         write_at(&mut f, &disk, &data, layout.data.0, layout.data.1)?;
         f.sync_all().map_err(io_err(&disk))?;
     }

@@ -17,6 +17,7 @@ pub mod sandbox;
 pub mod slotfs;
 pub mod stack;
 pub mod tools;
+pub mod verity;
 
 pub use build::{
     BuildOptions, BuildReport, MANIFEST_NAME, ROOTFS_NAME, SLOT_NAME, build, fetch, load, lock_path, out_dir, wanted,

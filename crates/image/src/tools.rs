@@ -130,6 +130,7 @@ pub fn versions(sh: &Shell) -> BTreeMap<String, String> {
     put("mke2fs", cmd!(sh, "mke2fs -V").quiet().ignore_status().read_stderr().ok().map(|s| first_line(&s)));
     put("qemu-img", cmd!(sh, "qemu-img --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put("bmaptool", cmd!(sh, "bmaptool --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
+    put("veritysetup", cmd!(sh, "veritysetup --version").quiet().ignore_stderr().read().ok().map(|s| first_line(&s)));
     put("airlock", Some(env!("CARGO_PKG_VERSION").to_string()));
     v
 }

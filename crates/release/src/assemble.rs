@@ -91,6 +91,11 @@ fn build_cmdline(bm_text: &str) -> Option<String> {
     Some(tail.join(" ")).filter(|t| bundle::valid_cmdline(t).is_ok())
 }
 
+/// The slot's dm-verity table the build recorded (`[verity]`), signed again in the bundle.
+fn build_verity(bm_text: &str) -> Option<bundle::Verity> {
+    schema::BuildFacts::parse(bm_text).ok()?.verity
+}
+
 fn build_info(text: &str, path: &Path) -> Result<BuildInfo> {
     let bad = |why: &str| Error::Usage(format!("{}: {why}", path.display()));
     let img = schema::BuildFacts::parse(text).map_err(|e| bad(&format!("not a build manifest: {e}")))?.image;
@@ -127,6 +132,7 @@ fn up_to_date(
     let same = toml::to_string(m).is_ok()
         && m.build_manifest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(bm_text.as_bytes())))
         && m.previous_manifest == previous_manifest
+        && m.verity == build_verity(bm_text)
         && m.payloads.iter().all(|p| output_sha(&p.name).as_deref() == Some(p.sha256.as_str()))
         && vb.digest() == format!("sha256:{}", hex::encode(sha2::Sha256::digest(&beside)));
     if !same {
@@ -215,6 +221,7 @@ pub fn assemble(
         hash: "sha256".into(),
         chunk_size: bundle::DEFAULT_CHUNK,
         cmdline: build_cmdline(&bm_text),
+        verity: build_verity(&bm_text),
         payloads,
     };
     let mtext = manifest.to_toml().map_err(|e| Error::Usage(e.to_string()))?;

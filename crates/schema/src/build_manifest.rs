@@ -64,6 +64,29 @@ pub struct BuildManifest {
     pub tools: BTreeMap<String, String>,
     pub settings: BTreeMap<String, String>,
     pub outputs: BTreeMap<String, Output>,
+    /// The slot's dm-verity parameters (`root.img` with `root.verity` at `hash_offset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<Verity>,
+}
+
+/// A slot's dm-verity hash tree, as `veritysetup format` made it: the root hash the initrd opens
+/// the slot with, and where on the slot the tree starts (right after the filesystem). The build
+/// manifest and the bundle manifest both carry this table, signed; the `bundle` crate checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verity {
+    /// The tree's root hash (64 lowercase hex digits): what the slot is opened with.
+    pub root_hash: String,
+    /// Byte offset of the tree (its superblock) on the slot: the filesystem's size.
+    pub hash_offset: u64,
+    /// The hash algorithm (`sha256`).
+    pub hash: String,
+    /// Data and hash block size (4096).
+    pub block_size: u64,
+    /// The salt (64 lowercase hex digits), derived from the recipe.
+    pub salt: String,
+    /// The superblock's UUID, derived from the recipe.
+    pub uuid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +147,9 @@ pub struct BuildFacts {
     pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputFacts>,
+    /// The slot's dm-verity tree, when the build made one.
+    #[serde(default)]
+    pub verity: Option<Verity>,
 }
 
 /// An output's digest (and its size, when listed).

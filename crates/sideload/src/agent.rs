@@ -12,7 +12,7 @@
 //! on trial that is booted, and only then raises the floor.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,7 +69,12 @@ pub fn shown(path: &Path) -> String {
 }
 
 pub(crate) fn candidate<'a>(m: &'a bundle::Manifest, digest: &'a str) -> Candidate<'a> {
-    let root_size = m.payloads.iter().find(|p| p.target == bundle::Target::Root).map_or(0, |p| p.size);
+    let size_of = |t: bundle::Target| m.payloads.iter().find(|p| p.target == t).map(|p| p.size);
+    // What the slot holds: the root filesystem, and the verity tree after it.
+    let root_size = match (&m.verity, size_of(bundle::Target::Verity)) {
+        (Some(v), Some(tree)) => v.hash_offset.saturating_add(tree),
+        _ => size_of(bundle::Target::Root).unwrap_or(0),
+    };
     Candidate {
         channel: m.channel,
         version: &m.version,
@@ -109,6 +114,8 @@ struct Plan {
     /// The kernel's and initrd's signed digests, when the bundle carries them.
     kernel: Option<String>,
     initrd: Option<String>,
+    /// The slot's signed dm-verity table, when the bundle carries a tree.
+    verity: Option<bundle::Verity>,
 }
 
 /// The provenance statement comes first and is checked (its DSSE signatures against the
@@ -205,7 +212,11 @@ impl Agent {
                         (crate::bootentry::digest(kernel)?, crate::bootentry::digest(initrd)?)
                     && let Some(r) = s.slots.get_mut(&booted)
                 {
-                    r.boot = Some(state::BootRecord { cmdline: cmdline.clone(), kernel, initrd });
+                    let cmdline = match &dev.own_verity {
+                        Some(words) => format!("{words} {cmdline}"),
+                        None => cmdline.clone(),
+                    };
+                    r.boot = Some(state::BootRecord { cmdline, kernel, initrd });
                 }
                 s.audit = dev.audit().append(&s.audit, &[rec])?;
                 state::save(&dev.data, &s)?;
@@ -220,8 +231,28 @@ impl Agent {
         if let Some(next) = plan.state {
             agent.commit(next, &plan.records)?;
         }
+        agent.check_integrity_notes()?;
         agent.check_boot()?;
         Ok(agent)
+    }
+
+    /// Records what the initrd left on the ESP when it refused a slot at boot (its blocks did
+    /// not match the signed root hash), fails that slot, then clears the notes.
+    fn check_integrity_notes(&mut self) -> Result<(), Error> {
+        let Some(esp) = self.dev.esp.clone() else { return Ok(()) };
+        let notes = crate::integrity::notes(&esp)?;
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let plan = decide::integrity_failed(&self.state, &self.dev.boot.state()?, &notes);
+        for s in &plan.cancel_trials {
+            self.dev.boot.cancel_trial(*s)?;
+        }
+        self.commit(plan.state.unwrap_or_else(|| self.state.clone()), &plan.records)?;
+        for (slot, _) in &notes {
+            crate::integrity::clear(&esp, *slot)?;
+        }
+        Ok(())
     }
 
     /// Checks every installed slot's boot entry and boot files on the ESP against what was
@@ -371,6 +402,7 @@ impl Agent {
                 format!("slot {} reads back differently from what was written", target.letter()),
             ));
         }
+        self.check_verity(&plan, progress)?;
         self.record_installed(&acc, &plan, boot_files, boot_record, evidence.is_some())?;
         failpoint("before-arm");
         self.arm(target, progress)?;
@@ -406,7 +438,21 @@ impl Agent {
         // The slot's boot entry is written whole from the signed bundle's command line (or,
         // for a bundle of an older format, the running image's own): a device whose boot
         // entries the agent writes needs one of them before anything changes.
-        let cmdline = m.cmdline.clone().or_else(|| self.dev.config.cmdline.clone());
+        if self.dev.config.verity && m.verity.is_none() {
+            return Err(Error::Refused(
+                Reason::UnverifiedSlot,
+                format!(
+                    "this device boots only dm-verity slots, and this bundle (format {}) carries no verity tree: install a bundle made by a builder of bundle format 4 or later",
+                    m.format
+                ),
+            ));
+        }
+        // The slot's root hash goes into its boot entry from the signed table, never from a
+        // command line (a bundle's cannot hold it).
+        let cmdline = m.cmdline.clone().or_else(|| self.dev.config.cmdline.clone()).map(|c| match &m.verity {
+            Some(v) => format!("{} {c}", bundle::cmdline_words(v)),
+            None => c,
+        });
         if self.dev.slot_kernels && self.dev.sim_root.is_none() && cmdline.is_none() {
             return Err(Error::Refused(
                 Reason::Bundle(bundle::Code::BadManifest),
@@ -428,6 +474,7 @@ impl Agent {
             cmdline,
             kernel: digest_of(bundle::Target::Kernel),
             initrd: digest_of(bundle::Target::Initrd),
+            verity: m.verity.clone(),
         })
     }
 
@@ -436,6 +483,10 @@ impl Agent {
     fn begin_writing(&mut self, acc: &Accepted, plan: &Plan) -> Result<(), Error> {
         self.dev.boot.cancel_trial(plan.target)?;
         crate::evidence::forget(&self.dev, plan.target)?;
+        if let Some(esp) = &self.dev.esp {
+            // What the initrd said of the slot's old contents no longer holds.
+            crate::integrity::clear(esp, plan.target)?;
+        }
         let mut next = self.state.clone();
         next.set(
             plan.target,
@@ -473,11 +524,24 @@ impl Agent {
         })?;
         let mut boot_files = 0u32;
         while let Some(mut other) = vb.next_payload()? {
-            let Some(name) = bundle::esp_name(other.payload.target) else {
-                return Err(Error::Refused(
-                    Reason::Bundle(bundle::Code::BadManifest),
-                    format!("a second {:?} payload", other.payload.target),
-                ));
+            let name = match (bundle::kind(other.payload.target).placement, &plan.verity) {
+                (bundle::Placement::Esp(name), _) => name,
+                (bundle::Placement::SlotTree, Some(v)) => {
+                    progress.phase(&format!("writing slot {}'s dm-verity tree", plan.target.letter()));
+                    let mut out = OpenOptions::new()
+                        .write(true)
+                        .open(&plan.slot_path)
+                        .map_err(|e| Error::io(&plan.slot_path, e))?;
+                    out.seek(SeekFrom::Start(v.hash_offset)).map_err(|e| Error::io(&plan.slot_path, e))?;
+                    slotio::stream_to_slot(&mut other, out, &plan.slot_path, plan.chunk_size as usize, &mut |_| {})?;
+                    continue;
+                }
+                _ => {
+                    return Err(Error::Refused(
+                        Reason::Bundle(bundle::Code::BadManifest),
+                        format!("a second {:?} payload", other.payload.target),
+                    ));
+                }
             };
             match &self.dev.esp {
                 Some(esp) => {
@@ -513,6 +577,24 @@ impl Agent {
         progress.phase(&format!("writing slot {}'s boot entry", plan.target.letter()));
         crate::bootentry::write(esp, plan.target, &cmdline)?;
         Ok(Some(state::BootRecord { cmdline, kernel, initrd }))
+    }
+
+    /// The slot as written, every block of it and its tree, against the signed root hash:
+    /// what the initrd will open it with. A slot that does not match is never armed.
+    fn check_verity(&self, plan: &Plan, progress: &mut dyn Progress) -> Result<(), Error> {
+        let Some(v) = &plan.verity else { return Ok(()) };
+        progress.phase(&format!("checking slot {} against its dm-verity root hash", plan.target.letter()));
+        crate::integrity::verify_slot(&plan.slot_path, v)?.map_err(|why| {
+            Error::Refused(
+                Reason::VerityMismatch,
+                format!(
+                    "slot {} does not match the signed dm-verity root hash {}: {}",
+                    plan.target.letter(),
+                    v.root_hash,
+                    escape(&why)
+                ),
+            )
+        })
     }
 
     /// The slot written and read back: recorded with its boot entry (the `installed` record).
@@ -641,6 +723,8 @@ pub struct View {
     pub busy: Option<String>,
     /// What the next mutating command will record when it reconciles.
     pub pending: Vec<String>,
+    /// The root hash the booted slot was opened with through dm-verity (none: not verified).
+    pub verity: Option<String>,
 }
 
 pub fn view(dev: &Device) -> Result<View, Error> {
@@ -660,7 +744,11 @@ pub fn view(dev: &Device) -> Result<View, Error> {
             s
         }),
     };
-    Ok(View { boot, state, busy, pending })
+    let verity = dev
+        .own_verity
+        .as_deref()
+        .and_then(|w| w.split(' ').find_map(|w| w.strip_prefix(bundle::ROOTHASH_WORD)).map(escape));
+    Ok(View { boot, state, busy, pending, verity })
 }
 
 /// `verify`: the whole bundle (signatures, every payload chunk, the end), then whether this

@@ -44,6 +44,9 @@ bundle::stable_codes! {
         BootFilesRestored => "boot-files-restored",
         /// A slot's kernel or initrd found swapped: that slot is out of the rotation.
         BootFilesTampered => "boot-files-tampered",
+        /// The initrd refused a slot whose blocks did not match its signed dm-verity root hash
+        /// (its note on the ESP, read at the next boot): the slot is failed, out of the rotation.
+        IntegrityFailed => "integrity-failed",
         /// The log's tail was cut or edited: what was found, recorded before going on.
         AuditTampered => "audit-tampered",
         /// A torn last line (a power cut mid-append) was dropped.

@@ -28,6 +28,9 @@ pub struct DeviceConfig {
     /// for a slot whose bundle carries none (formats 1 and 2), and the factory slot's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// The image boots only dm-verity slots: a bundle without a verity tree is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verity: bool,
 }
 
 impl DeviceConfig {
@@ -120,6 +123,7 @@ mod tests {
             version: Some(Version::parse("2.1.0").unwrap()),
             security_version: Some(4),
             cmdline: Some("rootfstype=squashfs ro".into()),
+            verity: false,
         };
         let text = c.to_toml();
         assert!(text.starts_with("# Airlock device identity"), "{text}");

@@ -56,6 +56,7 @@ pub fn status_json(config: &DeviceConfig, v: &View, recent: &[Value]) -> Value {
         "slots": v.state.as_ref().map(|s| Slot::ALL.iter().map(|x| (x.letter().to_string(), slot_json(&s.slot(*x)))).collect::<serde_json::Map<_, _>>()),
         "busy": v.busy,
         "pending": v.pending,
+        "verity": v.verity.as_ref().map(|h| json!({"root_hash": h})),
         "recent": recent,
     })
 }
@@ -100,6 +101,15 @@ pub fn status_text(config: &DeviceConfig, v: &View, recent: &[Value]) -> String 
     }
     out.push_str(&format!("next boot       slot {}\n", b.next().letter()));
     out.push_str(&format!("security floor  {}\n", state.security_floor));
+    match (&v.verity, config.verity) {
+        (Some(h), _) => out.push_str(&format!(
+            "dm-verity       on: slot {} opened with root hash {}\n",
+            b.booted.letter(),
+            short(h)
+        )),
+        (None, true) => out.push_str("dm-verity       required, but the booted slot was not opened through it\n"),
+        (None, false) => {}
+    }
     if !v.pending.is_empty() {
         out.push_str(&format!("to be recorded by the next sideload command: {}\n", v.pending.join(", ")));
     }

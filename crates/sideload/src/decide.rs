@@ -70,6 +70,38 @@ pub fn reconcile(state: &AgentState, boot: &BootState) -> Plan {
     plan
 }
 
+/// The initrd refused these slots at boot (their blocks did not match the signed dm-verity
+/// root hash; `notes` is what it said of each): each one not booted now is failed and out of
+/// the rotation, recorded with the initrd's reason. A note of the slot that is booted (it
+/// was refused once, then booted verified) is recorded and changes nothing.
+pub fn integrity_failed(state: &AgentState, boot: &BootState, notes: &[(Slot, String)]) -> Plan {
+    let mut s = state.clone();
+    let mut plan = Plan::default();
+    for (slot, said) in notes {
+        let rec = state.slot(*slot);
+        let refused = *slot != boot.booted;
+        if refused {
+            plan.cancel_trials.push(*slot);
+            if rec.status != SlotStatus::Empty {
+                s.set_status(*slot, SlotStatus::Failed);
+            }
+        }
+        let action = if refused {
+            "the slot failed its dm-verity check at boot: out of the rotation, the other slot booted"
+        } else {
+            "none: the slot booted verified since"
+        };
+        plan.records.push(record(
+            Event::IntegrityFailed,
+            json!({"slot": slot.letter(), "version": rec.version, "reason": said, "booted": boot.booted.letter(), "action": action}),
+        ));
+    }
+    if s != *state {
+        plan.state = Some(s);
+    }
+    plan
+}
+
 /// A device's first start: no state yet. The running slot is adopted as good, with the
 /// version its image declares. `None` when the image declares no version.
 pub fn first_boot(config: &DeviceConfig, booted: Slot) -> Option<(AgentState, Record)> {
@@ -404,6 +436,7 @@ mod tests {
             version: None,
             security_version: None,
             cmdline: None,
+            verity: false,
         }
     }
 

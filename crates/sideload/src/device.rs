@@ -73,6 +73,9 @@ pub struct Device {
     /// The running image's own kernel and initrd (`/boot/vmlinuz-*`, `/boot/initrd.img-*`):
     /// what the booted slot's boot files on the ESP must be, and where they are put back from.
     pub(crate) own_boot: Option<(PathBuf, PathBuf)>,
+    /// The running slot's dm-verity words (`airlock.roothash=… airlock.hashoffset=…`), as it
+    /// was booted with them: part of the factory slot's recorded boot entry.
+    pub(crate) own_verity: Option<String>,
 }
 
 /// The kernels (`vmlinuz-*`) and initrds (`initrd.img-*`) in `dir` (an image's `/boot`),
@@ -95,6 +98,27 @@ pub fn boot_files_in(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)
 }
 
 /// The one kernel and the one initrd in `dir` (an image's `/boot`).
+/// The dm-verity words of a kernel command line, in the order the agent writes them; `None`
+/// unless both are there, once each.
+pub fn verity_words(cmdline: &str) -> Option<String> {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let one = |prefix: &str| match words.iter().filter(|w| w.starts_with(prefix)).collect::<Vec<_>>()[..] {
+        [w] => Some(*w),
+        _ => None,
+    };
+    Some(format!("{} {}", one(bundle::ROOTHASH_WORD)?, one(bundle::HASHOFFSET_WORD)?))
+}
+
+/// Whether the initrd's dm-verity device (`airlock-root`) exists: a device-mapper block
+/// device under `sys_block` of that name.
+pub fn verity_opened(sys_block: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(sys_block) else { return false };
+    rd.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("dm-")
+            && fs::read_to_string(e.path().join("dm/name")).is_ok_and(|n| n.trim() == "airlock-root")
+    })
+}
+
 pub fn own_boot_files(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     match boot_files_in(dir).ok()? {
         (k, i) if k.len() == 1 && i.len() == 1 => Some((k[0].clone(), i[0].clone())),
@@ -175,6 +199,7 @@ impl Device {
             network: root.join("run/network"),
             live: Live { nft: root.join(LIVE_FIREWALL).exists(), system: false, via_systemd: false },
             own_boot: own_boot_files(&root.join("own-boot")),
+            own_verity: fs::read_to_string(root.join("own-verity")).ok().and_then(|c| verity_words(&c)),
         })
     }
 
@@ -296,6 +321,7 @@ impl Device {
             network: PathBuf::from("/run/systemd/network"),
             live: Live { nft: true, system: true, via_systemd: true },
             own_boot: own_boot_files(Path::new("/boot")),
+            own_verity: verity_words(&cmdline).filter(|_| verity_opened(Path::new("/sys/block"))),
         })
     }
 
@@ -455,5 +481,31 @@ mod tests {
         let dev = Device::simulated(&root).unwrap();
         assert!(!dev.slot_kernels && !dev.live.nft && !dev.live.system);
         assert_eq!(dev.audit().path, root.join("data/audit.jsonl"));
+    }
+
+    #[test]
+    fn the_booted_slots_verity_words_count_once_each_and_only_with_its_device_open() {
+        let h = "ab".repeat(32);
+        let words = format!("airlock.roothash={h} airlock.hashoffset=4096");
+        assert_eq!(verity_words(&format!("root=PARTLABEL=root-a {words} ro quiet\n")), Some(words.clone()));
+        assert_eq!(verity_words(&format!("airlock.hashoffset=4096 ro airlock.roothash={h}")), Some(words.clone()));
+        for bad in [
+            "root=PARTLABEL=root-a ro".to_string(),
+            format!("airlock.roothash={h}"),
+            format!("{words} airlock.roothash={h}"),
+            format!("{words} airlock.hashoffset=8192"),
+        ] {
+            assert_eq!(verity_words(&bad), None, "{bad}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert!(!verity_opened(d.path()));
+        for (dev, name) in [("dm-0", "other\n"), ("loop0", "airlock-root\n")] {
+            fs::create_dir_all(d.path().join(dev).join("dm")).unwrap();
+            fs::write(d.path().join(dev).join("dm/name"), name).unwrap();
+        }
+        assert!(!verity_opened(d.path()), "another dm device, or not a dm device");
+        fs::create_dir_all(d.path().join("dm-1/dm")).unwrap();
+        fs::write(d.path().join("dm-1/dm/name"), "airlock-root\n").unwrap();
+        assert!(verity_opened(d.path()));
     }
 }

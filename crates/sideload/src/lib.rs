@@ -19,6 +19,7 @@ pub mod decide;
 pub mod device;
 pub mod evidence;
 pub mod fsutil;
+pub mod integrity;
 pub mod reason;
 pub mod simfs;
 pub mod site;

@@ -120,6 +120,11 @@ struct InitArgs {
     /// (tests in `ip netns`).
     #[arg(long)]
     live_firewall: bool,
+    /// The device boots only dm-verity slots (as the appliance image does): a bundle
+    /// without a verity tree is refused, and every slot is checked against its root hash
+    /// before its trial is armed.
+    #[arg(long)]
+    verity: bool,
 }
 
 fn device(cli: &Cli) -> Result<Device, Error> {
@@ -195,6 +200,7 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<Out, Error> {
         version: None,
         security_version: None,
         cmdline: None,
+        verity: a.verity,
     };
     DeviceConfig::parse(&config.to_toml()).map_err(Error::State)?;
     let zones = match &a.zones {

@@ -69,6 +69,10 @@ reasons! {
     WrongSite => "wrong-site",
     /// The firewall compiled from a site profile does not pass `nft -c`.
     RulesetRefused => "ruleset-refused",
+    /// A device that boots only dm-verity slots was given a bundle without a verity tree.
+    UnverifiedSlot => "unverified-slot",
+    /// The slot written does not match the signed dm-verity root hash (`veritysetup verify`).
+    VerityMismatch => "verity-mismatch",
 }
 
 impl fmt::Display for Reason {

@@ -64,6 +64,7 @@ fn make_bundle(dir: &Path, img: &Path, key: &trust::SecretKey) -> Result<Made> {
         hash: "sha256".into(),
         chunk_size: bundle::DEFAULT_CHUNK,
         cmdline: None,
+        verity: None,
         payloads: vec![payload],
     };
     let text = manifest.to_toml()?;

@@ -87,17 +87,34 @@ fn health(port: u16) -> serde_json::Value {
     serde_json::from_str(buf.split_once("\r\n\r\n").unwrap().1.trim()).unwrap()
 }
 
+/// The VM's whole disk as a raw file at `raw`.
+fn raw_disk(workdir: &Path, raw: &Path) {
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(workdir.join("disk-overlay.qcow2"))
+        .arg(raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The audit records and state on a VM's data partition, the chain checked.
+fn audit_of(workdir: &Path, layout: image::disk::Layout) -> (sideload::AgentState, Vec<serde_json::Value>, String) {
+    let (state, audit, provenance) = data_partition(workdir, layout);
+    let log = workdir.join("audit.jsonl");
+    fs::write(&log, &audit).unwrap();
+    let st: sideload::AgentState = toml::from_str(&state).unwrap_or_else(|e| panic!("state.toml: {e}\n{state}"));
+    let mut events = Vec::new();
+    let checked = sideload::audit::check(&log, Some(&st.audit), |_, v| events.push(v.clone())).unwrap();
+    assert_eq!(checked.broken, None, "the audit chain on the appliance is broken");
+    (st, events, provenance)
+}
+
 /// The data partition of the VM's disk, read outside the VM: (state.toml, audit.jsonl, slot
 /// b's provenance envelope).
 fn data_partition(workdir: &Path, layout: image::disk::Layout) -> (String, String, String) {
     let raw = workdir.join("final.raw");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(workdir.join("disk-overlay.qcow2"))
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    raw_disk(workdir, &raw);
     let data = workdir.join("data.img");
     let mut src = fs::File::open(&raw).unwrap();
     let mut dst = fs::File::create(&data).unwrap();
@@ -193,8 +210,38 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
 
     // b. It reboots into slot b on trial: healthy, blessed, the floor raised.
     let at = m.wait_for("slot b (2.0.0) blessed; security floor 2", at, BOOT).unwrap();
+    let _ = at;
     let h = health(port);
     assert_eq!((h["version"].as_str(), h["slot"].as_str()), (Some("2.0.0"), Some("b")), "{h}");
+    let text = console(&m);
+    assert!(
+        text.contains("airlock-verity: slot b verified against root hash"),
+        "slot b was not opened through dm-verity"
+    );
+
+    // f. (booted at the end) A copy of this disk — b blessed, a the old good slot — with one
+    // byte of slot b's filesystem changed, as someone with the disk for a minute would.
+    m.power_cut().unwrap();
+    let recipe = recipe::Recipe::load(&repo().join("recipes/parking-controller.toml"), &repo()).unwrap();
+    let layout = image::disk::Layout::of(&recipe);
+    let tampered = tmp.path().join("tampered");
+    fs::create_dir_all(&tampered).unwrap();
+    let tampered_disk = tampered.join("disk.raw");
+    raw_disk(&workdir, &tampered_disk);
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(&tampered_disk).unwrap();
+        let at = layout.root_b.0 + 10 * 4096 + 17;
+        let mut byte = [0u8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[byte[0] ^ 0x01]).unwrap();
+        f.sync_all().unwrap();
+    }
+    opts.usb = None;
+    let mut m = vm::Vm::start(&opts).unwrap();
+    let at = m.wait_for("slot b (2.0.0) is already good", 0, BOOT).unwrap();
 
     // c. Version 3, never healthy: three tries, then back on slot b by itself.
     let stick = m.plug_usb(&stick2).unwrap();
@@ -221,8 +268,7 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
     );
 
     // Outside the VM: the audit log on the data partition is intact and tells the story.
-    let recipe = recipe::Recipe::load(&repo().join("recipes/parking-controller.toml"), &repo()).unwrap();
-    let (state, audit, provenance) = data_partition(&workdir, image::disk::Layout::of(&recipe));
+    let (st, events, provenance) = audit_of(&workdir, layout);
     // Slot b keeps the provenance its bundle carried, verified by the appliance's own policy:
     // byte for byte the envelope the build directory holds.
     assert_eq!(
@@ -230,12 +276,6 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
         fs::read_to_string(v2.join("provenance.intoto.json")).unwrap(),
         "slot b's provenance on the appliance"
     );
-    let log = tmp.path().join("audit.jsonl");
-    fs::write(&log, &audit).unwrap();
-    let st: sideload::AgentState = toml::from_str(&state).unwrap_or_else(|e| panic!("state.toml: {e}\n{state}"));
-    let mut events = Vec::new();
-    let checked = sideload::audit::check(&log, Some(&st.audit), |_, v| events.push(v.clone())).unwrap();
-    assert_eq!(checked.broken, None, "the audit chain on the appliance is broken");
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     for want in [
         "initialised",
@@ -255,4 +295,30 @@ fn the_appliance_boots_updates_from_a_stick_survives_a_power_cut_and_falls_back_
     assert_eq!(st.slot(sideload::Slot::B).status, sideload::SlotStatus::Good);
     let fell = events.iter().find(|e| e["event"] == "fell-back").unwrap();
     assert!(fell["reason"].as_str().unwrap().contains("never passed its health check"), "{fell}");
+
+    // f. The tampered copy: the initrd checks slot b against its signed root hash, refuses it
+    // before anything of it runs, and the box falls back to slot a by itself; the audit log
+    // says why.
+    let topts =
+        vm::Options { disk: tampered_disk.clone(), workdir: tampered.join("vm"), resume: false, usb: None, ..opts };
+    let started = Instant::now();
+    let mut m = vm::Vm::start(&topts).unwrap();
+    let at = m.wait_for("airlock-verity: slot b refused: dm-verity", 0, BOOT).unwrap();
+    let at = m.wait_for("booted slot a (1.0.0, good)", at, BOOT).unwrap();
+    let _ = m.wait_for("slot a (1.0.0) is already good", at, BOOT).unwrap();
+    let fell_back_after = started.elapsed();
+    let h = health(port);
+    assert_eq!((h["version"].as_str(), h["slot"].as_str()), (Some("1.0.0"), Some("a")), "{h}");
+    assert!(!m.console().contains("booted slot b"), "slot b ran:\n{}", m.console());
+    m.power_cut().unwrap();
+    let (st, events, _) = audit_of(&topts.workdir, layout);
+    let rec = events.iter().find(|e| e["event"] == "integrity-failed").expect("an integrity-failed record");
+    assert_eq!((rec["slot"].as_str(), rec["booted"].as_str()), (Some("b"), Some("a")), "{rec}");
+    assert!(rec["reason"].as_str().unwrap().starts_with("dm-verity: its blocks do not match"), "{rec}");
+    assert_eq!(st.slot(sideload::Slot::B).status, sideload::SlotStatus::Failed);
+    assert_eq!(st.slot(sideload::Slot::A).status, sideload::SlotStatus::Good);
+    eprintln!(
+        "appliance test: a changed byte in slot b: back on slot a, healthy, {:.0} s after QEMU started",
+        fell_back_after.as_secs_f64()
+    );
 }

@@ -53,7 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("recipe", &["product", "zones"]),
     ("store", &["recipe", "durable"]),
     ("trust", &["product"]),
-    ("bundle", &["trust", "product"]),
+    ("bundle", &["trust", "product", "schema"]),
     ("schema", &[]),
     ("release", &["trust", "bundle", "product", "schema", "durable"]),
     ("zones", &[]),

@@ -147,18 +147,31 @@ fn offline_build_is_reproducible_clean_signed_and_serves_health() {
         assert!(text.contains(&sha), "manifest lacks the digest of {o}");
     }
 
+    // The slot's dm-verity tree matches root.img under the root hash the signed manifest lists,
+    // checked by veritysetup itself.
+    let facts = schema::BuildFacts::parse(&text).unwrap();
+    let v = facts.verity.expect("the build manifest's [verity] table");
+    assert_eq!(v.hash_offset, fs::metadata(img.join("root.img")).unwrap().len());
+    let (code, out, err) = run(Command::new("veritysetup")
+        .arg("verify")
+        .arg(img.join("root.img"))
+        .arg(img.join("root.verity"))
+        .arg(&v.root_hash));
+    assert_eq!(code, 0, "veritysetup verify: {out}{err}");
+
     // The update bundle beside it verifies fully offline, and holds the provenance statement,
-    // root.img and the slot's kernel and initrd (every byte of the four verified, chunk by
-    // chunk; the statement's DSSE signatures against the policy).
+    // root.img, its verity tree and the slot's kernel and initrd (every byte of the five
+    // verified, chunk by chunk; the statement's DSSE signatures against the policy).
     let bundle = img.join("parking-controller-1.0.0.airlock");
     let (code, out, err) = run(xtask().args(["verify", "--dev"]).arg(&bundle));
     assert_eq!(code, 0, "{out}{err}");
-    const PAYLOADS: [&str; 4] = ["provenance.json", "root.img", "vmlinuz", "initrd.img"];
+    const PAYLOADS: [&str; 5] = ["provenance.json", "root.img", "root.verity", "vmlinuz", "initrd.img"];
     let payload: u64 = PAYLOADS.iter().map(|p| fs::metadata(img.join(p)).unwrap().len()).sum();
     assert!(out.contains(&format!("{payload} payload bytes verified")), "{out}");
     assert!(out.contains("provenance (in-toto statement) signed: release 1/1, approval 1/1"), "{out}");
     let listed = fs::read_to_string(img.join("bundle-manifest.toml")).unwrap();
-    assert!(listed.starts_with("format = 3\n"), "{listed}");
+    assert!(listed.starts_with("format = 4\n"), "{listed}");
+    assert!(listed.contains(&format!("root_hash = \"{}\"", v.root_hash)), "the bundle's [verity] table:\n{listed}");
     for p in PAYLOADS {
         assert!(listed.contains(&format!("name = \"{p}\"")), "the bundle lacks {p}:\n{listed}");
     }

@@ -52,6 +52,7 @@ fn made(img: &[u8]) -> Made {
         hash: "sha256".into(),
         chunk_size: CHUNK,
         cmdline: None,
+        verity: None,
         payloads: vec![p],
     };
     Made { manifest, payload_zst: z }

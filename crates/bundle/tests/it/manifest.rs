@@ -36,6 +36,7 @@ fn good() -> Manifest {
         hash: "sha256".into(),
         chunk_size: MI,
         cmdline: None,
+        verity: None,
         payloads: vec![payload("root.img", Target::Root, 3 * MI + 1, MI)],
     }
 }
@@ -160,13 +161,13 @@ fn product_names_are_plain_and_at_most_128_bytes() {
 
 #[test]
 fn format_hash_and_compression_are_known_values_only() {
-    for f in [0, 4, u32::MAX] {
+    for f in [0, 5, u32::MAX] {
         let mut m = good();
         m.format = f;
-        assert_eq!(refused(&m), format!("manifest: format {f} is not known (this agent reads formats 1 to 3)"));
+        assert_eq!(refused(&m), format!("manifest: format {f} is not known (this agent reads formats 1 to 4)"));
     }
-    // Format 1 (no provenance) is still read, and so are 2 and 3.
-    for f in [1, 2, 3] {
+    // Format 1 (no provenance) is still read, and so are 2, 3 and 4.
+    for f in [1, 2, 3, 4] {
         let mut m = good();
         m.format = f;
         m.check().unwrap();
@@ -356,4 +357,74 @@ fn the_kernel_command_line_is_format_3_plain_words_and_names_no_root() {
     m.check().unwrap();
     m.cmdline = Some("x".repeat(bundle::MAX_CMDLINE + 1));
     assert_eq!(refused(&m), "manifest: cmdline: 1 to 2048 bytes");
+}
+
+fn verity_table(root_size: u64) -> bundle::Verity {
+    bundle::Verity {
+        root_hash: digest('c'),
+        hash_offset: root_size,
+        hash: "sha256".into(),
+        block_size: 4096,
+        salt: digest('d'),
+        uuid: "01234567-89ab-4cde-8f01-23456789abcd".into(),
+    }
+}
+
+/// Format 4: the root slot's verity tree right after the root, with its table.
+fn with_verity() -> Manifest {
+    let mut m = good();
+    m.format = 4;
+    m.payloads =
+        vec![payload("root.img", Target::Root, 3 * MI, MI), payload("root.verity", Target::Verity, 8 * 4096, MI)];
+    m.verity = Some(verity_table(3 * MI));
+    m
+}
+
+#[test]
+fn a_verity_tree_comes_with_its_table_after_the_root_and_fits_it() {
+    let m = with_verity();
+    m.check().unwrap();
+    assert_eq!(Manifest::parse(m.to_toml().unwrap().as_bytes()).unwrap(), m);
+
+    let mut old = with_verity();
+    old.format = 3;
+    assert_eq!(refused(&old), "manifest: a verity table and tree need format 4");
+    let mut no_table = with_verity();
+    no_table.verity = None;
+    assert_eq!(refused(&no_table), "manifest: a verity tree without its [verity] table");
+    let mut no_tree = with_verity();
+    no_tree.payloads.pop();
+    assert_eq!(refused(&no_tree), "manifest: a [verity] table without its tree (payload root.verity)");
+    let mut late = with_verity();
+    late.payloads.insert(1, payload("vmlinuz", Target::Kernel, MI, MI));
+    assert_eq!(refused(&late), "manifest: the verity tree comes right after the root payload");
+    // The tree starts where the root ends, on a block, and is no larger than its tree can be.
+    let mut off = with_verity();
+    off.verity.as_mut().unwrap().hash_offset += 4096;
+    assert!(refused(&off).contains("verity.hash_offset"), "{}", refused(&off));
+    let mut unaligned = with_verity();
+    unaligned.payloads[0] = payload("root.img", Target::Root, 3 * MI + 1, MI);
+    unaligned.verity = Some(verity_table(3 * MI + 1));
+    assert!(refused(&unaligned).contains("multiple of 4096"), "{}", refused(&unaligned));
+    let mut huge = with_verity();
+    huge.payloads[1] = payload("root.verity", Target::Verity, 64 * MI, MI);
+    assert!(refused(&huge).contains("the verity tree is 67108864 bytes"), "{}", refused(&huge));
+    let mut weak = with_verity();
+    weak.verity.as_mut().unwrap().hash = "sha1".into();
+    assert!(refused(&weak).contains("verity.hash `sha1` is not known"), "{}", refused(&weak));
+    // The table is strict: an unknown field is refused by the parser.
+    let text = m.to_toml().unwrap().replace("[verity]\n", "[verity]\nrestart_on_corruption = false\n");
+    assert!(Manifest::parse(text.as_bytes()).is_err());
+}
+
+#[test]
+fn a_bundles_cmdline_cannot_carry_the_verity_words() {
+    for bad in ["ro airlock.roothash=00", "airlock.hashoffset=4096 ro"] {
+        let mut m = with_verity();
+        m.cmdline = Some(bad.into());
+        assert!(refused(&m).contains("they come from the signed [verity] table"), "{bad}");
+    }
+    let mut m = with_verity();
+    m.cmdline = Some("ro airlock.other=1".into());
+    m.check().unwrap();
 }

@@ -44,6 +44,7 @@ fn with_provenance(statement: &[u8], img: &[u8]) -> P {
         hash: "sha256".into(),
         chunk_size: CHUNK,
         cmdline: None,
+        verity: None,
         payloads: vec![p, r],
     };
     manifest.check().unwrap();

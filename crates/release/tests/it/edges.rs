@@ -245,7 +245,7 @@ fn a_stale_unsigned_bundle_manifest_is_replaced_without_force() {
     fs::write(d.path().join(release::BUNDLE_MANIFEST), "stale, never signed\n").unwrap();
     let r = release::assemble(d.path(), None, &policy, &[], false).unwrap();
     assert!(matches!(r, release::Assembled::Waiting { .. }), "{r:?}");
-    assert!(fs::read_to_string(d.path().join(release::BUNDLE_MANIFEST)).unwrap().starts_with("format = 3\n"));
+    assert!(fs::read_to_string(d.path().join(release::BUNDLE_MANIFEST)).unwrap().starts_with("format = 4\n"));
 }
 
 #[test]

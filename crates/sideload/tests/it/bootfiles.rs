@@ -34,6 +34,7 @@ fn bundle_with(version: &str, parts: &[(&str, Target, &[u8])], cmdline: Option<&
         hash: "sha256".into(),
         chunk_size: CHUNK,
         cmdline: cmdline.map(str::to_string),
+        verity: None,
         payloads,
     };
     let text = m.to_toml().unwrap();

@@ -10,6 +10,7 @@ mod corpus;
 mod powercut;
 mod provenance;
 mod site;
+mod verity;
 
 use std::fs;
 use std::io::Read;
@@ -100,6 +101,7 @@ pub fn parts(version: &str, security_version: u64, img: &[u8]) -> Parts {
         hash: "sha256".into(),
         chunk_size: CHUNK,
         cmdline: None,
+        verity: None,
         payloads: vec![p],
     };
     // Serialised without the writer's checks, so hostile manifests (an empty payload) can be made.
@@ -179,6 +181,13 @@ impl Dev {
         Dev::with_slot_size(SLOT_SIZE)
     }
     pub fn with_slot_size(slot_size: u64) -> Dev {
+        Dev::made(slot_size, false)
+    }
+    /// A device that boots only dm-verity slots (as the appliance image is).
+    pub fn verified() -> Dev {
+        Dev::made(SLOT_SIZE, true)
+    }
+    fn made(slot_size: u64, verity: bool) -> Dev {
         let dir = tempfile::tempdir().unwrap();
         let v1 = image("1.0.0", 300_000);
         let img = dir.path().join("v1.img");
@@ -190,6 +199,7 @@ impl Dev {
             version: None,
             security_version: None,
             cmdline: None,
+            verity,
         };
         let policy = policy_text();
         Device::init_simulated(

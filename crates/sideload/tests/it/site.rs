@@ -94,6 +94,7 @@ impl Site {
             version: Some(product::Version::parse("1.0.0").unwrap()),
             security_version: Some(1),
             cmdline: None,
+            verity: false,
         };
         let policy = policy(with_approval);
         Device::init_simulated(
