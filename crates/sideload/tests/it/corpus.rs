@@ -370,11 +370,11 @@ fn a_manifest_of_absurd_size_or_unknown_format_is_refused() {
     let mut p = parts("2.0.0", 2, &v2());
     let text = String::from_utf8(p.manifest_bytes).unwrap();
     assert!(text.contains("format = 1\n"), "{text}");
-    p.manifest_bytes = text.replace("format = 1\n", "format = 4\n").into_bytes();
+    p.manifest_bytes = text.replace("format = 1\n", "format = 5\n").into_bytes();
     p.sign(&crate::key(), PRODUCT, "2.0.0");
     assert_eq!(
         refused(&dev, &p.bytes(), "bad-manifest"),
-        "manifest: format 4 is not known (this agent reads formats 1 to 3)"
+        "manifest: format 5 is not known (this agent reads formats 1 to 4)"
     );
 
     let mut p = parts("2.0.0", 2, &v2());
