@@ -187,6 +187,9 @@ impl Dev {
     pub fn verified() -> Dev {
         Dev::made(SLOT_SIZE, true)
     }
+    pub fn made_with(slot_size: u64, verity: bool) -> Dev {
+        Dev::made(slot_size, verity)
+    }
     fn made(slot_size: u64, verity: bool) -> Dev {
         let dir = tempfile::tempdir().unwrap();
         let v1 = image("1.0.0", 300_000);

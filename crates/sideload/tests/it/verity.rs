@@ -13,11 +13,11 @@ use trust::{Prehash, SignatureFile};
 
 use crate::{CHUNK, Dev, PRODUCT, image, key, parts};
 
-/// A root of 64 blocks (256 KiB) for `version`, its tree and table as `veritysetup format`
+/// A root of 100 blocks (400 KiB) for `version`, its tree and table as `veritysetup format`
 /// makes them.
 fn root_and_tree(version: &str) -> (Vec<u8>, Vec<u8>, Verity) {
     let d = tempfile::tempdir().unwrap();
-    let root = image(version, 64 * 4096);
+    let root = image(version, 100 * 4096);
     let (img, tree) = (d.path().join("root.img"), d.path().join("root.verity"));
     fs::write(&img, &root).unwrap();
     fs::write(&tree, b"").unwrap();
@@ -46,9 +46,14 @@ fn root_and_tree(version: &str) -> (Vec<u8>, Vec<u8>, Verity) {
 
 /// A signed format-4 bundle: `root`, then `tree` with the table `v`.
 fn verity_bundle(version: &str, root: &[u8], tree: &[u8], v: &Verity) -> Vec<u8> {
+    verity_bundle_with(version, &[("root.img", Target::Root, root), ("root.verity", Target::Verity, tree)], v, None)
+}
+
+/// The same with any payloads, and the slot's kernel command line.
+fn verity_bundle_with(version: &str, parts: &[(&str, Target, &[u8])], v: &Verity, cmdline: Option<&str>) -> Vec<u8> {
     let mut zst = Vec::new();
     let mut payloads = Vec::new();
-    for (name, target, bytes) in [("root.img", Target::Root, root), ("root.verity", Target::Verity, tree)] {
+    for &(name, target, bytes) in parts {
         let mut z = Vec::new();
         payloads.push(bundle::compress_payload(name, target, bytes, &mut z, CHUNK).unwrap());
         zst.push(z);
@@ -63,7 +68,7 @@ fn verity_bundle(version: &str, root: &[u8], tree: &[u8], v: &Verity) -> Vec<u8>
         build_manifest: format!("sha256:{}", "0".repeat(64)),
         hash: "sha256".into(),
         chunk_size: CHUNK,
-        cmdline: None,
+        cmdline: cmdline.map(str::to_string),
         verity: Some(v.clone()),
         payloads,
     };
@@ -178,4 +183,59 @@ fn the_initrds_note_fails_the_slot_it_refused_and_the_audit_says_why() {
     drop(dev.agent());
     assert_eq!(dev.audit().iter().filter(|r| r["event"] == "integrity-failed").count(), 2);
     assert_eq!(dev.power_on().booted, sideload::Slot::A);
+}
+
+#[test]
+fn the_slots_boot_entry_opens_it_with_the_signed_root_hash_and_a_new_install_clears_an_old_note() {
+    let dev = Dev::verified();
+    let (root, tree, v) = root_and_tree("2.0.0");
+    let (kernel, initrd) = (image("kernel", 50_000), image("initrd", 30_000));
+    let b = verity_bundle_with(
+        "2.0.0",
+        &[
+            ("root.img", Target::Root, &root),
+            ("root.verity", Target::Verity, &tree),
+            ("vmlinuz", Target::Kernel, &kernel),
+            ("initrd.img", Target::Initrd, &initrd),
+        ],
+        &v,
+        Some("rootfstype=squashfs ro panic=10"),
+    );
+    // A note about slot b's old contents lands while the agent runs (it read the notes when
+    // it opened): the install into slot b supersedes it, and it is never recorded.
+    let mut agent = dev.agent();
+    let notes = dev.root().join("esp/airlock");
+    fs::create_dir_all(&notes).unwrap();
+    fs::write(notes.join("integrity-b"), "dm-verity: its blocks do not match the signed root hash 00\n").unwrap();
+    let path = dev.write_bundle("v.airlock", &b);
+    agent.install(&path, sideload::InstallOptions::default(), &mut sideload::NoProgress).unwrap();
+    drop(agent);
+    assert!(!notes.join("integrity-b").exists(), "the note of the slot's old contents stayed");
+    let entries = dev.root().join("esp/loader/entries");
+    let names: Vec<String> =
+        fs::read_dir(&entries).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let entry = names.iter().find(|n| n.starts_with("slot-b")).expect("slot b's entry");
+    let text = fs::read_to_string(entries.join(entry)).unwrap();
+    let want = format!(
+        "options root=PARTLABEL=root-b airlock.roothash={} airlock.hashoffset={} rootfstype=squashfs ro panic=10\n",
+        v.root_hash,
+        root.len()
+    );
+    assert!(text.contains(&want), "{text}");
+    drop(dev.agent());
+    assert!(dev.audit().iter().all(|r| r["event"] != "integrity-failed"), "a superseded note was recorded");
+    assert_eq!(dev.state().slot(sideload::Slot::B).status, SlotStatus::Written);
+    assert_eq!(dev.boot().trial.map(|t| (t.slot, t.tries_left)), Some((sideload::Slot::B, 3)));
+}
+
+#[test]
+fn the_slot_must_hold_the_root_and_its_tree() {
+    let (root, tree, v) = root_and_tree("2.0.0");
+    let b = verity_bundle("2.0.0", &root, &tree, &v);
+    let exact = (root.len() + tree.len()) as u64;
+    let small = Dev::made_with(exact - 4096, true);
+    let (code, msg) = reason(small.install(&b));
+    assert_eq!(code, Reason::TooLargeForSlot, "{msg}");
+    assert!(small.slot("b").iter().all(|&x| x == 0), "the slot was written");
+    Dev::made_with(exact, true).install(&b).unwrap();
 }
