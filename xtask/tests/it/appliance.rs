@@ -32,8 +32,9 @@ fn build(recipe: &str, images: &Path) -> PathBuf {
 /// A copy of a build directory without its bundle and signatures, for hostile variants.
 fn copy_build(dir: &Path, dest: &Path, edit: impl Fn(String) -> String) {
     fs::create_dir_all(dest).unwrap();
-    for n in ["root.img", "vmlinuz", "initrd.img"] {
-        fs::copy(dir.join(n), dest.join(n)).unwrap();
+    // Every payload the build made but its provenance (signed for the build, not the copy).
+    for k in bundle::PAYLOAD_KINDS.iter().filter(|k| k.target != bundle::Target::Provenance) {
+        fs::copy(dir.join(k.name), dest.join(k.name)).unwrap();
     }
     let m = fs::read_to_string(dir.join("build-manifest.toml")).unwrap();
     fs::write(dest.join("build-manifest.toml"), edit(m)).unwrap();
