@@ -30,7 +30,7 @@ fn build(ctx: &Ctx, recipe: &str, images: &Path) -> Result<PathBuf> {
     }
 }
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Ctx, runs: usize) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("airlock-bench-boot-").tempdir_in(ctx.root.join("target"))?;
     let images = tmp.path().join("images");
     eprintln!("bench boot: building versions 1, 2 and 3 (unhealthy)…");
@@ -56,6 +56,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let mut m = vm::Vm::start(&opts)?;
     let at = m.wait_for("slot a (1.0.0) is already good", 0, long)?;
     let healthy = m.elapsed();
+    // The initrd's check of the whole slot (`veritysetup verify`), from its own uptime stamps.
+    let check = m
+        .console()
+        .lines()
+        .find_map(|l| l.split_once("verified against root hash ").and_then(|(_, r)| r.split_once("(uptime ")))
+        .map(|(_, r)| r.split([' ', ')']).filter_map(|w| w.parse::<f64>().ok()).collect::<Vec<_>>())
+        .and_then(|n| (n.len() == 2).then(|| n[1] - n[0]));
     m.plug_usb(&stick2)?;
     let plugged = Instant::now();
     let at = m.wait_for("slot b (2.0.0) blessed", at, long)?;
@@ -71,11 +78,25 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // The same fresh disk without dm-verity, and once more measuring reads in the initrd.
     let recipe = recipe::Recipe::load(&ctx.root.join("recipes/parking-controller.toml"), &ctx.root)?;
     let esp = image::disk::Layout::of(&recipe).esp.0;
+    // `runs` boots of each, taken in turns, so that both see the same machine.
     let plain = edited_copy(&v1, tmp.path(), "plain", esp, |w| !bundle::is_verity_word(w), "")?;
-    let mut m = vm::Vm::start(&vm::Options { disk: plain, workdir: tmp.path().join("vm-plain"), ..opts.clone() })?;
-    m.wait_for("slot a (1.0.0) is already good", 0, long)?;
-    let healthy_plain = m.elapsed();
-    m.power_cut()?;
+    let (mut with, mut without) = (vec![healthy.as_secs_f64()], Vec::new());
+    for i in 0..runs.max(1) {
+        // The first boot above is the first with dm-verity.
+        let turns: &mut [(&PathBuf, &mut Vec<f64>, &str)] = if i == 0 {
+            &mut [(&plain, &mut without, "plain")]
+        } else {
+            &mut [(&plain, &mut without, "plain"), (&opts.disk, &mut with, "verity")]
+        };
+        for (disk, times, what) in turns.iter_mut() {
+            let workdir = tmp.path().join(format!("vm-{what}-{i}"));
+            let mut m = vm::Vm::start(&vm::Options { disk: disk.to_path_buf(), workdir, ..opts.clone() })?;
+            m.wait_for("slot a (1.0.0) is already good", 0, long)?;
+            times.push(m.elapsed().as_secs_f64());
+            m.power_cut()?;
+        }
+    }
+    let (with, without) = (super::Timed::of_values(with), super::Timed::of_values(without));
     let measured = edited_copy(&v1, tmp.path(), "measure", esp, |_| true, "airlock.measure=verity")?;
     let mut m = vm::Vm::start(&vm::Options { disk: measured, workdir: tmp.path().join("vm-measure"), ..opts.clone() })?;
     let at = m.wait_for("airlock-verity: measured: ", 0, long)?;
@@ -102,11 +123,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         fallback.as_secs_f64()
     );
     out!(
-        "  QEMU start to healthy: dm-verity {:.1} s, without (same disk, verity words removed) {:.1} s: ratio {:.2}",
-        healthy.as_secs_f64(),
-        healthy_plain.as_secs_f64(),
-        healthy.as_secs_f64() / healthy_plain.as_secs_f64()
+        "  QEMU start to healthy, {} boots each: dm-verity {:.1} s {}, without (same disk, verity words removed) {:.1} s {}: ratio {:.2}",
+        runs.max(1),
+        with.median,
+        with.spread(),
+        without.median,
+        without.spread(),
+        with.median / without.median
     );
+    if let Some(c) = check {
+        out!("  the initrd's check of the whole slot against its root hash (veritysetup verify) {c:.1} s");
+    }
     out!(
         "  the slot read whole in the initrd ({mib:.0} MiB, cold cache): through dm-verity {:.1} MiB/s, bare {:.1} MiB/s: ratio {:.2}",
         mib / (t2 - t1),

@@ -83,6 +83,13 @@ impl Timed {
         Ok(Timed { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] })
     }
 
+    /// The median and spread of figures already measured (seconds).
+    pub fn of_values(mut v: Vec<f64>) -> Timed {
+        v.sort_by(f64::total_cmp);
+        let (min, max) = (v.first().copied().unwrap_or(0.0), v.last().copied().unwrap_or(0.0));
+        Timed { median: v.get(v.len() / 2).copied().unwrap_or(0.0), min, max }
+    }
+
     pub fn spread(&self) -> String {
         format!("[{:.2}–{:.2}]", self.min, self.max)
     }
@@ -128,7 +135,7 @@ impl Bench {
             Some(Which::Build) => self.build(ctx),
             Some(Which::Verify) => self.verify(),
             Some(Which::Install) => install::run(ctx, self.install_mib),
-            Some(Which::Boot) => boot::run(ctx),
+            Some(Which::Boot) => boot::run(ctx, self.runs),
             Some(Which::Firewall) => firewall::run(ctx, &recipe, self.runs),
             Some(Which::Api) => api::run(self.controller.clone(), self.api_secs),
             None => {

@@ -16,6 +16,18 @@ fn bundle_of(version: &str, parts: &[(&str, Target, &[u8])]) -> Vec<u8> {
 
 /// The same, format 3 with the slot's kernel command line when `cmdline` is given.
 fn bundle_with(version: &str, parts: &[(&str, Target, &[u8])], cmdline: Option<&str>) -> Vec<u8> {
+    signed_bundle(version, if cmdline.is_some() { 3 } else { 2 }, parts, cmdline, None)
+}
+
+/// A signed bundle of format `format`: `parts` in order, the slot's command line and verity
+/// table as given (what the release assembly writes, made here without its checks of a build).
+pub fn signed_bundle(
+    version: &str,
+    format: u32,
+    parts: &[(&str, Target, &[u8])],
+    cmdline: Option<&str>,
+    verity: Option<bundle::Verity>,
+) -> Vec<u8> {
     let mut zst = Vec::new();
     let mut payloads = Vec::new();
     for (name, target, bytes) in parts {
@@ -24,7 +36,7 @@ fn bundle_with(version: &str, parts: &[(&str, Target, &[u8])], cmdline: Option<&
         zst.push(z);
     }
     let m = Manifest {
-        format: if cmdline.is_some() { 3 } else { 2 },
+        format,
         product: PRODUCT.into(),
         version: product::Version::parse(version).unwrap(),
         security_version: 2,
@@ -34,7 +46,7 @@ fn bundle_with(version: &str, parts: &[(&str, Target, &[u8])], cmdline: Option<&
         hash: "sha256".into(),
         chunk_size: CHUNK,
         cmdline: cmdline.map(str::to_string),
-        verity: None,
+        verity,
         payloads,
     };
     let text = m.to_toml().unwrap();

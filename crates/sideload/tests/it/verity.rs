@@ -7,11 +7,10 @@
 use std::fs;
 use std::process::Command;
 
-use bundle::{Manifest, Target, Verity};
+use bundle::{Target, Verity};
 use sideload::{Error, Reason, SlotStatus};
-use trust::{Prehash, SignatureFile};
 
-use crate::{CHUNK, Dev, PRODUCT, image, key, parts};
+use crate::{Dev, image, parts};
 
 /// A root of 100 blocks (400 KiB) for `version`, its tree and table as `veritysetup format`
 /// makes them.
@@ -51,42 +50,7 @@ fn verity_bundle(version: &str, root: &[u8], tree: &[u8], v: &Verity) -> Vec<u8>
 
 /// The same with any payloads, and the slot's kernel command line.
 fn verity_bundle_with(version: &str, parts: &[(&str, Target, &[u8])], v: &Verity, cmdline: Option<&str>) -> Vec<u8> {
-    let mut zst = Vec::new();
-    let mut payloads = Vec::new();
-    for &(name, target, bytes) in parts {
-        let mut z = Vec::new();
-        payloads.push(bundle::compress_payload(name, target, bytes, &mut z, CHUNK).unwrap());
-        zst.push(z);
-    }
-    let m = Manifest {
-        format: 4,
-        product: PRODUCT.into(),
-        version: product::Version::parse(version).unwrap(),
-        security_version: 2,
-        channel: product::Channel::Release,
-        previous_manifest: String::new(),
-        build_manifest: format!("sha256:{}", "0".repeat(64)),
-        hash: "sha256".into(),
-        chunk_size: CHUNK,
-        cmdline: cmdline.map(str::to_string),
-        verity: Some(v.clone()),
-        payloads,
-    };
-    let text = m.to_toml().unwrap();
-    let comment = format!("airlock product={PRODUCT} version={version} role=release file=manifest.toml");
-    let sig = SignatureFile::sign(&key(), &Prehash::of_bytes(text.as_bytes()), &comment).unwrap();
-    let mut out = Vec::new();
-    let mut readers: Vec<&[u8]> = zst.iter().map(|z| &z[..]).collect();
-    let mut list: Vec<(&bundle::Payload, &mut dyn std::io::Read)> =
-        m.payloads.iter().zip(readers.iter_mut()).map(|(p, r)| (p, r as &mut dyn std::io::Read)).collect();
-    bundle::write_bundle(
-        &mut out,
-        text.as_bytes(),
-        &[(format!("manifest.toml.{}.minisig", key().id()), sig.to_file())],
-        &mut list,
-    )
-    .unwrap();
-    out
+    crate::bootfiles::signed_bundle(version, 4, parts, cmdline, Some(v.clone()))
 }
 
 fn reason(r: Result<sideload::Accepted, Error>) -> (Reason, String) {
