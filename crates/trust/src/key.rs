@@ -1,5 +1,5 @@
 //! Public keys in minisign's format (`Ed` + key id + ed25519 key), so the stock `minisign`
-//! tool verifies with Airlock's keys and the other way round. Secret keys are in `secret.rs`,
+//! tool verifies with Airlock's keys and the other way round. Secret keys are in `signing.rs`,
 //! behind the `sign` feature.
 
 use std::fmt;

@@ -9,9 +9,9 @@
 pub mod dsse;
 mod key;
 mod policy;
-#[cfg(feature = "sign")]
-mod secret;
 mod sig;
+#[cfg(feature = "sign")]
+mod signing;
 
 pub use key::{KeyId, MAX_KEY_FILE, PublicKey};
 pub use policy::{
@@ -19,9 +19,9 @@ pub use policy::{
     RolePolicy, RoleReport, SignerReport, dev_approval_public_key, dev_public_key, is_dev_key,
 };
 pub use product::Channel;
-#[cfg(feature = "sign")]
-pub use secret::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
 pub use sig::{MAX_SIG_FILE, MAX_TRUSTED_COMMENT, Prehash, SignatureFile};
+#[cfg(feature = "sign")]
+pub use signing::{DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Kdf, SecretKey};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

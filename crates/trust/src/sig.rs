@@ -13,7 +13,7 @@ use ed25519_dalek::Signer;
 use crate::Error;
 use crate::key::{KeyId, PublicKey, bounded_lines, decode_b64};
 #[cfg(feature = "sign")]
-use crate::secret::SecretKey;
+use crate::signing::SecretKey;
 
 /// Largest signature file accepted, in bytes.
 pub const MAX_SIG_FILE: usize = 4096;
