@@ -26,7 +26,7 @@ pub use report::{
 };
 pub use verity::{
     HASHOFFSET_WORD, ROOTHASH_WORD, VERITY_BLOCK, VERITY_FILE, VERITY_HASH, Verity, check as check_verity,
-    cmdline_words, is_verity_word, max_tree_size,
+    cmdline_words, is_verity_word, max_tree_size, slot_cmdline,
 };
 pub use writer::{ZSTD_LEVEL, ZSTD_WORKERS, compress_payload, write_bundle};
 

@@ -79,6 +79,16 @@ pub fn cmdline_words(v: &Verity) -> String {
     format!("{ROOTHASH_WORD}{} {HASHOFFSET_WORD}{}", v.root_hash, v.hash_offset)
 }
 
+/// A slot's command line after `root=`: the verity words of its signed table, when it has one,
+/// then `tail` (the image's own words). The one place both the builder's first entry and the
+/// agent's entries get them from.
+pub fn slot_cmdline(verity: Option<&Verity>, tail: &str) -> String {
+    match verity {
+        Some(v) => format!("{} {tail}", cmdline_words(v)),
+        None => tail.to_string(),
+    }
+}
+
 /// Whether a command-line word is one of the verity words (a bundle's `cmdline` may not hold
 /// them: they come from the signed table).
 pub fn is_verity_word(w: &str) -> bool {
@@ -107,6 +117,8 @@ mod tests {
         let tree = 3 * 4096;
         assert_eq!(check(&v, 1 << 20, tree), Ok(()));
         assert_eq!(cmdline_words(&v), format!("airlock.roothash={} airlock.hashoffset=1048576", "ab".repeat(32)));
+        assert_eq!(slot_cmdline(Some(&v), "ro quiet"), format!("{} ro quiet", cmdline_words(&v)));
+        assert_eq!(slot_cmdline(None, "ro quiet"), "ro quiet");
         let bad: Vec<(Verity, u64, u64, &str)> = vec![
             (Verity { root_hash: "AB".repeat(32), ..good() }, 1 << 20, tree, "root_hash"),
             (Verity { root_hash: "ab".repeat(31), ..good() }, 1 << 20, tree, "root_hash"),

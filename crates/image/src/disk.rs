@@ -86,10 +86,7 @@ pub fn cmdline_tail(recipe: &Recipe) -> String {
 /// slot's verity table, its command line opens the slot through dm-verity (the words the
 /// agent writes for the slots it installs, in the same place).
 pub fn entry(recipe: &Recipe, slot: &str, version: u64, verity: Option<&Verity>) -> String {
-    let options = match verity {
-        Some(v) => format!("root=PARTLABEL=root-{slot} {} {}", bundle::cmdline_words(v), cmdline_tail(recipe)),
-        None => cmdline(recipe, slot),
-    };
+    let options = format!("root=PARTLABEL=root-{slot} {}", bundle::slot_cmdline(verity, &cmdline_tail(recipe)));
     format!(
         "title Airlock {} (slot {slot})\nsort-key airlock\nversion {version}\nlinux /{slot}/{KERNEL_NAME}\ninitrd /{slot}/{INITRD_NAME}\noptions {options}\n",
         recipe.name,

@@ -449,10 +449,11 @@ impl Agent {
         }
         // The slot's root hash goes into its boot entry from the signed table, never from a
         // command line (a bundle's cannot hold it).
-        let cmdline = m.cmdline.clone().or_else(|| self.dev.config.cmdline.clone()).map(|c| match &m.verity {
-            Some(v) => format!("{} {c}", bundle::cmdline_words(v)),
-            None => c,
-        });
+        let cmdline = m
+            .cmdline
+            .clone()
+            .or_else(|| self.dev.config.cmdline.clone())
+            .map(|c| bundle::slot_cmdline(m.verity.as_ref(), &c));
         if self.dev.slot_kernels && self.dev.sim_root.is_none() && cmdline.is_none() {
             return Err(Error::Refused(
                 Reason::Bundle(bundle::Code::BadManifest),
